@@ -1,0 +1,77 @@
+//! The records that flow through the fleet.
+//!
+//! A provider's source turns its feed into [`RawChange`]s (provider column
+//! names, provider table names). Inbound mapping turns each into a
+//! [`DocChange`] (collection, `_id`, document fields) or rejects it. The store
+//! merges `DocChange`s and fans the merged documents out as [`SinkWrite`]s,
+//! which outbound mapping turns into provider rows ([`crate::mapping::OutboundRow`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// A JSON object: a row, a document, or a before image.
+pub type Fields = Map<String, Value>;
+
+/// What happened to a row in the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOp {
+    Insert,
+    Update,
+    Delete,
+    /// A row read by initial sync (not a change: no before image, no commit time).
+    Snapshot,
+}
+
+/// One row change as the provider reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawChange {
+    /// The provider's table, collection or container name (without schema).
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    pub op: RawOp,
+    /// The new image (insert, update, snapshot) or the key / old image (delete).
+    pub row: Fields,
+    /// The old image, where the feed has one (REPLICA IDENTITY FULL, Mongo pre-images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Fields>,
+    /// The source's commit time, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_ts_ms: Option<i64>,
+}
+
+/// The store-side operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocOp {
+    /// Insert, update or snapshot row: the fields are the whole new image.
+    Upsert,
+    Delete,
+}
+
+/// A mapped change of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocChange {
+    pub collection: String,
+    pub id: Value,
+    pub op: DocOp,
+    /// The new image in document field names (id fields included; `_id` not).
+    pub fields: Fields,
+    /// The mapped before image, where the feed had one.
+    pub before: Option<Fields>,
+    pub commit_ts_ms: Option<i64>,
+    /// Fields of this collection that merge as counters.
+    pub counters: Arc<[String]>,
+    /// A snapshot row (initial sync) rather than a live change.
+    pub snapshot: bool,
+}
+
+/// A merged document on its way to one provider: `doc` is `None` for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkWrite {
+    pub collection: String,
+    pub id: Value,
+    pub doc: Option<Fields>,
+}

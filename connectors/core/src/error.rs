@@ -1,0 +1,120 @@
+//! The one typed error every provider returns, and the one place that says
+//! what a worker does about it.
+//!
+//! * [`ErrorKind::Transient`]: the network, a restart, a lock timeout: retry
+//!   with exponential backoff and jitter; nothing is lost because positions
+//!   only advance after a commit.
+//! * [`ErrorKind::Permanent`]: bad credentials, a missing slot or table, a
+//!   configuration mistake: that provider stops with this message, the
+//!   others go on.
+//! * [`ErrorKind::BadRecord`]: this record alone cannot be synced (no id, a
+//!   value the column rejects): it goes to the dead-letter table and the
+//!   stream goes on.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    Transient,
+    Permanent,
+    BadRecord,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Permanent => "permanent",
+            ErrorKind::BadRecord => "bad_record",
+        }
+    }
+}
+
+/// Where in the pipeline an error happened (the `stage` metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Connect,
+    Setup,
+    Source,
+    Snapshot,
+    Mapping,
+    Store,
+    Sink,
+    Verify,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Setup => "setup",
+            Stage::Source => "source",
+            Stage::Snapshot => "snapshot",
+            Stage::Mapping => "mapping",
+            Stage::Store => "store",
+            Stage::Sink => "sink",
+            Stage::Verify => "verify",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConnectorError {
+    pub kind: ErrorKind,
+    pub stage: Stage,
+    pub message: String,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ConnectorError {
+    pub fn new(kind: ErrorKind, stage: Stage, message: impl Into<String>) -> Self {
+        ConnectorError {
+            kind,
+            stage,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn transient(stage: Stage, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Transient, stage, message)
+    }
+
+    pub fn permanent(stage: Stage, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, stage, message)
+    }
+
+    pub fn bad_record(stage: Stage, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRecord, stage, message)
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+impl fmt::Display for ConnectorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} error", self.message, self.kind.as_str())?;
+        write!(f, " in {})", self.stage.as_str())?;
+        if let Some(src) = &self.source {
+            write!(f, ": {src}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;

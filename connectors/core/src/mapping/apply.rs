@@ -1,0 +1,353 @@
+//! Per-record mapping for one provider instance.
+//!
+//! Inbound (provider → store), in this order: provider column names become
+//! document field names (`providers.X.columns`, and for `match_ids` the
+//! provider's native id column becomes `_id`); transforms run in file order;
+//! the filter decides; the id is built and checked (top-level, present,
+//! non-null, scalar unless composite). Anything wrong with the record itself
+//! is a [`Rejection`] for the dead-letter table, never a panic or a silent
+//! drop. Outbound runs the same steps backwards.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::rules::{CollectionRule, IdMode};
+use super::transform;
+use super::MappingSet;
+use crate::change::{DocChange, DocOp, Fields, RawChange, RawOp, SinkWrite};
+use crate::provider::ProviderKind;
+
+/// Why a record cannot be synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub collection: String,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "collection `{}`", self.collection)?;
+        if let Some(field) = &self.field {
+            write!(f, ", field `{field}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// The outcome of mapping one incoming record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Change(DocChange),
+    /// The table has no collection, or its collection has `sync: false`.
+    NotSynced,
+    /// The record does not pass the collection's filter.
+    Filtered,
+    Rejected(Rejection),
+}
+
+/// One row for a provider to write: `row` is `None` for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRow {
+    pub collection: String,
+    pub table: String,
+    pub schema: Option<String>,
+    /// Key columns and their values, in id order.
+    pub key: Vec<(String, Value)>,
+    /// The whole row in provider column names, key columns included.
+    pub row: Option<Fields>,
+}
+
+struct Bound {
+    rule_index: usize,
+    table: String,
+    schema: Option<String>,
+    /// provider column → document field
+    inbound: HashMap<String, String>,
+    /// document field → provider column
+    outbound: HashMap<String, String>,
+}
+
+/// The mapping set bound to one provider instance.
+pub struct ProviderMapping {
+    provider: String,
+    kind: ProviderKind,
+    set: Arc<MappingSet>,
+    bound: Vec<Bound>,
+    by_table: HashMap<String, usize>,
+    by_collection: HashMap<String, usize>,
+}
+
+impl ProviderMapping {
+    pub fn new(set: Arc<MappingSet>, provider: &str, kind: ProviderKind) -> Self {
+        let mut bound = Vec::new();
+        let mut by_table = HashMap::new();
+        let mut by_collection = HashMap::new();
+        for (rule_index, rule) in set.rules().iter().enumerate() {
+            if !rule.sync {
+                continue;
+            }
+            let mut outbound: HashMap<String, String> = HashMap::new();
+            if rule.id == IdMode::MatchIds {
+                outbound.insert("_id".into(), kind.native_id_field().into());
+            }
+            if let Some(names) = rule.names_for(provider, kind.as_str()) {
+                outbound.extend(names.columns.clone());
+            }
+            let inbound = outbound
+                .iter()
+                .map(|(f, c)| (c.clone(), f.clone()))
+                .collect();
+            let table = rule.table_for(provider, kind.as_str()).to_string();
+            by_table.insert(table.clone(), bound.len());
+            by_collection.insert(rule.name.clone(), bound.len());
+            bound.push(Bound {
+                rule_index,
+                table,
+                schema: rule.schema_for(provider, kind.as_str()).map(str::to_string),
+                inbound,
+                outbound,
+            });
+        }
+        ProviderMapping {
+            provider: provider.to_string(),
+            kind,
+            set,
+            bound,
+            by_table,
+            by_collection,
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    pub fn set(&self) -> &MappingSet {
+        &self.set
+    }
+
+    fn rule(&self, b: &Bound) -> &CollectionRule {
+        &self.set.rules()[b.rule_index]
+    }
+
+    /// The synced collections with this provider's table and schema names.
+    pub fn tables(&self) -> impl Iterator<Item = (&CollectionRule, &str, Option<&str>)> {
+        self.bound
+            .iter()
+            .map(|b| (self.rule(b), b.table.as_str(), b.schema.as_deref()))
+    }
+
+    /// The provider column that holds a document field.
+    pub fn column_for(&self, collection: &str, field: &str) -> Option<String> {
+        let b = &self.bound[*self.by_collection.get(collection)?];
+        Some(
+            b.outbound
+                .get(field)
+                .cloned()
+                .unwrap_or_else(|| field.to_string()),
+        )
+    }
+
+    /// The provider's key columns of a collection, in id order.
+    pub fn key_columns(&self, collection: &str) -> Option<Vec<String>> {
+        let b = &self.bound[*self.by_collection.get(collection)?];
+        let rule = self.rule(b);
+        let fields: Vec<String> = match &rule.id {
+            IdMode::MatchIds => vec!["_id".into()],
+            other => other.fields().to_vec(),
+        };
+        Some(
+            fields
+                .iter()
+                .map(|f| b.outbound.get(f).cloned().unwrap_or_else(|| f.clone()))
+                .collect(),
+        )
+    }
+
+    /// Maps one incoming record.
+    pub fn inbound(&self, raw: &RawChange) -> Inbound {
+        let Some(b) = self.by_table.get(&raw.table).map(|i| &self.bound[*i]) else {
+            return Inbound::NotSynced;
+        };
+        let rule = self.rule(b);
+        let reject = |field: Option<&str>, reason: String| {
+            Inbound::Rejected(Rejection {
+                collection: rule.name.clone(),
+                field: field.map(str::to_string),
+                reason,
+            })
+        };
+        let mut fields = rename_keys(&raw.row, &b.inbound);
+        if let Err((field, reason)) = transform::apply_inbound(&rule.transforms, &mut fields) {
+            return reject(Some(&field), reason);
+        }
+        let op = match raw.op {
+            RawOp::Delete => DocOp::Delete,
+            _ => DocOp::Upsert,
+        };
+        if op == DocOp::Upsert {
+            if let Some(filter) = &rule.filter {
+                if !filter.matches(&fields) {
+                    return Inbound::Filtered;
+                }
+            }
+        }
+        let id = match &rule.id {
+            IdMode::MatchIds => match fields.shift_remove("_id") {
+                Some(v) => scalar_id(v, "_id").map_err(|r| (Some("_id".to_string()), r)),
+                None => Err((
+                    Some("_id".into()),
+                    format!(
+                        "the record has no `{}` (match_ids takes the record's own id)",
+                        b.outbound.get("_id").map(String::as_str).unwrap_or("_id")
+                    ),
+                )),
+            },
+            IdMode::SingleField(f) => match fields.get(f) {
+                Some(v) => scalar_id(v.clone(), f).map_err(|r| (Some(f.clone()), r)),
+                None => Err((Some(f.clone()), format!("id field `{f}` is missing"))),
+            },
+            IdMode::MultipleFields(fs) => {
+                let mut id = Map::new();
+                let mut err = None;
+                for f in fs {
+                    match fields.get(f) {
+                        Some(v) => match scalar_id(v.clone(), f) {
+                            Ok(v) => {
+                                id.insert(f.clone(), v);
+                            }
+                            Err(r) => {
+                                err = Some((Some(f.clone()), r));
+                                break;
+                            }
+                        },
+                        None => {
+                            err = Some((Some(f.clone()), format!("id field `{f}` is missing")));
+                            break;
+                        }
+                    }
+                }
+                match err {
+                    Some(e) => Err(e),
+                    None => Ok(Value::Object(id)),
+                }
+            }
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err((field, reason)) => return reject(field.as_deref(), reason),
+        };
+        let before = raw.before.as_ref().and_then(|before| {
+            let mut b_fields = rename_keys(before, &b.inbound);
+            transform::apply_inbound(&rule.transforms, &mut b_fields).ok()?;
+            b_fields.shift_remove("_id");
+            Some(b_fields)
+        });
+        Inbound::Change(DocChange {
+            collection: rule.name.clone(),
+            id,
+            op,
+            fields: if op == DocOp::Delete {
+                Fields::new()
+            } else {
+                fields
+            },
+            before,
+            commit_ts_ms: raw.commit_ts_ms,
+            counters: rule.counters.clone(),
+            snapshot: raw.op == RawOp::Snapshot,
+        })
+    }
+
+    /// Maps one merged document to this provider's row.
+    pub fn outbound(&self, write: &SinkWrite) -> Result<OutboundRow, Rejection> {
+        let Some(b) = self
+            .by_collection
+            .get(&write.collection)
+            .map(|i| &self.bound[*i])
+        else {
+            return Err(Rejection {
+                collection: write.collection.clone(),
+                field: None,
+                reason: format!("provider `{}` does not sync this collection", self.provider),
+            });
+        };
+        let rule = self.rule(b);
+        let column = |f: &str| b.outbound.get(f).cloned().unwrap_or_else(|| f.to_string());
+        let key: Vec<(String, Value)> = match (&rule.id, &write.id) {
+            (IdMode::MatchIds, id) => vec![(column("_id"), id.clone())],
+            (IdMode::SingleField(f), id) => vec![(column(f), id.clone())],
+            (IdMode::MultipleFields(fs), Value::Object(parts)) => {
+                let mut key = Vec::new();
+                for f in fs {
+                    let Some(v) = parts.get(f) else {
+                        return Err(Rejection {
+                            collection: rule.name.clone(),
+                            field: Some(f.clone()),
+                            reason: format!("composite id {} lacks `{f}`", write.id),
+                        });
+                    };
+                    key.push((column(f), v.clone()));
+                }
+                key
+            }
+            (IdMode::MultipleFields(_), other) => {
+                return Err(Rejection {
+                    collection: rule.name.clone(),
+                    field: Some("_id".into()),
+                    reason: format!("composite id expected, found {other}"),
+                })
+            }
+        };
+        let row = write.doc.as_ref().map(|doc| {
+            let mut fields = doc.clone();
+            transform::apply_outbound(&rule.transforms, &mut fields);
+            let mut row = rename_keys(&fields, &b.outbound);
+            for (col, v) in &key {
+                row.entry(col.clone()).or_insert_with(|| v.clone());
+            }
+            row
+        });
+        Ok(OutboundRow {
+            collection: rule.name.clone(),
+            table: b.table.clone(),
+            schema: b.schema.clone(),
+            key,
+            row,
+        })
+    }
+}
+
+fn rename_keys(fields: &Fields, names: &HashMap<String, String>) -> Fields {
+    if names.is_empty() {
+        return fields.clone();
+    }
+    fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                names.get(k).cloned().unwrap_or_else(|| k.clone()),
+                v.clone(),
+            )
+        })
+        .collect()
+}
+
+fn scalar_id(v: Value, field: &str) -> Result<Value, String> {
+    match v {
+        Value::Null => Err(format!("id field `{field}` is null")),
+        Value::Object(_) | Value::Array(_) => Err(format!(
+            "id field `{field}` holds {}, but an id part must be a string, number or boolean",
+            if v.is_object() { "an object" } else { "a list" }
+        )),
+        Value::String(ref s) if s.is_empty() => Err(format!("id field `{field}` is empty")),
+        other => Ok(other),
+    }
+}

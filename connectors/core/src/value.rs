@@ -1,0 +1,111 @@
+//! Canonical JSON and fingerprints.
+//!
+//! Document ids and field values are compared across providers and
+//! processes, so they need one byte-exact form: object keys sorted
+//! recursively, serde_json's number and string formatting. A fingerprint is
+//! the 64-bit FNV-1a hash of that form: stable across builds and machines
+//! (unlike `std`'s hasher), compact enough to keep one per field per provider
+//! for echo suppression.
+
+use serde_json::Value;
+
+/// The canonical JSON text of a value: keys sorted at every depth.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The key under which a document id is stored: its canonical JSON.
+pub fn id_key(id: &Value) -> String {
+    canonical_json(id)
+}
+
+/// FNV-1a, 64 bit.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The fingerprint of one field value.
+pub fn fingerprint(value: &Value) -> u64 {
+    fnv1a(canonical_json(value).as_bytes())
+}
+
+/// Parses an id typed by a person: JSON when it parses (`42`, `{"a":1}`,
+/// `"x"`), else the text itself as a string (UUIDs, codes).
+pub fn parse_id_arg(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_form_sorts_keys_at_every_depth() {
+        let a = json!({"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": "s"}});
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"y":[1,{"c":3,"d":2}],"x":"s"},"b":1}"#).unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+    }
+
+    #[test]
+    fn fingerprints_distinguish_types_and_values() {
+        assert_ne!(fingerprint(&json!(1)), fingerprint(&json!("1")));
+        assert_ne!(fingerprint(&json!(null)), fingerprint(&json!(false)));
+        assert_ne!(fingerprint(&json!([1, 2])), fingerprint(&json!([2, 1])));
+        // Known FNV-1a vector: the empty string.
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+    }
+
+    #[test]
+    fn id_args_parse_as_json_or_text() {
+        assert_eq!(parse_id_arg("42"), json!(42));
+        assert_eq!(parse_id_arg(r#"{"store_id":3}"#), json!({"store_id": 3}));
+        assert_eq!(
+            parse_id_arg("550e8400-e29b-41d4-a716-446655440000"),
+            json!("550e8400-e29b-41d4-a716-446655440000")
+        );
+    }
+}
