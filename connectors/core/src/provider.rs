@@ -143,7 +143,9 @@ pub struct SourceBatch {
 #[async_trait]
 pub trait Source: Send {
     /// Waits at most `max_wait` for changes and returns up to about `max` of
-    /// them (never splitting a source transaction).
+    /// them (never splitting a source transaction). A source opened with a
+    /// resume position returns nothing at or before it: the store saved that
+    /// position together with the changes it covers.
     async fn next_batch(&mut self, max: usize, max_wait: Duration) -> Result<SourceBatch>;
 
     /// The store has durably committed everything up to `position`; the

@@ -66,6 +66,16 @@ pub fn fingerprint(value: &Value) -> u64 {
     fnv1a(canonical_json(value).as_bytes())
 }
 
+/// The order-independent digest term of one document: providers and the
+/// store sum these (wrapping) per collection, so `connector verify` can
+/// compare collections without sorting or shipping them.
+pub fn doc_hash(id: &Value, doc: &serde_json::Map<String, Value>) -> u64 {
+    let mut text = canonical_json(id);
+    text.push('\u{1f}');
+    text.push_str(&canonical_json(&Value::Object(doc.clone())));
+    fnv1a(text.as_bytes())
+}
+
 /// Parses an id typed by a person: JSON when it parses (`42`, `{"a":1}`,
 /// `"x"`), else the text itself as a string (UUIDs, codes).
 pub fn parse_id_arg(text: &str) -> Value {

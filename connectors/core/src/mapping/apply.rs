@@ -38,6 +38,7 @@ impl std::fmt::Display for Rejection {
 }
 
 /// The outcome of mapping one incoming record.
+#[allow(clippy::large_enum_variant)] // short-lived, never stored in bulk
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inbound {
     Change(DocChange),

@@ -341,7 +341,7 @@ fn duplicate_collections_across_files_are_reported() {
     )
     .unwrap();
     std::fs::write(dir.join("notes.txt"), "not yaml").unwrap();
-    let errs = MappingSet::load(&[dir.clone()]).unwrap_err();
+    let errs = MappingSet::load(std::slice::from_ref(&dir)).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0]

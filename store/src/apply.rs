@@ -1,0 +1,365 @@
+//! Source → store: merging a provider's changes, effectively once.
+//!
+//! One call, one SQLite transaction: the changes of a batch (several source
+//! transactions, never a part of one), their dead letters, the counters in
+//! `provider_stats` and the source position all commit together. After a
+//! crash the position is either before the batch (it is read again from the
+//! source, and merging is idempotent) or after it (nothing to redo).
+//!
+//! Per change, against the origin's shadow (see [`crate::shadow`]):
+//! 1. an image equal to the shadow is an echo or a no-op: dropped;
+//! 2. the changed fields are found by diffing the new image against the
+//!    before image where the feed has one, else against the shadow; a
+//!    document the store does not hold (new, or deleted) takes every field;
+//! 3. counter fields become the origin's new cumulative contribution
+//!    (`old + (new − old)`, old from the before image, the shadow, or the
+//!    store's current value), never a plain overwrite;
+//! 4. the write is stamped with the source commit time, bumped just past any
+//!    stamp the origin had provably seen (its own earlier write in the same
+//!    millisecond, another provider's value its shadow shows it held, a
+//!    delete it had applied), so a causally later write never loses to what
+//!    it overwrote;
+//! 5. merged, appended to the change log, and the origin's shadow becomes the
+//!    new image.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+use serde_json::Value;
+
+use connector_core::value::{fingerprint, id_key};
+use connector_core::{DocChange, DocOp};
+
+use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
+use crate::error::Result;
+use crate::merge::{DocState, Write, WriteKind};
+use crate::shadow::Shadow;
+use crate::sqlite::{load_shadow, load_state, save_shadow, save_state, Store};
+use crate::stamp::{base_hlc, now_millis, Stamp};
+
+/// One source batch, as mapped by the worker.
+#[derive(Debug, Default)]
+pub struct SourceApply<'a> {
+    pub changes: &'a [DocChange],
+    /// Records the mapping rejected, saved with the batch.
+    pub dead_letters: &'a [NewDeadLetter],
+    /// The source position after the batch.
+    pub position: Option<&'a str>,
+    /// Records read from the feed (including filtered and rejected ones).
+    pub received: u64,
+    /// Records the collection filters left out.
+    pub filtered: u64,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: u64,
+    pub echoes: u64,
+    pub dead_letters: u64,
+    /// The log sequence of the last write, if any was appended.
+    pub last_seq: Option<i64>,
+}
+
+impl Store {
+    /// Merges a batch from provider `origin`; see the module docs.
+    pub fn apply_source(&mut self, origin: &str, batch: SourceApply<'_>) -> Result<Applied> {
+        let now = now_millis();
+        let tx = self.write()?;
+        let mut out = Applied::default();
+        let mut max_commit: Option<i64> = None;
+        for change in batch.changes {
+            max_commit = max_commit.max(change.commit_ts_ms);
+            match plan_change(&tx, origin, change, now)? {
+                Plan::Echo(shadow) => {
+                    out.echoes += 1;
+                    if let Some((key, shadow)) = shadow {
+                        save_shadow(&tx, origin, &change.collection, &key, &shadow)?;
+                    }
+                }
+                Plan::Reject(dl) => {
+                    insert_dead_letter(&tx, origin, &dl, now)?;
+                    out.dead_letters += 1;
+                }
+                Plan::Write {
+                    key,
+                    mut state,
+                    write,
+                    shadow,
+                } => {
+                    state.apply(&write);
+                    let seq = append_log(
+                        &tx,
+                        &change.collection,
+                        &key,
+                        &write,
+                        now,
+                        change.commit_ts_ms,
+                    )?;
+                    save_state(&tx, &change.collection, &key, &state, seq, now)?;
+                    save_shadow(&tx, origin, &change.collection, &key, &shadow)?;
+                    out.applied += 1;
+                    out.last_seq = Some(seq);
+                }
+            }
+        }
+        for dl in batch.dead_letters {
+            insert_dead_letter(&tx, origin, dl, now)?;
+            out.dead_letters += 1;
+        }
+        if let Some(position) = batch.position {
+            tx.prepare_cached(
+                "INSERT INTO positions (provider, position, updated_ms, last_commit_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (provider) DO UPDATE SET position = excluded.position,
+                   updated_ms = excluded.updated_ms,
+                   last_commit_ms = coalesce(excluded.last_commit_ms, positions.last_commit_ms)",
+            )?
+            .execute(params![origin, position, now, max_commit])?;
+        }
+        tx.prepare_cached(
+            "INSERT INTO provider_stats (provider, received, applied, echoes, filtered, last_change_ms, last_source_lag_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (provider) DO UPDATE SET
+               received = received + excluded.received,
+               applied = applied + excluded.applied,
+               echoes = echoes + excluded.echoes,
+               filtered = filtered + excluded.filtered,
+               last_change_ms = coalesce(excluded.last_change_ms, last_change_ms),
+               last_source_lag_ms = coalesce(excluded.last_source_lag_ms, last_source_lag_ms)",
+        )?
+        .execute(params![
+            origin,
+            batch.received as i64,
+            out.applied as i64,
+            out.echoes as i64,
+            batch.filtered as i64,
+            (out.applied > 0).then_some(now),
+            max_commit.map(|c| (now - c).max(0)),
+        ])?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Merges already-stamped writes (from another store, or a test),
+    /// logging those that changed something. The replication path.
+    pub fn merge_writes(&mut self, writes: &[(String, Value, Write)]) -> Result<u64> {
+        let now = now_millis();
+        let tx = self.write()?;
+        let mut changed = 0;
+        for (collection, id, write) in writes {
+            let key = id_key(id);
+            let mut state = load_state(&tx, collection, &key)?;
+            if state.apply(write) {
+                let seq = append_log(&tx, collection, &key, write, now, None)?;
+                save_state(&tx, collection, &key, &state, seq, now)?;
+                changed += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+pub(crate) fn append_log(
+    tx: &Connection,
+    collection: &str,
+    key: &str,
+    write: &Write,
+    now: i64,
+    source_ts: Option<i64>,
+) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO change_log (collection, id, origin, write, at_ms, source_ts_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        collection,
+        key,
+        write.stamp.origin,
+        serde_json::to_string(write)?,
+        now,
+        source_ts
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+enum Plan {
+    /// Dropped; the shadow may still need refreshing.
+    Echo(Option<(String, Shadow)>),
+    Reject(NewDeadLetter),
+    Write {
+        key: String,
+        state: DocState,
+        write: Write,
+        shadow: Shadow,
+    },
+}
+
+fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result<Plan> {
+    let key = id_key(&c.id);
+    let state = load_state(tx, &c.collection, &key)?;
+    let shadow = load_shadow(tx, origin, &c.collection, &key)?;
+    let current = state.materialize();
+    let current_shadow = Shadow::of_option(current.as_ref(), &c.counters);
+    let saw_current = shadow
+        .as_ref()
+        .is_some_and(|s| s.same_image(&current_shadow));
+    let mut hlc = base_hlc(c.commit_ts_ms, now);
+
+    if c.op == DocOp::Delete {
+        let echo = match &shadow {
+            Some(Shadow::Deleted) => true,
+            Some(Shadow::Present { .. }) => false,
+            None => current.is_none(),
+        };
+        if echo {
+            return Ok(Plan::Echo(None));
+        }
+        if saw_current {
+            if let Some(s) = state.max_stamp() {
+                hlc = hlc.max(s.hlc + 1);
+            }
+        }
+        return Ok(Plan::Write {
+            key,
+            state,
+            write: Write {
+                stamp: Stamp::new(hlc, origin),
+                kind: WriteKind::Delete,
+            },
+            shadow: Shadow::Deleted,
+        });
+    }
+
+    let new_shadow = Shadow::of(&c.fields, &c.counters);
+    if shadow.as_ref().is_some_and(|s| s.same_image(&new_shadow)) {
+        return Ok(Plan::Echo(None));
+    }
+    // Which fields did the origin change?
+    let (mut changed, unset): (Vec<&String>, Vec<String>) = if current.is_none() {
+        (c.fields.keys().collect(), Vec::new())
+    } else if let Some(before) = &c.before {
+        (
+            c.fields
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v))
+                .map(|(k, _)| k)
+                .collect(),
+            before
+                .keys()
+                .filter(|k| !c.fields.contains_key(*k))
+                .cloned()
+                .collect(),
+        )
+    } else if let Some(s @ Shadow::Present { .. }) = &shadow {
+        (
+            c.fields
+                .iter()
+                .filter(|(k, v)| s.fingerprint(k) != Some(fingerprint(v)))
+                .map(|(k, _)| k)
+                .collect(),
+            s.fields()
+                .filter(|k| !c.fields.contains_key(*k))
+                .map(str::to_string)
+                .collect(),
+        )
+    } else {
+        (c.fields.keys().collect(), Vec::new())
+    };
+
+    // Counters merge as deltas turned into the origin's cumulative total.
+    let mut counters = BTreeMap::new();
+    for name in c.counters.iter() {
+        let Some(new) = c.fields.get(name) else {
+            continue;
+        };
+        changed.retain(|f| *f != name);
+        let Some(new) = new.as_f64() else {
+            if new.is_null() {
+                continue;
+            }
+            return Ok(Plan::Reject(NewDeadLetter {
+                collection: Some(c.collection.clone()),
+                stage: "store".into(),
+                field: Some(name.clone()),
+                reason: format!("counter `{name}` must be a number, found {new}"),
+                record: serde_json::json!({"_id": c.id, "fields": c.fields}),
+            }));
+        };
+        let old = c
+            .before
+            .as_ref()
+            .and_then(|b| b.get(name))
+            .and_then(Value::as_f64)
+            .or_else(|| match &shadow {
+                Some(Shadow::Deleted) => Some(0.0),
+                Some(s) => s.counter(name),
+                None => None,
+            })
+            .or_else(|| state.counter_value(name))
+            .unwrap_or(0.0);
+        let delta = new - old;
+        if delta != 0.0 {
+            counters.insert(
+                name.clone(),
+                state.counter_contribution(name, origin) + delta,
+            );
+            // The origin's entry must move forward in its own order.
+            if let Some(prev) = state.max_stamp().filter(|s| s.origin == origin) {
+                hlc = hlc.max(prev.hlc + 1);
+            }
+        }
+    }
+
+    if changed.is_empty() && unset.is_empty() && counters.is_empty() {
+        // Nothing differs from what the store knows: a no-op update.
+        return Ok(Plan::Echo(Some((key, new_shadow))));
+    }
+
+    // Causality: never stamp below what the origin is known to have seen.
+    for f in changed
+        .iter()
+        .map(|f| f.as_str())
+        .chain(unset.iter().map(String::as_str))
+    {
+        if let Some(cur) = state.field_stamp(f) {
+            let cur_fp = current.as_ref().and_then(|d| d.get(f)).map(fingerprint);
+            // The origin's own earlier write in the same millisecond: feed
+            // order decides. (An older commit of the origin's is a replay,
+            // which sources skip by position, and must not win.)
+            let own_same_ms =
+                cur.origin == origin && cur.millis() == Stamp::new(hlc, origin).millis();
+            let seen = own_same_ms
+                || (cur.origin != origin
+                    && cur_fp.is_some()
+                    && shadow.as_ref().and_then(|s| s.fingerprint(f)) == cur_fp);
+            if seen {
+                hlc = hlc.max(cur.hlc + 1);
+            }
+        }
+    }
+    if current.is_none() && matches!(shadow, Some(Shadow::Deleted)) {
+        if let Some(s) = state.max_stamp() {
+            hlc = hlc.max(s.hlc + 1);
+        }
+    }
+
+    let fields: BTreeMap<String, Value> = changed
+        .into_iter()
+        .map(|f| (f.clone(), c.fields[f].clone()))
+        .collect();
+    Ok(Plan::Write {
+        key,
+        state,
+        write: Write {
+            stamp: Stamp::new(hlc, origin),
+            kind: WriteKind::Set {
+                fields,
+                unset: unset.into_iter().collect(),
+                counters,
+            },
+        },
+        shadow: new_shadow,
+    })
+}

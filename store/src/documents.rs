@@ -1,0 +1,66 @@
+//! Reading documents: `connector query`, and the digests `connector verify`
+//! compares with each provider's.
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::{Map, Value};
+
+use connector_core::provider::Digest;
+use connector_core::value::{doc_hash, id_key};
+
+use crate::error::Result;
+use crate::sqlite::{parse_body, Store};
+
+impl Store {
+    /// One live document (without `_id`), or `None` if absent or deleted.
+    pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Map<String, Value>>> {
+        let body: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT body FROM documents WHERE collection = ?1 AND id = ?2")?
+            .query_row(params![collection, id_key(id)], |r| r.get(0))
+            .optional()?;
+        parse_body(body.flatten())
+    }
+
+    /// Live documents of a collection in id order, after `after` (a
+    /// canonical id key), at most `limit`: `(id, body)` pairs.
+    pub fn list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(Value, Map<String, Value>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, body FROM documents
+             WHERE collection = ?1 AND body IS NOT NULL AND (?2 IS NULL OR id > ?2)
+             ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![collection, after, limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row?;
+            if let Some(doc) = parse_body(body)? {
+                out.push((serde_json::from_str(&id)?, doc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Count and order-independent checksum of a collection's live documents.
+    pub fn digest(&self, collection: &str) -> Result<Digest> {
+        let mut digest = Digest::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, body FROM documents WHERE collection = ?1 AND body IS NOT NULL")?;
+        let mut rows = stmt.query([collection])?;
+        while let Some(r) = rows.next()? {
+            let id: Value = serde_json::from_str(&r.get::<_, String>(0)?)?;
+            if let Some(doc) = parse_body(r.get(1)?)? {
+                digest.count += 1;
+                digest.checksum = digest.checksum.wrapping_add(doc_hash(&id, &doc));
+            }
+        }
+        Ok(digest)
+    }
+}

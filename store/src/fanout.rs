@@ -1,0 +1,230 @@
+//! Store → sinks: the change log, cursors, and what each sink must write.
+//!
+//! A sink task for provider Q reads the log after its cursor, asks
+//! [`Store::pending_writes`] which of those documents Q does not already hold
+//! (the merged document differs from Q's shadow; this includes Q's own
+//! changes that lost a conflict, which must be overwritten by the winner),
+//! writes them to Q in one provider transaction, and only then calls
+//! [`Store::sink_committed`], which moves the cursor and Q's shadows in one
+//! store transaction. A crash between the two rewrites the same documents:
+//! at least once, idempotent. The sink writes the *current* document, so a
+//! burst of changes to one document becomes one write.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
+
+use connector_core::value::id_key;
+use connector_core::SinkWrite;
+
+use crate::error::Result;
+use crate::merge::{DocState, Write};
+use crate::shadow::Shadow;
+use crate::sqlite::{load_shadow, parse_body, save_shadow, Store};
+use crate::stamp::now_millis;
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    pub seq: i64,
+    pub collection: String,
+    pub id: Value,
+    pub origin: String,
+    pub write: Write,
+    /// When the store committed it (ms since the epoch).
+    pub at_ms: i64,
+    /// The source's commit time, if the feed gave one.
+    pub source_ts_ms: Option<i64>,
+}
+
+/// The cursor name of a provider's sink.
+pub fn sink_cursor(provider: &str) -> String {
+    format!("sink:{provider}")
+}
+
+impl Store {
+    /// Up to `limit` log entries after `after`, in order.
+    pub fn read_log(&self, after: i64, limit: usize) -> Result<Vec<LogEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, collection, id, origin, write, at_ms, source_ts_ms
+             FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, collection, id, origin, write, at_ms, source_ts_ms) = row?;
+            out.push(LogEntry {
+                seq,
+                collection,
+                id: serde_json::from_str(&id)?,
+                origin,
+                write: serde_json::from_str(&write)?,
+                at_ms,
+                source_ts_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The highest sequence number ever assigned (0 for an empty store).
+    pub fn last_seq(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'change_log'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn cursor(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM cursors WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets a cursor (creating it). Used by subscribers other than sinks.
+    pub fn set_cursor(&mut self, name: &str, seq: i64) -> Result<()> {
+        let tx = self.write()?;
+        upsert_cursor(&tx, name, seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The documents of `entries` that `provider` does not hold yet, as they
+    /// are now, one per document; `wanted` filters collections the provider
+    /// does not sync.
+    pub fn pending_writes(
+        &self,
+        provider: &str,
+        entries: &[LogEntry],
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<SinkWrite>> {
+        let mut seen: HashMap<(&str, String), ()> = HashMap::new();
+        let mut out = Vec::new();
+        for e in entries {
+            if !wanted(&e.collection) {
+                continue;
+            }
+            let key = id_key(&e.id);
+            if seen
+                .insert((e.collection.as_str(), key.clone()), ())
+                .is_some()
+            {
+                continue;
+            }
+            let (body, state) = self.document_row(&e.collection, &key)?;
+            let counters = state.map(|s| counter_names(&s)).unwrap_or_default();
+            let shadow = Shadow::of_option(body.as_ref(), &counters);
+            let held = load_shadow(&self.conn, provider, &e.collection, &key)?;
+            let up_to_date = match &held {
+                Some(h) => h.same_image(&shadow),
+                // Never seen by this provider: a deleted document needs no delete.
+                None => body.is_none(),
+            };
+            if !up_to_date {
+                out.push(SinkWrite {
+                    collection: e.collection.clone(),
+                    id: e.id.clone(),
+                    doc: body,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `provider` durably holds `written`, and moves its sink
+    /// cursor to `upto_seq`, in one transaction.
+    pub fn sink_committed(
+        &mut self,
+        provider: &str,
+        upto_seq: i64,
+        written: &[SinkWrite],
+    ) -> Result<()> {
+        let tx = self.write()?;
+        for w in written {
+            let key = id_key(&w.id);
+            let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)
+                .map(|s| counter_names(&s))
+                .unwrap_or_default();
+            save_shadow(
+                &tx,
+                provider,
+                &w.collection,
+                &key,
+                &Shadow::of_option(w.doc.as_ref(), &counters),
+            )?;
+        }
+        upsert_cursor(&tx, &sink_cursor(provider), upto_seq)?;
+        tx.prepare_cached(
+            "INSERT INTO provider_stats (provider, sink_writes) VALUES (?1, ?2)
+             ON CONFLICT (provider) DO UPDATE SET sink_writes = sink_writes + excluded.sink_writes",
+        )?
+        .execute(params![provider, written.len() as i64])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes log entries every named cursor has passed. Returns how many.
+    pub fn compact_log(&mut self, cursors: &[String]) -> Result<u64> {
+        if cursors.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.write()?;
+        let mut min = i64::MAX;
+        for name in cursors {
+            let seq: Option<i64> = tx
+                .query_row("SELECT seq FROM cursors WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            min = min.min(seq.unwrap_or(0));
+        }
+        let n = tx.execute("DELETE FROM change_log WHERE seq <= ?1", [min])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    fn document_row(&self, collection: &str, key: &str) -> Result<DocumentRow> {
+        let row: Option<(Option<String>, String)> = self
+            .conn
+            .prepare_cached("SELECT body, state FROM documents WHERE collection = ?1 AND id = ?2")?
+            .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(match row {
+            None => (None, None),
+            Some((body, state)) => (parse_body(body)?, Some(serde_json::from_str(&state)?)),
+        })
+    }
+}
+
+/// A document's body (`None` when deleted) and merge state (`None` when absent).
+type DocumentRow = (Option<serde_json::Map<String, Value>>, Option<DocState>);
+
+fn counter_names(state: &DocState) -> Vec<String> {
+    state.counter_names().map(str::to_string).collect()
+}
+
+fn upsert_cursor(tx: &rusqlite::Connection, name: &str, seq: i64) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO cursors (name, seq, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq), updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![name, seq, now_millis()])?;
+    Ok(())
+}

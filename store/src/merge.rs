@@ -1,0 +1,331 @@
+//! The per-document CRDT: what a document *is* in the store, and how writes
+//! merge into it.
+//!
+//! * Each field is a last-writer-wins register stamped `(hlc, origin)`; a
+//!   field may also be *unset* (removed from a document database).
+//! * A delete is a tombstone stamp. A field is visible only when its stamp is
+//!   newer than the tombstone: a later write resurrects the document (with
+//!   the fields written after the delete), an earlier one does not.
+//! * A counter field holds one entry per origin: that origin's cumulative
+//!   contribution, last-writer-wins per origin. Its value is the sum of the
+//!   entries newer than the tombstone. The hub turns each source delta into
+//!   a new cumulative entry (see `Store::apply_source`), so the replicated
+//!   [`Write`]s are state, not operations.
+//!
+//! Every rule is a max over stamps, so merging is commutative, associative
+//! and idempotent: replicas that saw the same writes in any order, with any
+//! duplicates, hold identical state (property-tested in `tests/`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::stamp::Stamp;
+
+/// One replicated write to one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Write {
+    pub stamp: Stamp,
+    #[serde(flatten)]
+    pub kind: WriteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum WriteKind {
+    Set {
+        /// field → new value (JSON null is a value).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        fields: BTreeMap<String, Value>,
+        /// Fields removed from the document (a MongoDB `$unset`, a column
+        /// that vanished from an image).
+        #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+        unset: BTreeSet<String>,
+        /// counter field → the origin's new cumulative contribution.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        counters: BTreeMap<String, f64>,
+    },
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Register {
+    /// `None`: the field was unset.
+    #[serde(rename = "v", default, with = "present_or_unset")]
+    value: Option<Value>,
+    #[serde(rename = "s")]
+    stamp: Stamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CounterEntry {
+    #[serde(rename = "n")]
+    total: f64,
+    #[serde(rename = "t")]
+    hlc: u64,
+}
+
+/// The merge state of one document.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DocState {
+    #[serde(rename = "f", default, skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, Register>,
+    #[serde(rename = "c", default, skip_serializing_if = "BTreeMap::is_empty")]
+    counters: BTreeMap<String, BTreeMap<String, CounterEntry>>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    tombstone: Option<Stamp>,
+}
+
+impl DocState {
+    /// Merges one write. Returns whether anything changed.
+    pub fn apply(&mut self, write: &Write) -> bool {
+        match &write.kind {
+            WriteKind::Delete => {
+                if self.tombstone.as_ref().is_some_and(|t| *t >= write.stamp) {
+                    return false;
+                }
+                self.tombstone = Some(write.stamp.clone());
+                true
+            }
+            WriteKind::Set {
+                fields,
+                unset,
+                counters,
+            } => {
+                let mut changed = false;
+                let values = fields
+                    .iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .chain(unset.iter().map(|k| (k, None)));
+                for (name, value) in values {
+                    let newer = self.fields.get(name).is_none_or(|r| r.stamp < write.stamp);
+                    if newer {
+                        self.fields.insert(
+                            name.clone(),
+                            Register {
+                                value: value.cloned(),
+                                stamp: write.stamp.clone(),
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+                for (name, total) in counters {
+                    let entries = self.counters.entry(name.clone()).or_default();
+                    let newer = entries
+                        .get(&write.stamp.origin)
+                        .is_none_or(|e| e.hlc < write.stamp.hlc);
+                    if newer {
+                        entries.insert(
+                            write.stamp.origin.clone(),
+                            CounterEntry {
+                                total: *total,
+                                hlc: write.stamp.hlc,
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+                changed
+            }
+        }
+    }
+
+    fn visible(&self, stamp: &Stamp) -> bool {
+        self.tombstone.as_ref().is_none_or(|t| stamp > t)
+    }
+
+    fn entry_visible(&self, origin: &str, hlc: u64) -> bool {
+        self.visible(&Stamp::new(hlc, origin))
+    }
+
+    /// Whether the document exists (has never been deleted, or was written
+    /// after its latest delete).
+    pub fn exists(&self) -> bool {
+        match &self.tombstone {
+            None => !self.fields.is_empty() || !self.counters.is_empty(),
+            Some(_) => {
+                self.fields.values().any(|r| self.visible(&r.stamp))
+                    || self.counters.values().any(|es| {
+                        es.iter()
+                            .any(|(origin, e)| self.entry_visible(origin, e.hlc))
+                    })
+            }
+        }
+    }
+
+    /// The document as providers see it, or `None` when deleted.
+    pub fn materialize(&self) -> Option<Map<String, Value>> {
+        if !self.exists() {
+            return None;
+        }
+        let mut doc = Map::new();
+        for (name, reg) in &self.fields {
+            if let (Some(v), true) = (&reg.value, self.visible(&reg.stamp)) {
+                doc.insert(name.clone(), v.clone());
+            }
+        }
+        for name in self.counters.keys() {
+            if let Some(v) = self.counter_value(name) {
+                doc.insert(name.clone(), number(v));
+            }
+        }
+        Some(doc)
+    }
+
+    /// A counter's visible value (sum of the visible entries), if any entry is visible.
+    pub fn counter_value(&self, name: &str) -> Option<f64> {
+        let entries = self.counters.get(name)?;
+        let mut any = false;
+        let mut sum = 0.0;
+        for (origin, e) in entries {
+            if self.entry_visible(origin, e.hlc) {
+                any = true;
+                sum += e.total;
+            }
+        }
+        any.then_some(sum)
+    }
+
+    /// An origin's visible cumulative contribution to a counter (0 if none,
+    /// or if it predates the latest delete).
+    pub fn counter_contribution(&self, name: &str, origin: &str) -> f64 {
+        self.counters
+            .get(name)
+            .and_then(|es| es.get(origin))
+            .filter(|e| self.entry_visible(origin, e.hlc))
+            .map(|e| e.total)
+            .unwrap_or(0.0)
+    }
+
+    /// The names of the counter fields this document has.
+    pub fn counter_names(&self) -> impl Iterator<Item = &str> {
+        self.counters.keys().map(String::as_str)
+    }
+
+    /// The stamp of a field's current register, if it has one.
+    pub fn field_stamp(&self, name: &str) -> Option<&Stamp> {
+        self.fields.get(name).map(|r| &r.stamp)
+    }
+
+    /// The highest stamp anywhere in the document.
+    pub fn max_stamp(&self) -> Option<Stamp> {
+        let fields = self.fields.values().map(|r| r.stamp.clone());
+        let counters = self.counters.values().flat_map(|es| {
+            es.iter()
+                .map(|(origin, e)| Stamp::new(e.hlc, origin.clone()))
+        });
+        fields.chain(counters).chain(self.tombstone.clone()).max()
+    }
+}
+
+/// Serializes a register value so that JSON null and "unset" stay apart:
+/// a value is stored as `[value]`, unset as `[]`.
+mod present_or_unset {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => [v].serialize(s),
+            None => <[Value; 0]>::default().serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        let mut items = Vec::<Value>::deserialize(d)?;
+        Ok(items.pop())
+    }
+}
+
+/// A JSON number for a counter: an integer when it is one.
+pub fn number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 9.007_199_254_740_992e15 {
+        Value::from(v as i64)
+    } else {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(hlc: u64, origin: &str, fields: &[(&str, Value)]) -> Write {
+        Write {
+            stamp: Stamp::new(hlc, origin),
+            kind: WriteKind::Set {
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+                unset: BTreeSet::new(),
+                counters: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn delete(hlc: u64, origin: &str) -> Write {
+        Write {
+            stamp: Stamp::new(hlc, origin),
+            kind: WriteKind::Delete,
+        }
+    }
+
+    #[test]
+    fn fields_merge_independently() {
+        let mut d = DocState::default();
+        d.apply(&set(
+            1,
+            "hq",
+            &[("status", json!("new")), ("total", json!(10))],
+        ));
+        d.apply(&set(3, "hq", &[("status", json!("paid"))]));
+        d.apply(&set(
+            2,
+            "shop",
+            &[("total", json!(12)), ("status", json!("void"))],
+        ));
+        assert_eq!(
+            serde_json::Value::Object(d.materialize().unwrap()),
+            json!({"status": "paid", "total": 12})
+        );
+    }
+
+    #[test]
+    fn a_later_write_resurrects_an_earlier_does_not() {
+        let mut d = DocState::default();
+        d.apply(&set(1, "hq", &[("a", json!(1)), ("b", json!(2))]));
+        d.apply(&delete(5, "shop"));
+        assert!(!d.exists());
+        d.apply(&set(4, "hq", &[("a", json!(9))]));
+        assert_eq!(d.materialize(), None);
+        d.apply(&set(6, "hq", &[("b", json!(3))]));
+        assert_eq!(
+            serde_json::Value::Object(d.materialize().unwrap()),
+            json!({"b": 3})
+        );
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut d = DocState::default();
+        d.apply(&set(1, "hq", &[("a", json!({"x": [1, 2]}))]));
+        d.apply(&Write {
+            stamp: Stamp::new(2, "shop"),
+            kind: WriteKind::Set {
+                fields: [("n".to_string(), Value::Null)].into_iter().collect(),
+                unset: ["gone".to_string()].into_iter().collect(),
+                counters: [("quantity".to_string(), -2.0)].into_iter().collect(),
+            },
+        });
+        d.apply(&delete(0, "x"));
+        let text = serde_json::to_string(&d).unwrap();
+        let back: DocState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.counter_value("quantity"), Some(-2.0));
+    }
+}

@@ -1,0 +1,196 @@
+//! Opening the store file and the row-level helpers every part shares.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use crate::error::{Result, StoreError};
+use crate::merge::DocState;
+use crate::schema;
+use crate::shadow::Shadow;
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Durability of each commit. `Full` fsyncs every commit: a source position
+/// acknowledged to its database is never lost, even to a power cut. Changes
+/// are grouped per transaction, so this costs little. `Normal` survives any
+/// process crash (kill -9) but may lose the last commits on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+/// One connection to the store. Open one per task or process; SQLite in WAL
+/// mode lets them read concurrently and serializes their writes.
+pub struct Store {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(path, Durability::Full)
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let fail = |message: String| StoreError::Open {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.display().to_string();
+        let tx = self.write()?;
+        tx.execute_batch(schema::DDL)?;
+        let version: Option<String> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.as_deref().map(str::parse::<i64>) {
+            None => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [schema::VERSION.to_string()],
+                )?;
+            }
+            Some(Ok(v)) if v <= schema::VERSION => {}
+            Some(_) => {
+                return Err(StoreError::Open {
+                    path,
+                    message: format!(
+                        "the store was written by a newer connector (schema {version:?}, this one reads {})",
+                        schema::VERSION
+                    ),
+                })
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A write transaction that holds the write lock from its start.
+    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+/// Loads a document's merge state (default when absent).
+pub(crate) fn load_state(tx: &Connection, collection: &str, id: &str) -> Result<DocState> {
+    let text: Option<String> = tx
+        .prepare_cached("SELECT state FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, id], |r| r.get(0))
+        .optional()?;
+    Ok(match text {
+        Some(t) => serde_json::from_str(&t)?,
+        None => DocState::default(),
+    })
+}
+
+pub(crate) fn save_state(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+    state: &DocState,
+    seq: i64,
+    now_ms: i64,
+) -> Result<()> {
+    let body = state
+        .materialize()
+        .map(|d| serde_json::to_string(&Value::Object(d)))
+        .transpose()?;
+    tx.prepare_cached(
+        "INSERT INTO documents (collection, id, body, state, updated_seq, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (collection, id) DO UPDATE SET
+           body = excluded.body, state = excluded.state,
+           updated_seq = excluded.updated_seq, updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![
+        collection,
+        id,
+        body,
+        serde_json::to_string(state)?,
+        seq,
+        now_ms
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn load_shadow(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+) -> Result<Option<Shadow>> {
+    let text: Option<String> = tx
+        .prepare_cached(
+            "SELECT shadow FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+        )?
+        .query_row(params![provider, collection, id], |r| r.get(0))
+        .optional()?;
+    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+}
+
+pub(crate) fn save_shadow(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+    shadow: &Shadow,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO shadows (provider, collection, id, shadow) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (provider, collection, id) DO UPDATE SET shadow = excluded.shadow",
+    )?
+    .execute(params![
+        provider,
+        collection,
+        id,
+        serde_json::to_string(shadow)?
+    ])?;
+    Ok(())
+}
+
+/// Parses a stored body.
+pub(crate) fn parse_body(text: Option<String>) -> Result<Option<Map<String, Value>>> {
+    Ok(match text {
+        Some(t) => match serde_json::from_str(&t)? {
+            Value::Object(m) => Some(m),
+            _ => None,
+        },
+        None => None,
+    })
+}

@@ -1,0 +1,142 @@
+//! What `connector status` reads: per-provider counters, positions, cursors,
+//! errors and dead letters, written by the workers into the store so any
+//! process can report them.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::fanout::sink_cursor;
+use crate::sqlite::Store;
+use crate::stamp::now_millis;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProviderStats {
+    pub provider: String,
+    /// Records read from the provider's feed.
+    pub received: u64,
+    /// Changes merged into the store.
+    pub applied: u64,
+    /// Our own writes (or no-ops) seen coming back, dropped.
+    pub echoes: u64,
+    pub filtered: u64,
+    /// Documents written to the provider.
+    pub sink_writes: u64,
+    pub errors: u64,
+    pub dead_letters: u64,
+    pub position: Option<String>,
+    pub position_updated_ms: Option<i64>,
+    pub last_commit_ms: Option<i64>,
+    pub last_change_ms: Option<i64>,
+    /// Source commit → store commit, for the last batch.
+    pub source_lag_ms: Option<i64>,
+    pub sink_cursor: Option<i64>,
+    /// Log entries the sink has not passed yet.
+    pub sink_backlog: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+}
+
+/// Live and deleted document counts of one collection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CollectionCount {
+    pub collection: String,
+    pub documents: u64,
+    pub deleted: u64,
+}
+
+impl Store {
+    pub fn provider_stats(&self, provider: &str) -> Result<ProviderStats> {
+        let mut s = ProviderStats {
+            provider: provider.to_string(),
+            ..Default::default()
+        };
+        self.conn
+            .query_row(
+                "SELECT received, applied, echoes, filtered, sink_writes, errors,
+                        last_change_ms, last_source_lag_ms, last_error, last_error_ms
+                 FROM provider_stats WHERE provider = ?1",
+                [provider],
+                |r| {
+                    s.received = r.get::<_, i64>(0)? as u64;
+                    s.applied = r.get::<_, i64>(1)? as u64;
+                    s.echoes = r.get::<_, i64>(2)? as u64;
+                    s.filtered = r.get::<_, i64>(3)? as u64;
+                    s.sink_writes = r.get::<_, i64>(4)? as u64;
+                    s.errors = r.get::<_, i64>(5)? as u64;
+                    s.last_change_ms = r.get(6)?;
+                    s.source_lag_ms = r.get(7)?;
+                    s.last_error = r.get(8)?;
+                    s.last_error_ms = r.get(9)?;
+                    Ok(())
+                },
+            )
+            .optional()?;
+        if let Some((pos, at, commit)) = self
+            .conn
+            .query_row(
+                "SELECT position, updated_ms, last_commit_ms FROM positions WHERE provider = ?1",
+                [provider],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+        {
+            s.position = Some(pos);
+            s.position_updated_ms = Some(at);
+            s.last_commit_ms = commit;
+        }
+        s.dead_letters = self.dead_letter_count(Some(provider))?;
+        s.sink_cursor = self.cursor(&sink_cursor(provider))?;
+        let last = self.last_seq()?;
+        s.sink_backlog = s.sink_cursor.map(|c| (last - c).max(0));
+        Ok(s)
+    }
+
+    /// The saved source position of a provider.
+    pub fn position(&self, provider: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT position FROM positions WHERE provider = ?1",
+                [provider],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Records an error for `status` (the message must already be redacted).
+    pub fn record_error(&mut self, provider: &str, stage: &str, message: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO provider_stats (provider, errors, last_error, last_error_ms) VALUES (?1, 1, ?2, ?3)
+             ON CONFLICT (provider) DO UPDATE SET errors = errors + 1,
+               last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
+            params![provider, format!("{stage}: {message}"), now_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Every provider name the store has heard of.
+    pub fn known_providers(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT provider FROM provider_stats UNION SELECT provider FROM positions
+             UNION SELECT provider FROM dead_letters ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn collection_counts(&self) -> Result<Vec<CollectionCount>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT collection, sum(body IS NOT NULL), sum(body IS NULL)
+             FROM documents GROUP BY collection ORDER BY collection",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CollectionCount {
+                collection: r.get(0)?,
+                documents: r.get::<_, i64>(1)? as u64,
+                deleted: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

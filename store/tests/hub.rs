@@ -1,0 +1,633 @@
+//! The hub path: source changes in, echo suppression, field-level diffs,
+//! counters, the change log and sink bookkeeping.
+
+use std::sync::Arc;
+
+use connector_core::{DocChange, DocOp, SinkWrite};
+use connector_store::{Durability, NewDeadLetter, SourceApply, Store};
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open_with(dir.path().join("store.db"), Durability::Normal).unwrap();
+    (dir, s)
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn upsert(coll: &str, id: Value, fields: Value, before: Option<Value>, ts: i64) -> DocChange {
+    DocChange {
+        collection: coll.into(),
+        id,
+        op: DocOp::Upsert,
+        fields: obj(fields),
+        before: before.map(obj),
+        commit_ts_ms: Some(ts),
+        counters: Arc::from(Vec::<String>::new()),
+        snapshot: false,
+    }
+}
+
+fn counted(mut c: DocChange) -> DocChange {
+    c.counters = Arc::from(vec!["quantity".to_string()]);
+    c
+}
+
+fn delete(coll: &str, id: Value, ts: i64) -> DocChange {
+    DocChange {
+        collection: coll.into(),
+        id,
+        op: DocOp::Delete,
+        fields: Map::new(),
+        before: None,
+        commit_ts_ms: Some(ts),
+        counters: Arc::from(Vec::<String>::new()),
+        snapshot: false,
+    }
+}
+
+fn apply(
+    s: &mut Store,
+    origin: &str,
+    changes: &[DocChange],
+    pos: &str,
+) -> connector_store::Applied {
+    s.apply_source(
+        origin,
+        SourceApply {
+            changes,
+            position: Some(pos),
+            received: changes.len() as u64,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Runs provider `p`'s sink once over the whole log, pretending the
+/// provider committed: returns what it would have written.
+fn drain_sink(s: &mut Store, p: &str) -> Vec<SinkWrite> {
+    let after = s
+        .cursor(&connector_store::sink_cursor(p))
+        .unwrap()
+        .unwrap_or(0);
+    let entries = s.read_log(after, 10_000).unwrap();
+    let Some(last) = entries.last().map(|e| e.seq) else {
+        return vec![];
+    };
+    let writes = s.pending_writes(p, &entries, |_| true).unwrap();
+    s.sink_committed(p, last, &writes).unwrap();
+    writes
+}
+
+#[test]
+fn position_and_changes_commit_together_and_resume() {
+    let (dir, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "new"}),
+            None,
+            1000,
+        )],
+        "0/10",
+    );
+    drop(s);
+    let s = Store::open(dir.path().join("store.db")).unwrap();
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/10"));
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap(),
+        Some(obj(json!({"order_id": 1, "status": "new"})))
+    );
+    assert_eq!(s.last_seq().unwrap(), 1);
+    let st = s.provider_stats("hq").unwrap();
+    assert_eq!((st.received, st.applied, st.echoes), (1, 1, 0));
+}
+
+#[test]
+fn replaying_a_batch_after_a_crash_changes_nothing() {
+    let (_d, mut s) = store();
+    let batch = [
+        upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "new"}),
+            None,
+            1000,
+        ),
+        upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "paid"}),
+            None,
+            1001,
+        ),
+    ];
+    apply(&mut s, "hq", &batch, "0/20");
+    let doc = s.get("orders", &json!(1)).unwrap();
+    let seq = s.last_seq().unwrap();
+    apply(&mut s, "hq", &batch, "0/20");
+    assert_eq!(s.get("orders", &json!(1)).unwrap(), doc);
+    assert_eq!(doc.unwrap()["status"], json!("paid"));
+    assert!(s.last_seq().unwrap() >= seq);
+    // hq's shadow ends at its last image: nothing to write back to it
+    assert!(drain_sink(&mut s, "hq").is_empty());
+}
+
+#[test]
+fn our_own_write_coming_back_is_an_echo() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "total": 5}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    let writes = drain_sink(&mut s, "shop");
+    assert_eq!(writes.len(), 1);
+    // shop's feed reports the row we just wrote
+    let back = apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "total": 5}),
+            None,
+            1100,
+        )],
+        "a",
+    );
+    assert_eq!((back.applied, back.echoes), (0, 1));
+    // and nothing new needs writing anywhere
+    assert!(drain_sink(&mut s, "shop").is_empty());
+    assert!(drain_sink(&mut s, "hq").is_empty());
+}
+
+#[test]
+fn concurrent_edits_of_different_fields_both_survive() {
+    let (_d, mut s) = store();
+    let row = json!({"order_id": 1, "status": "new", "total": 10});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(1), row.clone(), None, 1000)],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    // at the same moment: hq changes status, shop changes total (full images)
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "paid", "total": 10}),
+            Some(row.clone()),
+            2000,
+        )],
+        "2",
+    );
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "new", "total": 12}),
+            None,
+            2001,
+        )],
+        "b",
+    );
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap(),
+        obj(json!({"order_id": 1, "status": "paid", "total": 12}))
+    );
+    // both providers get the merged row
+    let to_hq = drain_sink(&mut s, "hq");
+    let to_shop = drain_sink(&mut s, "shop");
+    assert_eq!(to_hq.len(), 1);
+    assert_eq!(to_shop.len(), 1);
+    assert_eq!(to_hq[0].doc, to_shop[0].doc);
+}
+
+#[test]
+fn the_later_commit_wins_and_the_loser_is_overwritten() {
+    let (_d, mut s) = store();
+    let row = json!({"order_id": 1, "status": "new"});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(1), row.clone(), None, 1000)],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    // shop's commit is later but arrives first
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "void"}),
+            None,
+            3000,
+        )],
+        "b",
+    );
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "paid"}),
+            Some(row),
+            2000,
+        )],
+        "2",
+    );
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap()["status"],
+        json!("void")
+    );
+    let to_hq = drain_sink(&mut s, "hq");
+    assert_eq!(
+        to_hq.len(),
+        1,
+        "hq holds the losing value and must be corrected"
+    );
+    assert_eq!(to_hq[0].doc.as_ref().unwrap()["status"], json!("void"));
+    assert!(
+        drain_sink(&mut s, "shop").is_empty(),
+        "shop already holds the winner"
+    );
+}
+
+#[test]
+fn a_causally_later_write_wins_even_with_an_older_clock() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "new"}),
+            None,
+            5000,
+        )],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    // shop's clock is behind, but shop edited the value we gave it
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "paid"}),
+            None,
+            4000,
+        )],
+        "b",
+    );
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap()["status"],
+        json!("paid")
+    );
+}
+
+#[test]
+fn deletes_tombstone_and_fan_out_once() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    apply(&mut s, "hq", &[delete("orders", json!(1), 2000)], "2");
+    assert_eq!(s.get("orders", &json!(1)).unwrap(), None);
+    let w = drain_sink(&mut s, "shop");
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].doc, None);
+    // shop reports the delete we made: echo
+    let back = apply(&mut s, "shop", &[delete("orders", json!(1), 2100)], "c");
+    assert_eq!(back.echoes, 1);
+    // a provider that never had the document gets no delete
+    assert!(drain_sink(&mut s, "mongo").iter().all(|w| w.doc.is_some()));
+    // an older write does not resurrect; a newer one does, with its whole image
+    apply(
+        &mut s,
+        "mongo",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "x": 1}),
+            None,
+            1500,
+        )],
+        "m1",
+    );
+    assert_eq!(s.get("orders", &json!(1)).unwrap(), None);
+    apply(
+        &mut s,
+        "mongo",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "x": 2}),
+            None,
+            2500,
+        )],
+        "m2",
+    );
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap(),
+        Some(obj(json!({"order_id": 1, "x": 2})))
+    );
+}
+
+#[test]
+fn concurrent_decrements_in_two_databases_both_count() {
+    let (_d, mut s) = store();
+    let id = json!("inv-1");
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert(
+            "inventory",
+            id.clone(),
+            json!({"sku": "a", "quantity": 10}),
+            None,
+            1000,
+        ))],
+        "1",
+    );
+    assert_eq!(drain_sink(&mut s, "shop").len(), 1);
+    // both sell at once: hq 10→9 (with before image), shop 10→8 (without)
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert(
+            "inventory",
+            id.clone(),
+            json!({"sku": "a", "quantity": 9}),
+            Some(json!({"sku": "a", "quantity": 10})),
+            2000,
+        ))],
+        "2",
+    );
+    apply(
+        &mut s,
+        "shop",
+        &[counted(upsert(
+            "inventory",
+            id.clone(),
+            json!({"sku": "a", "quantity": 8}),
+            None,
+            2000,
+        ))],
+        "b",
+    );
+    assert_eq!(
+        s.get("inventory", &id).unwrap().unwrap()["quantity"],
+        json!(7)
+    );
+    let to_hq = drain_sink(&mut s, "hq");
+    let to_shop = drain_sink(&mut s, "shop");
+    assert_eq!(to_hq[0].doc.as_ref().unwrap()["quantity"], json!(7));
+    assert_eq!(to_shop[0].doc.as_ref().unwrap()["quantity"], json!(7));
+    // the fan-out coming back is an echo, not another delta
+    let back = apply(
+        &mut s,
+        "shop",
+        &[counted(upsert(
+            "inventory",
+            id.clone(),
+            json!({"sku": "a", "quantity": 7}),
+            Some(json!({"sku": "a", "quantity": 8})),
+            2100,
+        ))],
+        "c",
+    );
+    assert_eq!(back.echoes, 1);
+    assert_eq!(
+        s.get("inventory", &id).unwrap().unwrap()["quantity"],
+        json!(7)
+    );
+}
+
+#[test]
+fn the_same_rows_snapshotted_from_two_providers_do_not_double_a_counter() {
+    let (_d, mut s) = store();
+    let id = json!("inv-1");
+    let mut a = counted(upsert(
+        "inventory",
+        id.clone(),
+        json!({"quantity": 10}),
+        None,
+        1000,
+    ));
+    a.snapshot = true;
+    apply(&mut s, "hq", &[a.clone()], "1");
+    apply(&mut s, "shop", &[a], "b");
+    assert_eq!(
+        s.get("inventory", &id).unwrap().unwrap()["quantity"],
+        json!(10)
+    );
+}
+
+#[test]
+fn a_non_numeric_counter_is_a_dead_letter_and_the_batch_goes_on() {
+    let (_d, mut s) = store();
+    let bad = counted(upsert(
+        "inventory",
+        json!("x"),
+        json!({"quantity": "lots"}),
+        None,
+        1000,
+    ));
+    let good = counted(upsert(
+        "inventory",
+        json!("y"),
+        json!({"quantity": 1}),
+        None,
+        1000,
+    ));
+    let out = apply(&mut s, "hq", &[bad, good], "1");
+    assert_eq!((out.applied, out.dead_letters), (1, 1));
+    let dls = s.dead_letters(Some("hq"), 10).unwrap();
+    assert_eq!(dls[0].field.as_deref(), Some("quantity"));
+    assert!(dls[0].reason.contains("must be a number"));
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("1"));
+}
+
+#[test]
+fn mapping_dead_letters_commit_with_the_batch_and_can_be_discarded() {
+    let (_d, mut s) = store();
+    let dl = NewDeadLetter {
+        collection: Some("stores".into()),
+        stage: "mapping".into(),
+        field: Some("store_id".into()),
+        reason: "id field `store_id` is null".into(),
+        record: json!({"table": "stores", "row": {"store_id": null}}),
+    };
+    s.apply_source(
+        "hq",
+        SourceApply {
+            dead_letters: &[dl],
+            position: Some("9"),
+            received: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let listed = s.dead_letters(None, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].record["row"]["store_id"], Value::Null);
+    assert_eq!(s.provider_stats("hq").unwrap().dead_letters, 1);
+    assert_eq!(s.discard_dead_letters(&[listed[0].id]).unwrap(), 1);
+    assert_eq!(s.dead_letter_count(None).unwrap(), 0);
+}
+
+#[test]
+fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(3),
+            json!({"order_id": 3}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    assert_eq!(drain_sink(&mut s, "shop").len(), 1);
+    let id = s
+        .add_dead_letter(
+            "shop",
+            &NewDeadLetter {
+                collection: Some("orders".into()),
+                stage: "sink".into(),
+                field: None,
+                reason: "value too long".into(),
+                record: json!({"_id": 3, "doc": {"order_id": 3}}),
+            },
+        )
+        .unwrap();
+    let dl = s.dead_letter(id).unwrap().unwrap();
+    assert!(s.requeue_for_sink(&dl).unwrap());
+    let again = drain_sink(&mut s, "shop");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, json!(3));
+    assert!(s.dead_letter(id).unwrap().is_none());
+}
+
+#[test]
+fn compaction_keeps_what_a_cursor_still_needs() {
+    let (_d, mut s) = store();
+    for i in 0..5 {
+        apply(
+            &mut s,
+            "hq",
+            &[upsert(
+                "orders",
+                json!(i),
+                json!({"order_id": i}),
+                None,
+                1000,
+            )],
+            &i.to_string(),
+        );
+    }
+    drain_sink(&mut s, "shop");
+    let slow = connector_store::sink_cursor("mongo");
+    s.set_cursor(&slow, 2).unwrap();
+    let removed = s
+        .compact_log(&[connector_store::sink_cursor("shop"), slow])
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(s.read_log(0, 100).unwrap().first().map(|e| e.seq), Some(3));
+    // sequence numbers are never reused
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(9),
+            json!({"order_id": 9}),
+            None,
+            1000,
+        )],
+        "9",
+    );
+    assert_eq!(s.last_seq().unwrap(), 6);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Each provider's feed changes a counter row step by step (with or
+    /// without before images); the store's value is the start plus the sum
+    /// of every delta, and replicas fed the log in any order agree.
+    #[test]
+    fn counters_equal_the_sum_of_deltas(
+        steps in prop::collection::vec((0usize..3, -20i64..20, any::<bool>()), 1..30),
+        order in prop::collection::vec(any::<usize>(), 30),
+    ) {
+        let providers = ["hq", "shop", "mongo"];
+        let (_d, mut s) = store();
+        let id = json!("inv");
+        let start = 100i64;
+        apply(&mut s, "hq", &[counted(upsert("inventory", id.clone(), json!({"quantity": start}), None, 1))], "0");
+        // what each provider's row holds (each starts from the fanned-out value)
+        let mut held = [start; 3];
+        for p in &providers[1..] { drain_sink(&mut s, p); }
+        let mut sum = 0;
+        for (i, (p, delta, with_before)) in steps.iter().enumerate() {
+            let new = held[*p] + delta;
+            let before = with_before.then(|| json!({"quantity": held[*p]}));
+            apply(&mut s, providers[*p], &[counted(upsert("inventory", id.clone(), json!({"quantity": new}), before, 10 + i as i64))], &i.to_string());
+            held[*p] = new;
+            sum += delta;
+        }
+        let value = s.get("inventory", &id).unwrap().unwrap()["quantity"].as_i64().unwrap();
+        prop_assert_eq!(value, start + sum);
+
+        // replicate the log to another store in a shuffled order, with duplicates
+        let log = s.read_log(0, 1000).unwrap();
+        let mut writes: Vec<_> = log.iter().map(|e| (e.collection.clone(), e.id.clone(), e.write.clone())).collect();
+        let mut keyed: Vec<_> = writes.iter().cloned().enumerate().collect();
+        keyed.sort_by_key(|(i, _)| order[i % order.len()]);
+        writes.extend(keyed.into_iter().map(|(_, w)| w));
+        let (_d2, mut replica) = store();
+        replica.merge_writes(&writes).unwrap();
+        prop_assert_eq!(replica.get("inventory", &id).unwrap(), s.get("inventory", &id).unwrap());
+    }
+}
