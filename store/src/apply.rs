@@ -45,6 +45,9 @@ pub struct SourceApply<'a> {
     pub dead_letters: &'a [NewDeadLetter],
     /// The source position after the batch.
     pub position: Option<&'a str>,
+    /// Save the position under this name instead of the origin's (initial
+    /// sync keeps its per-collection progress this way).
+    pub position_name: Option<&'a str>,
     /// Records read from the feed (including filtered and rejected ones).
     pub received: u64,
     /// Records the collection filters left out.
@@ -115,7 +118,12 @@ impl Store {
                    updated_ms = excluded.updated_ms,
                    last_commit_ms = coalesce(excluded.last_commit_ms, positions.last_commit_ms)",
             )?
-            .execute(params![origin, position, now, max_commit])?;
+            .execute(params![
+                batch.position_name.unwrap_or(origin),
+                position,
+                now,
+                max_commit
+            ])?;
         }
         tx.prepare_cached(
             "INSERT INTO provider_stats (provider, received, applied, echoes, filtered, last_change_ms, last_source_lag_ms)
@@ -232,6 +240,25 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
         });
     }
 
+    // Values the feed left out because they did not change: the store's.
+    let filled;
+    let c = if c.unchanged.is_empty() {
+        c
+    } else {
+        let mut full = c.clone();
+        for f in &c.unchanged {
+            match current.as_ref().and_then(|d| d.get(f)) {
+                Some(v) => {
+                    full.fields.insert(f.clone(), v.clone());
+                }
+                None => {
+                    full.fields.shift_remove(f);
+                }
+            }
+        }
+        filled = full;
+        &filled
+    };
     let new_shadow = Shadow::of(&c.fields, &c.counters);
     if shadow.as_ref().is_some_and(|s| s.same_image(&new_shadow)) {
         return Ok(Plan::Echo(None));
@@ -248,7 +275,7 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
                 .collect(),
             before
                 .keys()
-                .filter(|k| !c.fields.contains_key(*k))
+                .filter(|k| !c.fields.contains_key(*k) && !c.unchanged.contains(k))
                 .cloned()
                 .collect(),
         )
@@ -260,7 +287,7 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
                 .map(|(k, _)| k)
                 .collect(),
             s.fields()
-                .filter(|k| !c.fields.contains_key(*k))
+                .filter(|k| !c.fields.contains_key(*k) && !c.unchanged.iter().any(|u| u == k))
                 .map(str::to_string)
                 .collect(),
         )

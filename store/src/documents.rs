@@ -50,17 +50,23 @@ impl Store {
     /// Count and order-independent checksum of a collection's live documents.
     pub fn digest(&self, collection: &str) -> Result<Digest> {
         let mut digest = Digest::default();
+        self.for_each_hash(collection, |_, h| digest.add(h))?;
+        Ok(digest)
+    }
+
+    /// Calls `f(id_key, doc_hash)` for every live document of a collection.
+    pub fn for_each_hash(&self, collection: &str, mut f: impl FnMut(String, u64)) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, body FROM documents WHERE collection = ?1 AND body IS NOT NULL")?;
         let mut rows = stmt.query([collection])?;
         while let Some(r) = rows.next()? {
-            let id: Value = serde_json::from_str(&r.get::<_, String>(0)?)?;
+            let key: String = r.get(0)?;
+            let id: Value = serde_json::from_str(&key)?;
             if let Some(doc) = parse_body(r.get(1)?)? {
-                digest.count += 1;
-                digest.checksum = digest.checksum.wrapping_add(doc_hash(&id, &doc));
+                f(key, doc_hash(&id, &doc));
             }
         }
-        Ok(digest)
+        Ok(())
     }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use connector_core::value::id_key;
 use connector_core::SinkWrite;
 
+use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::Result;
 use crate::merge::{DocState, Write};
 use crate::shadow::Shadow;
@@ -148,15 +149,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that `provider` durably holds `written`, and moves its sink
-    /// cursor to `upto_seq`, in one transaction.
+    /// Records that `provider` durably holds `written`, keeps the writes it
+    /// rejected as dead letters, and moves its sink cursor to `upto_seq`, in
+    /// one transaction.
     pub fn sink_committed(
         &mut self,
         provider: &str,
         upto_seq: i64,
         written: &[SinkWrite],
+        rejected: &[NewDeadLetter],
     ) -> Result<()> {
         let tx = self.write()?;
+        let now = now_millis();
+        for dl in rejected {
+            insert_dead_letter(&tx, provider, dl, now)?;
+        }
         for w in written {
             let key = id_key(&w.id);
             let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)

@@ -27,6 +27,7 @@ fn upsert(coll: &str, id: Value, fields: Value, before: Option<Value>, ts: i64) 
         before: before.map(obj),
         commit_ts_ms: Some(ts),
         counters: Arc::from(Vec::<String>::new()),
+        unchanged: vec![],
         snapshot: false,
     }
 }
@@ -45,6 +46,7 @@ fn delete(coll: &str, id: Value, ts: i64) -> DocChange {
         before: None,
         commit_ts_ms: Some(ts),
         counters: Arc::from(Vec::<String>::new()),
+        unchanged: vec![],
         snapshot: false,
     }
 }
@@ -79,7 +81,7 @@ fn drain_sink(s: &mut Store, p: &str) -> Vec<SinkWrite> {
         return vec![];
     };
     let writes = s.pending_writes(p, &entries, |_| true).unwrap();
-    s.sink_committed(p, last, &writes).unwrap();
+    s.sink_committed(p, last, &writes, &[]).unwrap();
     writes
 }
 
@@ -630,4 +632,39 @@ proptest! {
         replica.merge_writes(&writes).unwrap();
         prop_assert_eq!(replica.get("inventory", &id).unwrap(), s.get("inventory", &id).unwrap());
     }
+}
+
+#[test]
+fn unchanged_toast_values_keep_the_stores_value() {
+    let (_d, mut s) = store();
+    let big = "x".repeat(5000);
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "products",
+            json!(1),
+            json!({"product_id": 1, "name": "drill", "manual": big}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    // an update of `name` that leaves the TOASTed `manual` out
+    let mut c = upsert(
+        "products",
+        json!(1),
+        json!({"product_id": 1, "name": "hammer drill"}),
+        None,
+        2000,
+    );
+    c.unchanged = vec!["manual".into()];
+    apply(&mut s, "hq", &[c], "2");
+    let doc = s.get("products", &json!(1)).unwrap().unwrap();
+    assert_eq!(doc["name"], json!("hammer drill"));
+    assert_eq!(
+        doc["manual"],
+        json!(big),
+        "an unchanged TOAST value must never become null or vanish"
+    );
 }

@@ -42,6 +42,7 @@ fn child_writer() {
                 before: None,
                 commit_ts_ms: None,
                 counters: Arc::from(Vec::<String>::new()),
+                unchanged: vec![],
                 snapshot: false,
             })
             .collect();

@@ -1,1 +1,91 @@
-fn main() {}
+//! The `connector` binary. See `connector --help` and README.md.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use connector_worker::cli::{Cli, Command, DeadLetterCommand, MappingsCommand};
+use connector_worker::commands::{self, Context, Failure};
+use connector_worker::config::{Config, ProcessEnv};
+use connector_worker::logging;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A `.env` file fills in variables the environment does not already set.
+    let env_file = match &cli.env_file {
+        Some(path) => match dotenvy::from_path(path) {
+            Ok(()) => None,
+            Err(e) => Some(format!("cannot read --env-file {}: {e}", path.display())),
+        },
+        None => {
+            let _ = dotenvy::dotenv();
+            None
+        }
+    };
+    if let Some(msg) = env_file {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
+    let mut config = match Config::from_env(&ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(store) = &cli.store {
+        config.store_path = store.clone();
+    }
+    if !cli.mappings.is_empty() {
+        config.mappings = cli.mappings.clone();
+    }
+    logging::init(cli.log_format, cli.verbose || config.debug);
+    let ctx = Context { config };
+    let outcome = dispatch(&ctx, cli.command);
+    match outcome {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(Failure { message, code }) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code.clamp(1, 255) as u8)
+        }
+    }
+}
+
+fn dispatch(ctx: &Context, command: Command) -> commands::Outcome {
+    use commands::*;
+    match command {
+        Command::Mappings(MappingsCommand::Check { paths }) => mappings::check(ctx, &paths),
+        Command::Status { json } => status::run(ctx, json),
+        Command::Query {
+            collection,
+            id,
+            limit,
+        } => query::run(ctx, &collection, id.as_deref(), limit),
+        Command::DeadLetters(DeadLetterCommand::List {
+            provider,
+            limit,
+            json,
+        }) => dead_letters::list(ctx, provider.as_deref(), limit, json),
+        Command::DeadLetters(DeadLetterCommand::Retry(sel)) => dead_letters::retry(ctx, &sel),
+        Command::DeadLetters(DeadLetterCommand::Discard(sel)) => dead_letters::discard(ctx, &sel),
+        Command::TestConnection(p) => providers::test_connection(ctx, p.provider.as_deref()),
+        Command::Setup { provider, dry_run } => {
+            providers::setup(ctx, provider.provider.as_deref(), dry_run)
+        }
+        Command::Verify {
+            provider,
+            collection,
+        } => providers::verify(ctx, provider.provider.as_deref(), collection.as_deref()),
+        Command::Run(p) => providers::run(ctx, p.provider.as_deref()),
+        Command::InitialSync {
+            provider,
+            collection,
+            restart,
+        } => providers::initial_sync(
+            ctx,
+            provider.provider.as_deref(),
+            collection.as_deref(),
+            restart,
+        ),
+    }
+}

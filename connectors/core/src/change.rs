@@ -37,9 +37,15 @@ pub struct RawChange {
     /// The old image, where the feed has one (REPLICA IDENTITY FULL, Mongo pre-images).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Fields>,
-    /// The source's commit time, milliseconds since the Unix epoch.
+    /// The source's commit time, milliseconds since the Unix epoch. For a
+    /// snapshot row: the time the snapshot is consistent as of, so changes
+    /// committed after it win over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_ts_ms: Option<i64>,
+    /// Columns the feed did not send because they did not change
+    /// (PostgreSQL's unchanged TOAST values): the store keeps its values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<String>,
 }
 
 /// The store-side operation.
@@ -64,6 +70,8 @@ pub struct DocChange {
     pub commit_ts_ms: Option<i64>,
     /// Fields of this collection that merge as counters.
     pub counters: Arc<[String]>,
+    /// Fields not sent because unchanged: taken from the store's document.
+    pub unchanged: Vec<String>,
     /// A snapshot row (initial sync) rather than a live change.
     pub snapshot: bool,
 }

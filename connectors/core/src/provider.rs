@@ -168,6 +168,7 @@ pub struct SnapshotChunk {
     pub rows: Vec<RawChange>,
     /// The key of the last row, from which the next chunk starts.
     pub last_key: Option<Value>,
+    /// No rows after this chunk.
     pub done: bool,
 }
 
@@ -192,6 +193,13 @@ pub struct Digest {
     pub checksum: u64,
 }
 
+impl Digest {
+    pub fn add(&mut self, doc_hash: u64) {
+        self.count += 1;
+        self.checksum = self.checksum.wrapping_add(doc_hash);
+    }
+}
+
 /// What a provider crate exposes to the worker.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -207,9 +215,9 @@ pub trait Provider: Send + Sync {
         resume_from: Option<String>,
     ) -> Result<Box<dyn Source>>;
     async fn open_sink(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Sink>>;
+    /// Reads existing rows (initial sync, and `verify`, which maps them
+    /// like incoming changes and compares them with the store).
     async fn open_snapshot(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>>;
-    /// Count and checksum of the mapped documents the provider holds.
-    async fn digest(&self, mapping: &ProviderMapping, collection: &str) -> Result<Digest>;
 }
 
 #[cfg(test)]

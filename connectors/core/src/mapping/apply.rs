@@ -145,6 +145,11 @@ impl ProviderMapping {
             .map(|b| (self.rule(b), b.table.as_str(), b.schema.as_deref()))
     }
 
+    /// Whether this provider syncs the collection.
+    pub fn syncs(&self, collection: &str) -> bool {
+        self.by_collection.contains_key(collection)
+    }
+
     /// The provider column that holds a document field.
     pub fn column_for(&self, collection: &str, field: &str) -> Option<String> {
         let b = &self.bound[*self.by_collection.get(collection)?];
@@ -188,6 +193,16 @@ impl ProviderMapping {
         let mut fields = rename_keys(&raw.row, &b.inbound);
         if let Err((field, reason)) = transform::apply_inbound(&rule.transforms, &mut fields) {
             return reject(Some(&field), reason);
+        }
+        for c in rule.counters.iter() {
+            if let Some(v) = fields.get(c) {
+                if !(v.is_number() || v.is_null()) {
+                    return reject(
+                        Some(c),
+                        format!("counter `{c}` must be a number, found {v}"),
+                    );
+                }
+            }
         }
         let op = match raw.op {
             RawOp::Delete => DocOp::Delete,
@@ -263,6 +278,11 @@ impl ProviderMapping {
             before,
             commit_ts_ms: raw.commit_ts_ms,
             counters: rule.counters.clone(),
+            unchanged: raw
+                .unchanged
+                .iter()
+                .map(|c| b.inbound.get(c).cloned().unwrap_or_else(|| c.clone()))
+                .collect(),
             snapshot: raw.op == RawOp::Snapshot,
         })
     }

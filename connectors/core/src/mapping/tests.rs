@@ -19,6 +19,7 @@ fn raw(table: &str, op: RawOp, row: Value) -> RawChange {
         row: row.as_object().unwrap().clone(),
         before: None,
         commit_ts_ms: Some(1_700_000_000_000),
+        unchanged: vec![],
     }
 }
 

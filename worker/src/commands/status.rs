@@ -1,0 +1,203 @@
+//! `connector status`: per provider, what it did and how it is doing.
+
+use serde_json::{json, Value};
+
+use connector_store::ProviderStats;
+
+use super::{ago, rfc3339, Context, Outcome};
+
+struct Row {
+    name: String,
+    kind: String,
+    enabled: bool,
+    configured: bool,
+    connection: Option<String>,
+    stats: ProviderStats,
+}
+
+fn lag(stats: &ProviderStats) -> String {
+    let source = stats
+        .source_lag_ms
+        .map(|ms| format!("{:.1}s", ms as f64 / 1000.0));
+    let backlog = stats
+        .sink_backlog
+        .filter(|b| *b > 0)
+        .map(|b| format!("{b} queued"));
+    match (source, backlog) {
+        (None, None) => "-".into(),
+        (Some(s), None) => s,
+        (None, Some(b)) => b,
+        (Some(s), Some(b)) => format!("{s}, {b}"),
+    }
+}
+
+pub fn run(ctx: &Context, as_json: bool) -> Outcome {
+    let store = ctx.existing_store()?;
+    let mut rows: Vec<Row> = Vec::new();
+    for spec in &ctx.config.providers {
+        rows.push(Row {
+            name: spec.name.clone(),
+            kind: spec.kind.to_string(),
+            enabled: spec.enabled,
+            configured: true,
+            connection: Some(spec.redacted_connection()),
+            stats: match &store {
+                Some(s) => s.provider_stats(&spec.name)?,
+                None => ProviderStats {
+                    provider: spec.name.clone(),
+                    ..Default::default()
+                },
+            },
+        });
+    }
+    if let Some(s) = &store {
+        for name in s.known_providers()? {
+            if !rows.iter().any(|r| r.name == name) {
+                rows.push(Row {
+                    stats: s.provider_stats(&name)?,
+                    name,
+                    kind: "?".into(),
+                    enabled: false,
+                    configured: false,
+                    connection: None,
+                });
+            }
+        }
+    }
+    let collections = match &store {
+        Some(s) => s.collection_counts()?,
+        None => Vec::new(),
+    };
+    let last_seq = match &store {
+        Some(s) => s.last_seq()?,
+        None => 0,
+    };
+    let total_dead: u64 = rows.iter().map(|r| r.stats.dead_letters).sum();
+
+    if as_json {
+        let providers: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let s = &r.stats;
+                json!({
+                    "name": r.name, "kind": r.kind, "enabled": r.enabled, "configured": r.configured,
+                    "connection": r.connection,
+                    "position": s.position, "position_saved_at": rfc3339(s.position_updated_ms),
+                    "last_change_at": rfc3339(s.last_change_ms), "last_commit_at": rfc3339(s.last_commit_ms),
+                    "source_lag_ms": s.source_lag_ms, "sink_cursor": s.sink_cursor, "sink_backlog": s.sink_backlog,
+                    "received": s.received, "applied": s.applied, "echoes_dropped": s.echoes,
+                    "filtered": s.filtered, "sink_writes": s.sink_writes, "errors": s.errors,
+                    "dead_letters": s.dead_letters, "last_error": s.last_error,
+                    "last_error_at": rfc3339(s.last_error_ms),
+                })
+            })
+            .collect();
+        let out = json!({
+            "store": {
+                "path": ctx.config.store_path.display().to_string(),
+                "exists": store.is_some(),
+                "last_seq": last_seq,
+            },
+            "providers": providers,
+            "collections": collections,
+            "dead_letters": total_dead,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+
+    match &store {
+        None => println!(
+            "store: {} (empty: nothing synced yet)",
+            ctx.config.store_path.display()
+        ),
+        Some(_) => println!(
+            "store: {} (change log at {last_seq})",
+            ctx.config.store_path.display()
+        ),
+    }
+    if rows.is_empty() {
+        println!("\nno providers configured: set DITTO_SYNC_POSTGRES=true and POSTGRES_CONNECTION_STRING=… (see README.md)");
+    } else {
+        let header = [
+            "PROVIDER",
+            "KIND",
+            "ENABLED",
+            "POSITION",
+            "LAST CHANGE",
+            "LAG",
+            "IN",
+            "OUT",
+            "ECHOES",
+            "ERRORS",
+            "DEAD",
+        ];
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let s = &r.stats;
+                vec![
+                    r.name.clone(),
+                    r.kind.clone(),
+                    if !r.configured {
+                        "not configured".into()
+                    } else if r.enabled {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                    s.position.clone().unwrap_or_else(|| "-".into()),
+                    ago(s.last_change_ms),
+                    lag(s),
+                    s.applied.to_string(),
+                    s.sink_writes.to_string(),
+                    s.echoes.to_string(),
+                    s.errors.to_string(),
+                    s.dead_letters.to_string(),
+                ]
+            })
+            .collect();
+        println!();
+        print_table(&header, &table);
+        println!();
+        for r in &rows {
+            if let Some(c) = &r.connection {
+                println!("{}: {c}", r.name);
+            }
+            if let Some(e) = &r.stats.last_error {
+                println!("{}: last error {}: {e}", r.name, ago(r.stats.last_error_ms));
+            }
+        }
+    }
+    if !collections.is_empty() {
+        println!("\nCOLLECTION            DOCUMENTS   DELETED");
+        for c in &collections {
+            println!("{:<20} {:>10} {:>9}", c.collection, c.documents, c.deleted);
+        }
+    }
+    if total_dead > 0 {
+        println!("\n{total_dead} dead letter(s): see `connector dead-letters list`");
+    }
+    Ok(0)
+}
+
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}

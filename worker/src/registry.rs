@@ -1,0 +1,45 @@
+//! The provider registry: which provider kinds this build includes.
+//!
+//! Each provider kind is its own crate behind a cargo feature of the same
+//! name, so a change to core or to one provider never rebuilds another's
+//! heavy driver. A configured provider whose kind is not compiled in is a
+//! clear error, not a silent skip.
+
+use std::sync::Arc;
+
+use connector_core::{ConnectorError, Provider, ProviderKind, ProviderSpec, Stage};
+
+/// The kinds compiled into this binary.
+pub fn available_kinds() -> Vec<ProviderKind> {
+    #[allow(unused_mut)]
+    let mut kinds = Vec::new();
+    kinds
+}
+
+/// Creates the provider for a configured instance (does not connect).
+pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> {
+    #[allow(clippy::match_single_binding)]
+    match spec.kind {
+        kind => Err(ConnectorError::permanent(
+            Stage::Connect,
+            format!(
+                "provider `{}` is of kind {kind}, which this build of connector does not include \
+                 (built with: {}); rebuild with `cargo build --features {kind}`",
+                spec.name,
+                describe(&available_kinds()),
+            ),
+        )),
+    }
+}
+
+fn describe(kinds: &[ProviderKind]) -> String {
+    if kinds.is_empty() {
+        "no provider kinds".into()
+    } else {
+        kinds
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

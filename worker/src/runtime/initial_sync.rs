@@ -1,0 +1,208 @@
+//! `connector initial-sync`: copies the rows a provider already holds into
+//! the store, collection by collection, in key order.
+//!
+//! Each chunk is merged in one store transaction together with the
+//! collection's progress (`initial-sync:<provider>:<collection>` in the
+//! positions table: the last key copied, rows so far, done or not). After a
+//! crash the copy resumes after the last finished chunk; a collection
+//! already done is skipped (`--restart` copies it again). Snapshot rows are
+//! stamped with the time the provider's snapshot is consistent as of, so a
+//! change committed after it (and streamed later) wins over it. The run's
+//! `sink` tasks then fan the documents out to the other providers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use tracing::warn;
+
+use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec};
+use connector_store::SourceApply;
+
+use super::retry::{Backoff, Decision};
+use super::source_task::map_batch;
+use super::{blocking, Shared};
+use crate::config::Config;
+use crate::registry;
+
+/// Rows read per chunk (and merged per store transaction).
+pub const CHUNK_ROWS: usize = 5000;
+
+pub fn progress_key(provider: &str, collection: &str) -> String {
+    format!("initial-sync:{provider}:{collection}")
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Progress {
+    pub after: Option<Value>,
+    pub rows: u64,
+    pub done: bool,
+}
+
+impl Progress {
+    fn parse(text: Option<String>) -> Progress {
+        let Some(v) = text.and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+            return Progress::default();
+        };
+        Progress {
+            after: v.get("after").filter(|a| !a.is_null()).cloned(),
+            rows: v.get("rows").and_then(Value::as_u64).unwrap_or(0),
+            done: v.get("done").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        json!({"after": self.after, "rows": self.rows, "done": self.done}).to_string()
+    }
+}
+
+/// One collection's result, for the summary.
+pub struct Copied {
+    pub provider: String,
+    pub collection: String,
+    pub rows: u64,
+    pub seconds: f64,
+    pub skipped: bool,
+}
+
+pub async fn run(
+    config: &Config,
+    specs: Vec<ProviderSpec>,
+    mappings: Arc<MappingSet>,
+    only: Option<&str>,
+    restart: bool,
+) -> Result<Vec<Copied>, ConnectorError> {
+    let shared = Shared::new(config);
+    let mut out = Vec::new();
+    for spec in specs {
+        let provider = registry::create(&spec)?;
+        let mapping = Arc::new(ProviderMapping::new(
+            mappings.clone(),
+            &spec.name,
+            spec.kind,
+        ));
+        let collections: Vec<String> = mapping
+            .tables()
+            .map(|(r, _, _)| r.name.clone())
+            .filter(|c| only.is_none_or(|o| o == c))
+            .collect();
+        if let Some(o) = only {
+            if collections.is_empty() {
+                return Err(ConnectorError::permanent(
+                    connector_core::Stage::Snapshot,
+                    format!(
+                        "collection `{o}` is not synced with provider `{}`",
+                        spec.name
+                    ),
+                ));
+            }
+        }
+        let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
+        let mut store = blocking(|| shared.open_store())?;
+        for collection in collections {
+            let key = progress_key(&spec.name, &collection);
+            let mut progress = if restart {
+                Progress::default()
+            } else {
+                Progress::parse(blocking(|| store.position(&key)).map_err(ConnectorError::from)?)
+            };
+            if progress.done {
+                eprintln!(
+                    "{}/{collection}: already copied ({} rows); skipping (--restart copies again)",
+                    spec.name, progress.rows
+                );
+                out.push(Copied {
+                    provider: spec.name.clone(),
+                    collection,
+                    rows: progress.rows,
+                    seconds: 0.0,
+                    skipped: true,
+                });
+                continue;
+            }
+            let estimate = snapshot.estimate_rows(&collection).await?;
+            let bar = progress_bar(&spec.name, &collection, estimate, progress.rows);
+            let started = Instant::now();
+            let start_rows = progress.rows;
+            let mut backoff = Backoff::new();
+            loop {
+                let chunk = match snapshot
+                    .chunk(&collection, progress.after.as_ref(), CHUNK_ROWS)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => match backoff.decide(&e) {
+                        Decision::RetryAfter(d) => {
+                            warn!(provider = %spec.name, %collection, error = %e, "snapshot read failed; retrying");
+                            tokio::time::sleep(d).await;
+                            snapshot = provider.open_snapshot(mapping.clone()).await?;
+                            continue;
+                        }
+                        Decision::GiveUp => return Err(e),
+                    },
+                };
+                backoff.reset();
+                let n = chunk.rows.len() as u64;
+                let (changes, dead, filtered) = map_batch(&mapping, &chunk.rows);
+                progress.rows += n;
+                progress.after = chunk.last_key.clone().or(progress.after.take());
+                progress.done = chunk.done;
+                let position = progress.to_json();
+                blocking(|| {
+                    store.apply_source(
+                        &spec.name,
+                        SourceApply {
+                            changes: &changes,
+                            dead_letters: &dead,
+                            position: Some(&position),
+                            position_name: Some(&key),
+                            received: n,
+                            filtered,
+                        },
+                    )
+                })
+                .map_err(ConnectorError::from)?;
+                bar.inc(n);
+                if chunk.done {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            let rows = progress.rows - start_rows;
+            eprintln!(
+                "{}/{collection}: {rows} rows in {seconds:.1}s ({:.0} rows/s){}",
+                spec.name,
+                rows as f64 / seconds.max(1e-9),
+                if start_rows > 0 {
+                    format!(", resumed after {start_rows}")
+                } else {
+                    String::new()
+                }
+            );
+            out.push(Copied {
+                provider: spec.name.clone(),
+                collection,
+                rows,
+                seconds,
+                skipped: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn progress_bar(provider: &str, collection: &str, estimate: Option<u64>, done: u64) -> ProgressBar {
+    let bar =
+        ProgressBar::with_draw_target(estimate.map(|e| e.max(done)), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix:>24} [{bar:30}] {human_pos}/{human_len} rows  {per_sec:>12}  ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{provider}/{collection}"));
+    bar.set_position(done);
+    bar
+}

@@ -1,0 +1,214 @@
+//! The runtime: every provider's source and sink tasks around the store.
+//!
+//! Per provider two tasks run: the source task (feed → mapping → store, one
+//! store transaction per batch, then the provider is told the position is
+//! safe) and the sink task (change log → the documents the provider does
+//! not hold yet → one provider transaction → cursor and shadows). Batches
+//! are bounded by `DITTO_CLOUD_SYNC_BATCH_SIZE`, so memory does not grow
+//! with table size, and waits by `DITTO_CLOUD_SYNC_INTERVAL`.
+//!
+//! Crash/restart: a task holds nothing that is not in the store or the
+//! provider. After kill -9 the source resumes at its saved position and the
+//! sink at its cursor; both replays are idempotent. On SIGTERM the batch in
+//! flight finishes (its position is saved), then the tasks stop.
+//!
+//! Errors go through [`retry`]: transient → that task reconnects with
+//! backoff; permanent → that provider stops (red in `/health`), the others
+//! go on.
+
+pub mod health;
+pub mod http;
+pub mod initial_sync;
+pub mod retry;
+pub mod sink_task;
+pub mod source_task;
+pub mod systemd;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tracing::{error, info, warn};
+
+use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
+use connector_store::{sink_cursor, Store};
+
+use crate::config::Config;
+use crate::registry;
+use health::{Health, Light};
+
+/// What every task shares.
+pub struct Shared {
+    pub store_path: PathBuf,
+    pub batch_size: usize,
+    pub interval: Duration,
+    pub health: Health,
+    /// One per sink task in this process; sources wake them after a commit.
+    pub sink_wakes: Mutex<Vec<Arc<Notify>>>,
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            store_path: config.store_path.clone(),
+            batch_size: config.batch_size,
+            interval: config.sync_interval,
+            health: Health::default(),
+            sink_wakes: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn open_store(&self) -> Result<Store, ConnectorError> {
+        Store::open(&self.store_path).map_err(ConnectorError::from)
+    }
+
+    pub fn wake_sinks(&self) {
+        for n in self
+            .sink_wakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            n.notify_one();
+        }
+    }
+}
+
+/// Runs a store operation on this worker thread without stalling the others.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Sleeps, or returns `true` early when shutdown is requested.
+pub async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// A shutdown channel whose sender fires on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+        }
+        info!("shutdown requested: finishing the batches in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `connector run`: every given provider until SIGTERM, or until every
+/// provider has stopped on a permanent error (exit 1).
+pub async fn run(
+    config: &Config,
+    specs: Vec<ProviderSpec>,
+    mappings: Arc<MappingSet>,
+) -> Result<i32, String> {
+    let shared = Shared::new(config);
+    let shutdown = shutdown_on_signals();
+    let metrics = http::install_metrics();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut names = Vec::new();
+    for spec in specs {
+        let provider = match registry::create(&spec) {
+            Ok(p) => p,
+            Err(e) => {
+                error!(provider = %spec.name, error = %e, "provider cannot start");
+                shared
+                    .health
+                    .set(&spec.name, "source", Light::Red, Some(e.to_string()));
+                if let Ok(mut s) = shared.open_store() {
+                    let _ = s.record_error(&spec.name, Stage::Connect.as_str(), &e.to_string());
+                }
+                continue;
+            }
+        };
+        let mapping = Arc::new(ProviderMapping::new(
+            mappings.clone(),
+            &spec.name,
+            spec.kind,
+        ));
+        info!(provider = %spec.name, kind = %spec.kind, connection = %spec.redacted_connection(), "starting");
+        names.push(spec.name.clone());
+        let wake = Arc::new(Notify::new());
+        shared
+            .sink_wakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(wake.clone());
+        tasks.spawn(source_task::run(
+            provider.clone(),
+            mapping.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(sink_task::run(
+            provider,
+            mapping,
+            shared.clone(),
+            shutdown.clone(),
+            wake,
+        ));
+    }
+    if names.is_empty() {
+        return Err("no provider could start (see the errors above)".into());
+    }
+    if let Some(addr) = &config.http_addr {
+        http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await?;
+    }
+    tasks.spawn(compact_loop(
+        shared.clone(),
+        names.clone(),
+        shutdown.clone(),
+    ));
+    systemd::notify_ready();
+    tasks.spawn(systemd::watchdog(shared.health.clone(), shutdown.clone()));
+    while tasks.join_next().await.is_some() {
+        if !*shutdown.borrow() && shared.health.all_red() {
+            error!("every provider has stopped on a permanent error");
+            return Ok(1);
+        }
+    }
+    systemd::notify_stopping();
+    info!("stopped cleanly");
+    Ok(0)
+}
+
+/// Drops change-log entries every running sink has passed, twice a minute.
+async fn compact_loop(
+    shared: Arc<Shared>,
+    providers: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cursors: Vec<String> = providers.iter().map(|p| sink_cursor(p)).collect();
+    loop {
+        if sleep_or_shutdown(Duration::from_secs(30), &mut shutdown).await {
+            return;
+        }
+        let result = blocking(|| -> Result<u64, ConnectorError> {
+            let mut store = shared.open_store()?;
+            for c in &cursors {
+                if store.cursor(c).map_err(ConnectorError::from)?.is_none() {
+                    return Ok(0);
+                }
+            }
+            store.compact_log(&cursors).map_err(ConnectorError::from)
+        });
+        match result {
+            Ok(0) => {}
+            Ok(n) => info!(entries = n, "compacted the change log"),
+            Err(e) => warn!(error = %e, "change-log compaction failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The one place that decides retry vs give up.
+//!
+//! Every provider returns a [`ConnectorError`] whose kind says what it is:
+//! transient errors (network, restarts, locks) are retried with exponential
+//! backoff and full jitter, from 0.5 s up to 60 s, forever: a database that
+//! is down for a day catches up when it returns, and positions only move
+//! after commits, so nothing is lost while waiting. Permanent errors stop
+//! that provider's task with the message (the others go on). Bad records
+//! never reach here: they become dead letters where they are found.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use connector_core::{ConnectorError, ErrorKind};
+
+pub const MIN_DELAY: Duration = Duration::from_millis(500);
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// What a task does after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    RetryAfter(Duration),
+    GiveUp,
+}
+
+/// Backoff state of one task; reset after a success.
+pub struct Backoff {
+    delays: ExponentialBackoff,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff {
+            delays: builder().build(),
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.delays = builder().build();
+    }
+
+    /// Decides, and advances the backoff when retrying.
+    pub fn decide(&mut self, error: &ConnectorError) -> Decision {
+        match error.kind {
+            ErrorKind::Transient => Decision::RetryAfter(self.delays.next().unwrap_or(MAX_DELAY)),
+            // A bad record that escaped its stage must not loop forever.
+            ErrorKind::Permanent | ErrorKind::BadRecord => Decision::GiveUp,
+        }
+    }
+}
+
+fn builder() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_jitter()
+        .with_factor(2.0)
+        .with_min_delay(MIN_DELAY)
+        .with_max_delay(MAX_DELAY)
+        .without_max_times()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::Stage;
+
+    #[test]
+    fn transient_errors_back_off_up_to_the_cap_and_reset() {
+        let mut b = Backoff::new();
+        let e = ConnectorError::transient(Stage::Connect, "refused");
+        let delays: Vec<Duration> = (0..20)
+            .map(|_| match b.decide(&e) {
+                Decision::RetryAfter(d) => d,
+                Decision::GiveUp => panic!("gave up on a transient error"),
+            })
+            .collect();
+        assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
+        assert!(delays[15] >= MAX_DELAY / 2, "did not grow: {delays:?}");
+        b.reset();
+        match b.decide(&e) {
+            Decision::RetryAfter(d) => assert!(d <= MIN_DELAY * 2, "{d:?}"),
+            Decision::GiveUp => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn permanent_errors_give_up() {
+        let mut b = Backoff::new();
+        assert_eq!(
+            b.decide(&ConnectorError::permanent(Stage::Setup, "no slot")),
+            Decision::GiveUp
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Store → provider.
+//!
+//! Reads the change log after the provider's cursor, keeps the documents the
+//! provider does not hold yet (its shadow differs), maps them to rows, writes
+//! them in one provider transaction, and only then moves the cursor and the
+//! shadows (one store transaction). Rows the provider rejects for their own
+//! fault become dead letters and the rest of the batch is written. Woken by
+//! local sources after each commit, and polling for other processes' writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, error, warn};
+
+use connector_core::metrics as names;
+use connector_core::{ConnectorError, Provider, ProviderMapping, Result, SinkWrite};
+use connector_store::{sink_cursor, NewDeadLetter};
+
+use super::health::Light;
+use super::retry::{Backoff, Decision};
+use super::{blocking, sleep_or_shutdown, Shared};
+
+/// How often an idle sink looks for changes written by other processes.
+const POLL: Duration = Duration::from_millis(100);
+
+pub async fn run(
+    provider: Arc<dyn Provider>,
+    mapping: Arc<ProviderMapping>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    let name = provider.spec().name.clone();
+    let mut backoff = Backoff::new();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let outcome = session(
+            &*provider,
+            &mapping,
+            &shared,
+            &mut shutdown,
+            &wake,
+            &mut backoff,
+        )
+        .await;
+        let Err(e) = outcome else { return };
+        counter!(names::ERRORS, "provider" => name.clone(), "stage" => e.stage.as_str())
+            .increment(1);
+        let _ = blocking(|| {
+            shared
+                .open_store()
+                .map(|mut s| s.record_error(&name, e.stage.as_str(), &e.to_string()))
+        });
+        match backoff.decide(&e) {
+            Decision::RetryAfter(d) => {
+                warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "sink failed; retrying");
+                shared
+                    .health
+                    .set(&name, "sink", Light::Yellow, Some(e.to_string()));
+                if sleep_or_shutdown(d, &mut shutdown).await {
+                    return;
+                }
+            }
+            Decision::GiveUp => {
+                error!(provider = %name, error = %e, "sink stopped");
+                shared
+                    .health
+                    .set(&name, "sink", Light::Red, Some(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+async fn session(
+    provider: &dyn Provider,
+    mapping: &Arc<ProviderMapping>,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+    wake: &Notify,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let name = provider.spec().name.clone();
+    let cursor_name = sink_cursor(&name);
+    let mut store = blocking(|| shared.open_store())?;
+    let mut sink = provider.open_sink(mapping.clone()).await?;
+    shared.health.set(&name, "sink", Light::Green, None);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let (entries, writes) = blocking(|| -> Result<_> {
+            let after = store.cursor(&cursor_name)?.unwrap_or(0);
+            let entries = store.read_log(after, shared.batch_size)?;
+            let writes = store.pending_writes(&name, &entries, |c| mapping.syncs(c))?;
+            Ok((entries, writes))
+        })?;
+        let Some(last) = entries.last() else {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                _ = wake.notified() => {},
+                _ = tokio::time::sleep(POLL) => {},
+            }
+            continue;
+        };
+        let upto = last.seq;
+        let mut rows = Vec::with_capacity(writes.len());
+        let mut row_writes: Vec<&SinkWrite> = Vec::with_capacity(writes.len());
+        let mut rejected = Vec::new();
+        for w in &writes {
+            match mapping.outbound(w) {
+                Ok(row) => {
+                    rows.push(row);
+                    row_writes.push(w);
+                }
+                Err(rej) => rejected.push(dead_letter(w, rej.field, rej.reason)),
+            }
+        }
+        let refused = if rows.is_empty() {
+            Vec::new()
+        } else {
+            sink.write(&rows).await?
+        };
+        let mut written: Vec<SinkWrite> = Vec::with_capacity(row_writes.len());
+        for (i, w) in row_writes.into_iter().enumerate() {
+            match refused.iter().find(|(idx, _)| *idx == i) {
+                Some((_, reason)) => {
+                    warn!(provider = %name, collection = %w.collection, id = %w.id, %reason, "write rejected; kept as a dead letter");
+                    rejected.push(dead_letter(w, None, reason.clone()));
+                }
+                None => written.push(w.clone()),
+            }
+        }
+        blocking(|| store.sink_committed(&name, upto, &written, &rejected))
+            .map_err(ConnectorError::from)?;
+        backoff.reset();
+        shared.health.set(&name, "sink", Light::Green, None);
+        counter!(names::SINK_WRITES, "provider" => name.clone()).increment(written.len() as u64);
+        counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(rejected.len() as u64);
+        let now = connector_store::stamp::now_millis();
+        for e in entries.iter().rev().take(1) {
+            gauge!(names::FANOUT_LAG_SECONDS, "source" => e.origin.clone(), "sink" => name.clone())
+                .set((now - e.at_ms).max(0) as f64 / 1000.0);
+        }
+        debug!(provider = %name, entries = entries.len(), written = written.len(), upto, "sink batch committed");
+    }
+}
+
+fn dead_letter(w: &SinkWrite, field: Option<String>, reason: String) -> NewDeadLetter {
+    NewDeadLetter {
+        collection: Some(w.collection.clone()),
+        stage: "sink".into(),
+        field,
+        reason,
+        record: json!({"_id": w.id, "doc": w.doc}),
+    }
+}

@@ -1,0 +1,149 @@
+//! Provider feed → store.
+//!
+//! Each batch is mapped (rejected records become dead letters, filtered
+//! ones are counted) and merged in one store transaction together with the
+//! source position; only then is the provider told the position is safe
+//! (e.g. the PostgreSQL slot is acknowledged). A crash before the store
+//! commit replays the batch; a crash after it resumes past it.
+
+use std::sync::Arc;
+
+use metrics::{counter, gauge};
+use tokio::sync::watch;
+use tracing::{debug, error, warn};
+
+use connector_core::metrics as names;
+use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
+use connector_store::{NewDeadLetter, SourceApply};
+
+use super::health::Light;
+use super::retry::{Backoff, Decision};
+use super::{blocking, sleep_or_shutdown, Shared};
+
+pub async fn run(
+    provider: Arc<dyn Provider>,
+    mapping: Arc<ProviderMapping>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = provider.spec().name.clone();
+    let mut backoff = Backoff::new();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let outcome = session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
+        let Err(e) = outcome else { return };
+        counter!(names::ERRORS, "provider" => name.clone(), "stage" => e.stage.as_str())
+            .increment(1);
+        let _ = blocking(|| {
+            shared
+                .open_store()
+                .map(|mut s| s.record_error(&name, e.stage.as_str(), &e.to_string()))
+        });
+        match backoff.decide(&e) {
+            Decision::RetryAfter(d) => {
+                warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "source failed; retrying");
+                shared
+                    .health
+                    .set(&name, "source", Light::Yellow, Some(e.to_string()));
+                if sleep_or_shutdown(d, &mut shutdown).await {
+                    return;
+                }
+            }
+            Decision::GiveUp => {
+                error!(provider = %name, error = %e, "source stopped");
+                shared
+                    .health
+                    .set(&name, "source", Light::Red, Some(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// Maps a batch: changes to merge, records to keep as dead letters, and
+/// how many the filters left out.
+pub fn map_batch(
+    mapping: &ProviderMapping,
+    raw: &[RawChange],
+) -> (Vec<connector_core::DocChange>, Vec<NewDeadLetter>, u64) {
+    let mut changes = Vec::with_capacity(raw.len());
+    let mut dead = Vec::new();
+    let mut filtered = 0;
+    for r in raw {
+        match mapping.inbound(r) {
+            Inbound::Change(c) => changes.push(c),
+            Inbound::Filtered => filtered += 1,
+            Inbound::NotSynced => {}
+            Inbound::Rejected(rej) => {
+                warn!(provider = mapping.provider(), collection = %rej.collection, field = ?rej.field, reason = %rej.reason, "record rejected; kept as a dead letter");
+                dead.push(NewDeadLetter {
+                    collection: Some(rej.collection),
+                    stage: "mapping".into(),
+                    field: rej.field,
+                    reason: rej.reason,
+                    record: serde_json::to_value(r).unwrap_or_default(),
+                });
+            }
+        }
+    }
+    (changes, dead, filtered)
+}
+
+async fn session(
+    provider: &dyn Provider,
+    mapping: &Arc<ProviderMapping>,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let name = provider.spec().name.clone();
+    let mut store = blocking(|| shared.open_store())?;
+    let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
+    let mut source = provider.open_source(mapping.clone(), resume).await?;
+    shared.health.set(&name, "source", Light::Green, None);
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            b = source.next_batch(shared.batch_size, shared.interval) => b?,
+        };
+        backoff.reset();
+        shared.health.set(&name, "source", Light::Green, None);
+        if batch.changes.is_empty() && batch.position.is_none() {
+            continue;
+        }
+        let received = batch.changes.len() as u64;
+        let (changes, dead, filtered) = map_batch(mapping, &batch.changes);
+        let applied = blocking(|| {
+            store.apply_source(
+                &name,
+                SourceApply {
+                    changes: &changes,
+                    dead_letters: &dead,
+                    position: batch.position.as_deref(),
+                    position_name: None,
+                    received,
+                    filtered,
+                },
+            )
+        })
+        .map_err(ConnectorError::from)?;
+        let label = name.clone();
+        counter!(names::EVENTS_RECEIVED, "provider" => label.clone()).increment(received);
+        counter!(names::EVENTS_APPLIED, "provider" => label.clone()).increment(applied.applied);
+        counter!(names::ECHOES_DROPPED, "provider" => label.clone()).increment(applied.echoes);
+        counter!(names::DEAD_LETTERS, "provider" => label.clone()).increment(applied.dead_letters);
+        if let Some(ts) = changes.iter().filter_map(|c| c.commit_ts_ms).max() {
+            let lag = (connector_store::stamp::now_millis() - ts).max(0) as f64 / 1000.0;
+            gauge!(names::SOURCE_LAG_SECONDS, "provider" => label).set(lag);
+        }
+        debug!(provider = %name, received, applied = applied.applied, echoes = applied.echoes, "batch merged");
+        if applied.applied > 0 {
+            shared.wake_sinks();
+        }
+        if let Some(position) = &batch.position {
+            source.committed(position).await?;
+        }
+    }
+}
