@@ -73,6 +73,14 @@ impl Store {
         let mut max_commit: Option<i64> = None;
         for change in batch.changes {
             max_commit = max_commit.max(change.commit_ts_ms);
+            if change.op == DocOp::Truncate {
+                let stamp = Stamp::new(base_hlc(change.commit_ts_ms, now), origin);
+                if let Some((n, seq)) = truncate(&tx, origin, change, stamp, now)? {
+                    out.applied += n;
+                    out.last_seq = Some(seq);
+                }
+                continue;
+            }
             match plan_change(&tx, origin, change, now)? {
                 Plan::Echo(shadow) => {
                     out.echoes += 1;
@@ -190,6 +198,27 @@ pub(crate) fn append_log(
         source_ts
     ])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Tombstones every live document of the collection at the truncate's
+/// stamp: rows written after it survive, as after a real TRUNCATE.
+fn truncate(tx: &Connection, origin: &str, c: &DocChange, stamp: Stamp, now: i64) -> Result<Option<(u64, i64)>> {
+    let keys: Vec<String> = tx
+        .prepare("SELECT id FROM documents WHERE collection = ?1 AND body IS NOT NULL")?
+        .query_map([&c.collection], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let write = Write { stamp, kind: WriteKind::Delete };
+    let mut last = None;
+    for key in &keys {
+        let mut state = load_state(tx, &c.collection, key)?;
+        if state.apply(&write) {
+            let seq = append_log(tx, &c.collection, key, &write, now, c.commit_ts_ms)?;
+            save_state(tx, &c.collection, key, &state, seq, now)?;
+            last = Some(seq);
+        }
+        save_shadow(tx, origin, &c.collection, key, &Shadow::Deleted)?;
+    }
+    Ok(last.map(|seq| (keys.len() as u64, seq)))
 }
 
 enum Plan {

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS provider_stats (
     last_change_ms  INTEGER,
     last_source_lag_ms INTEGER,
     last_error      TEXT,
-    last_error_ms   INTEGER
+    last_error_ms   INTEGER,
+    details         TEXT            -- provider-specific health (JSON)
 );
 ";

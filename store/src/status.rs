@@ -35,6 +35,8 @@ pub struct ProviderStats {
     pub sink_backlog: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_ms: Option<i64>,
+    /// Provider-specific health (a PostgreSQL slot's retained WAL, …).
+    pub details: Option<serde_json::Value>,
 }
 
 /// Live and deleted document counts of one collection.
@@ -54,7 +56,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT received, applied, echoes, filtered, sink_writes, errors,
-                        last_change_ms, last_source_lag_ms, last_error, last_error_ms
+                        last_change_ms, last_source_lag_ms, last_error, last_error_ms, details
                  FROM provider_stats WHERE provider = ?1",
                 [provider],
                 |r| {
@@ -68,6 +70,9 @@ impl Store {
                     s.source_lag_ms = r.get(7)?;
                     s.last_error = r.get(8)?;
                     s.last_error_ms = r.get(9)?;
+                    s.details = r
+                        .get::<_, Option<String>>(10)?
+                        .and_then(|t| serde_json::from_str(&t).ok());
                     Ok(())
                 },
             )
@@ -111,6 +116,16 @@ impl Store {
              ON CONFLICT (provider) DO UPDATE SET errors = errors + 1,
                last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
             params![provider, format!("{stage}: {message}"), now_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Saves provider-specific health for `status`.
+    pub fn set_provider_details(&mut self, provider: &str, details: &serde_json::Value) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO provider_stats (provider, details) VALUES (?1, ?2)
+             ON CONFLICT (provider) DO UPDATE SET details = excluded.details",
+            params![provider, details.to_string()],
         )?;
         Ok(())
     }

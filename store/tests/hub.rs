@@ -668,3 +668,20 @@ fn unchanged_toast_values_keep_the_stores_value() {
         "an unchanged TOAST value must never become null or vanish"
     );
 }
+
+#[test]
+fn a_truncate_deletes_what_came_before_it_and_fans_out() {
+    let (_d, mut s) = store();
+    for i in 0..3 {
+        apply(&mut s, "hq", &[upsert("orders", json!(i), json!({"order_id": i}), None, 1000)], "1");
+    }
+    drain_sink(&mut s, "shop");
+    let mut t = delete("orders", Value::Null, 2000);
+    t.op = DocOp::Truncate;
+    let out = apply(&mut s, "hq", &[t, upsert("orders", json!(9), json!({"order_id": 9}), None, 2001)], "2");
+    assert_eq!(out.applied, 4);
+    assert_eq!(s.list("orders", None, 10).unwrap().len(), 1, "only the row inserted after the truncate");
+    let to_shop = drain_sink(&mut s, "shop");
+    assert_eq!(to_shop.iter().filter(|w| w.doc.is_none()).count(), 3);
+    assert!(drain_sink(&mut s, "hq").is_empty(), "hq already holds the truncated table");
+}

@@ -13,13 +13,16 @@ use connector_core::{ConnectorError, Provider, ProviderKind, ProviderSpec, Stage
 pub fn available_kinds() -> Vec<ProviderKind> {
     #[allow(unused_mut)]
     let mut kinds = Vec::new();
+    #[cfg(feature = "postgres")]
+    kinds.push(ProviderKind::Postgres);
     kinds
 }
 
 /// Creates the provider for a configured instance (does not connect).
 pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> {
-    #[allow(clippy::match_single_binding)]
     match spec.kind {
+        #[cfg(feature = "postgres")]
+        ProviderKind::Postgres => Ok(Arc::new(connector_postgres::PostgresProvider::new(spec.clone())?)),
         kind => Err(ConnectorError::permanent(
             Stage::Connect,
             format!(

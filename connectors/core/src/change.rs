@@ -20,8 +20,10 @@ pub enum RawOp {
     Insert,
     Update,
     Delete,
-    /// A row read by initial sync (not a change: no before image, no commit time).
+    /// A row read by initial sync (not a change: no before image).
     Snapshot,
+    /// The whole table was emptied (`row` is empty).
+    Truncate,
 }
 
 /// One row change as the provider reported it.
@@ -55,6 +57,8 @@ pub enum DocOp {
     /// Insert, update or snapshot row: the fields are the whole new image.
     Upsert,
     Delete,
+    /// Every document of the collection is deleted (`id` is null).
+    Truncate,
 }
 
 /// A mapped change of one document.

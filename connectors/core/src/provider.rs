@@ -137,6 +137,9 @@ pub struct SourceBatch {
     /// The position after the last change, to be saved with them; `None`
     /// when nothing new was read.
     pub position: Option<String>,
+    /// Provider-specific health for `connector status` (e.g. a replication
+    /// slot's retained WAL), when the source refreshed it.
+    pub status: Option<Value>,
 }
 
 /// A provider's change feed.

@@ -87,7 +87,7 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                     "source_lag_ms": s.source_lag_ms, "sink_cursor": s.sink_cursor, "sink_backlog": s.sink_backlog,
                     "received": s.received, "applied": s.applied, "echoes_dropped": s.echoes,
                     "filtered": s.filtered, "sink_writes": s.sink_writes, "errors": s.errors,
-                    "dead_letters": s.dead_letters, "last_error": s.last_error,
+                    "dead_letters": s.dead_letters, "last_error": s.last_error, "details": s.details,
                     "last_error_at": rfc3339(s.last_error_ms),
                 })
             })
@@ -164,6 +164,9 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
             if let Some(c) = &r.connection {
                 println!("{}: {c}", r.name);
             }
+            if let Some(d) = &r.stats.details {
+                println!("{}: {}", r.name, describe_details(d));
+            }
             if let Some(e) = &r.stats.last_error {
                 println!("{}: last error {}: {e}", r.name, ago(r.stats.last_error_ms));
             }
@@ -200,4 +203,29 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.clone());
     }
+}
+
+/// One line for provider details; for a PostgreSQL slot, its retained WAL
+/// and a warning when `max_slot_wal_keep_size` is close to invalidating it.
+pub fn describe_details(d: &Value) -> String {
+    let Some(slot) = d.get("slot").and_then(Value::as_str) else {
+        return d.to_string();
+    };
+    let mb = |v: Option<i64>| v.map(|b| format!("{:.1} MB", b as f64 / 1_048_576.0)).unwrap_or_else(|| "?".into());
+    let status = d.get("wal_status").and_then(Value::as_str).unwrap_or("?");
+    let retained = d.get("retained_wal_bytes").and_then(Value::as_i64);
+    let safe = d.get("safe_wal_size").and_then(Value::as_i64);
+    let mut line = format!("slot {slot}: {} of WAL retained, wal_status {status}", mb(retained));
+    if let Some(safe) = safe {
+        line.push_str(&format!(", {} before max_slot_wal_keep_size invalidates it", mb(Some(safe))));
+    }
+    let limit = d.get("max_slot_wal_keep_size").and_then(Value::as_str).unwrap_or("-1");
+    let close = match (safe, retained) {
+        (Some(s), Some(r)) => s < (s + r) / 5,
+        _ => false,
+    };
+    if matches!(status, "unreserved" | "lost" | "missing") || close {
+        line.push_str(&format!("  WARNING: the slot is at risk (max_slot_wal_keep_size = {limit})"));
+    }
+    line
 }

@@ -76,6 +76,9 @@ pub fn map_batch(
             Inbound::Change(c) => changes.push(c),
             Inbound::Filtered => filtered += 1,
             Inbound::NotSynced => {}
+            Inbound::TruncateSkipped { collection, table } => {
+                warn!(provider = mapping.provider(), %table, %collection, "TRUNCATE skipped: the mapping does not set propagate_truncate");
+            }
             Inbound::Rejected(rej) => {
                 warn!(provider = mapping.provider(), collection = %rej.collection, field = ?rej.field, reason = %rej.reason, "record rejected; kept as a dead letter");
                 dead.push(NewDeadLetter {
@@ -110,6 +113,9 @@ async fn session(
         };
         backoff.reset();
         shared.health.set(&name, "source", Light::Green, None);
+        if let Some(details) = &batch.status {
+            blocking(|| store.set_provider_details(&name, details)).map_err(ConnectorError::from)?;
+        }
         if batch.changes.is_empty() && batch.position.is_none() {
             continue;
         }

@@ -46,6 +46,9 @@ pub enum Inbound {
     NotSynced,
     /// The record does not pass the collection's filter.
     Filtered,
+    /// A TRUNCATE of a collection whose mapping does not opt in
+    /// (`propagate_truncate`): to be logged and skipped.
+    TruncateSkipped { collection: String, table: String },
     Rejected(Rejection),
 }
 
@@ -183,6 +186,22 @@ impl ProviderMapping {
             return Inbound::NotSynced;
         };
         let rule = self.rule(b);
+        if raw.op == RawOp::Truncate {
+            if !rule.propagate_truncate {
+                return Inbound::TruncateSkipped { collection: rule.name.clone(), table: raw.table.clone() };
+            }
+            return Inbound::Change(DocChange {
+                collection: rule.name.clone(),
+                id: Value::Null,
+                op: DocOp::Truncate,
+                fields: Fields::new(),
+                before: None,
+                commit_ts_ms: raw.commit_ts_ms,
+                counters: rule.counters.clone(),
+                unchanged: Vec::new(),
+                snapshot: false,
+            });
+        }
         let reject = |field: Option<&str>, reason: String| {
             Inbound::Rejected(Rejection {
                 collection: rule.name.clone(),

@@ -349,3 +349,12 @@ fn duplicate_collections_across_files_are_reported() {
         .to_string()
         .contains("b.yml:3:3: duplicate collection `x` (first defined at"));
 }
+
+#[test]
+fn truncate_propagates_only_where_the_mapping_opts_in() {
+    let yaml = "collections:\n  a: {id: {mode: match_ids}, propagate_truncate: true}\n  b: {id: {mode: match_ids}}\n";
+    let m = ProviderMapping::new(Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap()), "hq", ProviderKind::Postgres);
+    let t = |table: &str| raw(table, RawOp::Truncate, json!({}));
+    assert!(matches!(m.inbound(&t("a")), Inbound::Change(c) if c.op == DocOp::Truncate && c.collection == "a"));
+    assert_eq!(m.inbound(&t("b")), Inbound::TruncateSkipped { collection: "b".into(), table: "b".into() });
+}

@@ -1,0 +1,95 @@
+//! What the catalog says about a mapped table: columns, types, key.
+
+use connector_core::{ConnectorError, Result, Stage};
+use tokio_postgres::Client;
+
+use crate::conn::{classify, qualified};
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub type_oid: u32,
+    /// `format_type()`, e.g. `numeric(10,2)`: for casts.
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Primary key columns, in key order.
+    pub key: Vec<String>,
+    /// `d` default, `f` full, `i` index, `n` nothing.
+    pub replica_identity: char,
+}
+
+impl TableInfo {
+    pub fn qualified(&self) -> String {
+        qualified(&self.schema, &self.name)
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Reads a table's description; `None` when it does not exist.
+pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Option<TableInfo>> {
+    let ctx = format!("reading the catalog for {schema}.{table}");
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), c.relreplident::text
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+               AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Setup, &ctx))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let replica_identity = rows[0].get::<_, String>(3).chars().next().unwrap_or('d');
+    let columns = rows
+        .iter()
+        .map(|r| Column { name: r.get(0), type_oid: r.get::<_, i64>(1) as u32, type_name: r.get(2) })
+        .collect();
+    let key = client
+        .query(
+            "SELECT a.attname::text
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Setup, &ctx))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(TableInfo { schema: schema.to_string(), name: table.to_string(), columns, key, replica_identity }))
+}
+
+/// Like [`table_info`], but a missing table or key is a permanent error.
+pub async fn require_table(client: &Client, schema: &str, table: &str, collection: &str) -> Result<TableInfo> {
+    let info = table_info(client, schema, table).await?.ok_or_else(|| {
+        ConnectorError::permanent(
+            Stage::Setup,
+            format!("collection `{collection}`: table {schema}.{table} does not exist in this database"),
+        )
+    })?;
+    if info.key.is_empty() {
+        return Err(ConnectorError::permanent(
+            Stage::Setup,
+            format!("collection `{collection}`: table {schema}.{table} has no primary key (needed for keyed reads and upserts)"),
+        ));
+    }
+    Ok(info)
+}

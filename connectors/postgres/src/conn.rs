@@ -1,0 +1,184 @@
+//! Connections: one parsed connection string, two kinds of session (SQL via
+//! tokio-postgres, replication via pgwire-replication), the same pinned
+//! session settings on both, and error classification.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use connector_core::{ConnectorError, ErrorKind, Stage};
+use pgwire_replication::{Lsn, ReplicationConfig};
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+use tracing::warn;
+
+/// Session settings that make text values parse the same everywhere.
+pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601";
+
+/// A parsed connection string (URL or `key=value` form, as libpq takes).
+#[derive(Clone)]
+pub struct PgConn {
+    config: Config,
+}
+
+impl PgConn {
+    pub fn parse(conn: &str) -> Result<PgConn, ConnectorError> {
+        let mut config = Config::from_str(conn).map_err(|e| {
+            ConnectorError::permanent(Stage::Connect, format!("invalid PostgreSQL connection string: {e}"))
+        })?;
+        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+            return Err(ConnectorError::permanent(
+                Stage::Connect,
+                "sslmode=require is not supported by this build's PostgreSQL provider yet; use a TLS-terminating proxy or sslmode=disable/prefer",
+            ));
+        }
+        config.options(SESSION_OPTIONS);
+        if config.get_application_name().is_none() {
+            config.application_name("connector");
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        Ok(PgConn { config })
+    }
+
+    pub fn dbname(&self) -> String {
+        self.config
+            .get_dbname()
+            .or(self.config.get_user())
+            .unwrap_or("postgres")
+            .to_string()
+    }
+
+    /// Where it connects, for messages (no credentials).
+    pub fn endpoint(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}/{}", self.dbname())
+    }
+
+    /// A SQL session; its connection task runs in the background.
+    pub async fn connect(&self) -> Result<Client, ConnectorError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| classify(&e, Stage::Connect, &format!("cannot connect to PostgreSQL at {}", self.endpoint())))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                warn!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A replication session configuration for `slot` and `publication`.
+    pub fn replication(&self, slot: &str, publication: &str, start: Lsn) -> ReplicationConfig {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let password = self
+            .config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        ReplicationConfig::new(
+            host,
+            self.config.get_user().unwrap_or("postgres"),
+            password,
+            self.dbname(),
+            slot,
+            publication,
+        )
+        .with_port(self.config.get_ports().first().copied().unwrap_or(5432))
+        .with_start_lsn(start)
+        .with_status_interval(Duration::from_secs(1))
+        .with_wakeup_interval(Duration::from_secs(1))
+        .with_options(SESSION_OPTIONS)
+        .with_application_name(format!("connector-{slot}"))
+    }
+}
+
+/// Classifies a tokio-postgres error: connection trouble and server
+/// restarts are transient; authentication, missing objects, privileges and
+/// syntax are permanent; data and constraint errors are the record's fault.
+pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> ConnectorError {
+    let kind = match e.code() {
+        None => ErrorKind::Transient, // I/O, closed connection, timeout
+        Some(code) => {
+            let c = code.code();
+            if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "40001" || c == "40P01" || c == "55P03" {
+                ErrorKind::Transient
+            } else if c.starts_with("22") || c.starts_with("23") {
+                ErrorKind::BadRecord
+            } else {
+                ErrorKind::Permanent
+            }
+        }
+    };
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    ConnectorError::new(kind, stage, format!("{context}: {detail}"))
+}
+
+/// Classifies a replication transport error.
+pub fn classify_replication(e: &pgwire_replication::PgWireError, stage: Stage, context: &str) -> ConnectorError {
+    use pgwire_replication::PgWireError as E;
+    let text = e.to_string();
+    let kind = match e {
+        E::Io(_) | E::Task(_) => ErrorKind::Transient,
+        E::Server(msg) if msg.contains("57P01") || msg.contains("terminating connection") || msg.contains("is active for PID") => {
+            ErrorKind::Transient
+        }
+        _ => ErrorKind::Permanent,
+    };
+    ConnectorError::new(kind, stage, format!("{context}: {text}"))
+}
+
+/// Quotes an identifier: a name from YAML can never inject SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
+/// Quotes a string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_cannot_break_out() {
+        assert_eq!(ident("orders"), "\"orders\"");
+        assert_eq!(ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
+        assert_eq!(qualified("public", "Order Items"), "\"public\".\"Order Items\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn both_connection_string_forms_parse() {
+        let a = PgConn::parse("postgres://sync:pw@db.example:6543/hq").unwrap();
+        assert_eq!(a.endpoint(), "db.example:6543/hq");
+        let b = PgConn::parse("host=127.0.0.1 port=5544 user=postgres dbname=shop").unwrap();
+        assert_eq!(b.endpoint(), "127.0.0.1:5544/shop");
+        let r = b.replication("slot_a", "pub_a", Lsn(0));
+        assert_eq!((r.port, r.database.as_str(), r.slot.as_str()), (5544, "shop", "slot_a"));
+        match PgConn::parse("postgres://h/db?sslmode=require") {
+            Err(e) => assert!(e.message.contains("sslmode=require")),
+            Ok(_) => panic!("sslmode=require accepted"),
+        }
+        assert!(PgConn::parse("not a connection string ===").is_err());
+    }
+}

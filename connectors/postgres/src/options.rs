@@ -1,0 +1,70 @@
+//! Provider options (`CONNECTOR_<NAME>_OPTIONS=key=value,…`).
+
+use std::time::Duration;
+
+use connector_core::{ConnectorError, ProviderSpec, Stage};
+
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub slot: String,
+    pub publication: String,
+    /// Schema of tables whose mapping names none.
+    pub schema: String,
+    pub heartbeat: Duration,
+    /// `REPLICA IDENTITY FULL` on every mapped table (default: only where
+    /// counters need before images).
+    pub full_identity_everywhere: bool,
+}
+
+impl PgOptions {
+    pub fn from_spec(spec: &ProviderSpec) -> Result<PgOptions, ConnectorError> {
+        let base: String = spec
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .collect();
+        let bad = |key: &str, value: &str, expected: &str| {
+            ConnectorError::permanent(
+                Stage::Connect,
+                format!("provider `{}`: option {key}={value}: expected {expected}", spec.name),
+            )
+        };
+        let mut o = PgOptions {
+            slot: format!("connector_{base}"),
+            publication: format!("connector_{base}"),
+            schema: spec.schema.clone().unwrap_or_else(|| "public".into()),
+            heartbeat: Duration::from_secs(10),
+            full_identity_everywhere: false,
+        };
+        for (key, value) in &spec.options {
+            match key.as_str() {
+                "slot" => o.slot = value.clone(),
+                "publication" => o.publication = value.clone(),
+                "schema" => o.schema = value.clone(),
+                "heartbeat_ms" => {
+                    o.heartbeat = Duration::from_millis(value.parse().map_err(|_| bad(key, value, "milliseconds"))?)
+                }
+                "replica_identity" => {
+                    o.full_identity_everywhere = match value.as_str() {
+                        "full" => true,
+                        "counters" => false,
+                        _ => return Err(bad(key, value, "full or counters")),
+                    }
+                }
+                other => {
+                    return Err(ConnectorError::permanent(
+                        Stage::Connect,
+                        format!(
+                            "provider `{}`: unknown option `{other}` (known: slot, publication, schema, heartbeat_ms, replica_identity)",
+                            spec.name
+                        ),
+                    ))
+                }
+            }
+        }
+        if !o.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(bad("slot", &o.slot, "lowercase letters, digits and _"));
+        }
+        Ok(o)
+    }
+}

@@ -1,0 +1,179 @@
+//! The sink: one transaction per batch.
+//!
+//! Rows are grouped by table (and by column set, so a document missing a
+//! column never overwrites it with NULL); each group is one statement with
+//! one JSON parameter:
+//!
+//! ```sql
+//! INSERT INTO "s"."t" ("a","b") SELECT "a","b" FROM jsonb_populate_recordset(NULL::"s"."t", $1)
+//! ON CONFLICT ("a") DO UPDATE SET "b" = EXCLUDED."b"
+//! ```
+//!
+//! PostgreSQL's input functions convert every value to the column's type
+//! (taken from the table itself), and every identifier is quoted. Deletes are
+//! one `DELETE … WHERE (key) IN (SELECT … FROM jsonb_populate_recordset(…))`
+//! per table. If the batch fails for a row's own fault (a data or constraint
+//! error), it is retried row by row under savepoints: the rejected rows are
+//! returned for the dead-letter table and the rest commit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use connector_core::{ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage};
+
+use crate::catalog::TableInfo;
+use crate::conn::{classify, ident, PgConn};
+use crate::options::PgOptions;
+use crate::setup;
+
+pub struct PgSink {
+    client: Client,
+    /// (table name) → catalog info, for the mapped tables.
+    tables: HashMap<String, TableInfo>,
+}
+
+/// One statement of a batch and the batch rows it covers.
+struct Statement {
+    sql: String,
+    rows: Vec<usize>,
+}
+
+impl PgSink {
+    pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping) -> Result<PgSink> {
+        let client = conn.connect().await?;
+        let tables = setup::mapped_tables(&client, mapping, o)
+            .await?
+            .into_iter()
+            .map(|(_, info)| (info.name.clone(), info))
+            .collect();
+        Ok(PgSink { client, tables })
+    }
+
+    fn table(&self, row: &OutboundRow) -> Result<&TableInfo> {
+        self.tables.get(&row.table).ok_or_else(|| {
+            ConnectorError::permanent(Stage::Sink, format!("table {} is not known to this sink", row.table))
+        })
+    }
+
+    /// Groups rows into statements.
+    fn plan(&self, rows: &[OutboundRow]) -> Result<Vec<Statement>> {
+        let mut upserts: BTreeMap<(String, Vec<String>), Vec<usize>> = BTreeMap::new();
+        let mut deletes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            let info = self.table(row)?;
+            match &row.row {
+                Some(fields) => {
+                    let mut cols: Vec<String> =
+                        fields.keys().filter(|c| info.column(c).is_some()).cloned().collect();
+                    cols.sort();
+                    upserts.entry((row.table.clone(), cols)).or_default().push(i);
+                }
+                None => deletes.entry(row.table.clone()).or_default().push(i),
+            }
+        }
+        let mut out = Vec::new();
+        for ((table, cols), idx) in upserts {
+            let info = &self.tables[&table];
+            let key: Vec<String> = rows[idx[0]].key.iter().map(|(k, _)| k.clone()).collect();
+            let col_list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let key_list = key.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| !key.contains(c))
+                .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
+                .collect();
+            let action = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            out.push(Statement {
+                sql: format!(
+                    "INSERT INTO {t} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
+                     ON CONFLICT ({key_list}) {action}",
+                    t = info.qualified()
+                ),
+                rows: idx,
+            });
+        }
+        for (table, idx) in deletes {
+            let info = &self.tables[&table];
+            let key_list = rows[idx[0]].key.iter().map(|(k, _)| ident(k)).collect::<Vec<_>>().join(", ");
+            out.push(Statement {
+                sql: format!(
+                    "DELETE FROM {t} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))",
+                    t = info.qualified()
+                ),
+                rows: idx,
+            });
+        }
+        Ok(out)
+    }
+
+    fn payload(rows: &[OutboundRow], idx: &[usize]) -> Value {
+        Value::Array(
+            idx.iter()
+                .map(|i| {
+                    let r = &rows[*i];
+                    match &r.row {
+                        Some(fields) => Value::Object(fields.clone()),
+                        None => Value::Object(r.key.iter().cloned().collect()),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    async fn run_all(&mut self, statements: &[Statement], rows: &[OutboundRow]) -> Result<(), (ConnectorError, bool)> {
+        let tx = self.client.transaction().await.map_err(|e| (classify(&e, Stage::Sink, "BEGIN"), false))?;
+        for s in statements {
+            let payload = Self::payload(rows, &s.rows);
+            if let Err(e) = tx.execute(&s.sql, &[&payload]).await {
+                let err = classify(&e, Stage::Sink, "writing a batch");
+                return Err((err, true));
+            }
+        }
+        tx.commit().await.map_err(|e| (classify(&e, Stage::Sink, "COMMIT"), false))
+    }
+
+    /// Row by row under savepoints; returns the rejected rows.
+    async fn isolate(&mut self, statements: &[Statement], rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+        let mut rejected = Vec::new();
+        let tx = self.client.transaction().await.map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
+        for s in statements {
+            for i in &s.rows {
+                tx.batch_execute("SAVEPOINT row").await.map_err(|e| classify(&e, Stage::Sink, "SAVEPOINT"))?;
+                let payload = Self::payload(rows, std::slice::from_ref(i));
+                match tx.execute(&s.sql, &[&payload]).await {
+                    Ok(_) => tx.batch_execute("RELEASE SAVEPOINT row").await,
+                    Err(e) => {
+                        let err = classify(&e, Stage::Sink, &format!("table {}", rows[*i].table));
+                        if err.kind != ErrorKind::BadRecord {
+                            return Err(err);
+                        }
+                        rejected.push((*i, err.message));
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT row").await
+                    }
+                }
+                .map_err(|e| classify(&e, Stage::Sink, "savepoint"))?;
+            }
+        }
+        tx.commit().await.map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
+        Ok(rejected)
+    }
+}
+
+#[async_trait]
+impl Sink for PgSink {
+    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+        let statements = self.plan(rows)?;
+        match self.run_all(&statements, rows).await {
+            Ok(()) => Ok(Vec::new()),
+            Err((e, _)) if e.kind == ErrorKind::BadRecord => self.isolate(&statements, rows).await,
+            Err((e, _)) => Err(e),
+        }
+    }
+}

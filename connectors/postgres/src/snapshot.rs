@@ -1,0 +1,194 @@
+//! Initial sync: keyset pages by primary key inside one REPEATABLE READ
+//! transaction.
+//!
+//! When the replication slot does not exist yet, it is created here with
+//! `CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')` on a replication session
+//! that stays open while the pages are read through `SET TRANSACTION
+//! SNAPSHOT`: the copy is exactly the state at the slot's consistent point,
+//! and streaming from the slot continues from there, with no row missed or
+//! applied twice. When the slot exists (a resumed copy, or streaming already
+//! ran), the pages come from a fresh snapshot: rows changed since the slot's
+//! position are then both copied and streamed, which the store's stamps
+//! resolve (the copy is stamped with its snapshot time, later commits win).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_postgres::Client;
+use tracing::info;
+
+use connector_core::provider::SnapshotChunk;
+use connector_core::{ConnectorError, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage};
+use pgwire_replication::{Lsn, ReplicationClient};
+
+use crate::catalog::TableInfo;
+use crate::conn::{classify, classify_replication, ident, PgConn};
+use crate::options::PgOptions;
+use crate::setup;
+use crate::types::text_to_json;
+
+struct Table {
+    info: TableInfo,
+    /// `SELECT col::text, … FROM t` and the key predicate, prepared once.
+    first: String,
+    next: String,
+}
+
+pub struct PgSnapshot {
+    client: Client,
+    /// Keeps an exported snapshot alive until the copy is done.
+    _exporter: Option<ReplicationClient>,
+    as_of_ms: i64,
+    tables: HashMap<String, Table>,
+}
+
+impl PgSnapshot {
+    pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping) -> Result<PgSnapshot> {
+        let client = conn.connect().await?;
+        let err = |ctx: &'static str| move |e: tokio_postgres::Error| classify(&e, Stage::Snapshot, ctx);
+        let slot_exists = !client
+            .query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&o.slot])
+            .await
+            .map_err(err("reading pg_replication_slots"))?
+            .is_empty();
+        let mut exporter = None;
+        let mut exported = None;
+        if !slot_exists {
+            // The publication must exist before the slot's consistent point.
+            setup::run(&client, mapping, o, false, false).await?;
+            let mut repl = ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
+                .await
+                .map_err(|e| classify_replication(&e, Stage::Snapshot, "opening a replication session"))?;
+            let rows = repl
+                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')", ident(&o.slot)))
+                .await
+                .map_err(|e| classify_replication(&e, Stage::Snapshot, "creating the replication slot"))?;
+            let cell = |i: usize| {
+                rows.first()
+                    .and_then(|r| r.get(i).cloned().flatten())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            let (point, name) = (cell(1), cell(2));
+            info!(slot = %o.slot, consistent_point = ?point, snapshot = ?name, "created the replication slot with an exported snapshot");
+            exported = name;
+            exporter = Some(repl);
+        }
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(err("starting the snapshot transaction"))?;
+        if let Some(name) = &exported {
+            client
+                .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", crate::conn::literal(name)))
+                .await
+                .map_err(err("importing the exported snapshot"))?;
+        }
+        // now() is the transaction's start: the snapshot's time.
+        let as_of_ms: i64 = client
+            .query_one("SELECT (extract(epoch from now()) * 1000)::int8", &[])
+            .await
+            .map_err(err("reading the snapshot time"))?
+            .get(0);
+        let mut tables = HashMap::new();
+        for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
+            let cols = info.columns.iter().map(|c| format!("{}::text", ident(&c.name))).collect::<Vec<_>>().join(", ");
+            let key_cols = info.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+            let key_params = info
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let ty = info.column(k).map(|c| c.type_name.as_str()).unwrap_or("text");
+                    format!("${}::text::{ty}", i + 1)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let base = format!("SELECT {cols} FROM {}", info.qualified());
+            let limit = format!("${}", info.key.len() + 1);
+            tables.insert(
+                collection,
+                Table {
+                    first: format!("{base} ORDER BY {key_cols} LIMIT $1"),
+                    next: format!("{base} WHERE ({key_cols}) > ({key_params}) ORDER BY {key_cols} LIMIT {limit}"),
+                    info,
+                },
+            );
+        }
+        Ok(PgSnapshot { client, _exporter: exporter, as_of_ms, tables })
+    }
+
+    fn table(&self, collection: &str) -> Result<&Table> {
+        self.tables.get(collection).ok_or_else(|| {
+            ConnectorError::permanent(Stage::Snapshot, format!("collection `{collection}` is not mapped to a table here"))
+        })
+    }
+}
+
+#[async_trait]
+impl Snapshot for PgSnapshot {
+    async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
+        let t = self.table(collection)?;
+        let sql = format!("SELECT count(*) FROM {}", t.info.qualified());
+        let n: i64 = self
+            .client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| classify(&e, Stage::Snapshot, "counting rows"))?
+            .get(0);
+        Ok(Some(n as u64))
+    }
+
+    async fn chunk(&mut self, collection: &str, after: Option<&Value>, limit: usize) -> Result<SnapshotChunk> {
+        let t = self.table(collection)?;
+        let limit_param = limit as i64;
+        let rows = match after {
+            None => self.client.query(&t.first, &[&limit_param]).await,
+            Some(key) => {
+                let parts: Vec<String> = key
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+                    .unwrap_or_default();
+                if parts.len() != t.info.key.len() {
+                    return Err(ConnectorError::permanent(
+                        Stage::Snapshot,
+                        format!("saved progress key {key} does not fit the key of {}", t.info.qualified()),
+                    ));
+                }
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    parts.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                params.push(&limit_param);
+                self.client.query(&t.next, &params).await
+            }
+        }
+        .map_err(|e| classify(&e, Stage::Snapshot, &format!("reading {}", t.info.qualified())))?;
+        let key_idx: Vec<usize> = t
+            .info
+            .key
+            .iter()
+            .filter_map(|k| t.info.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last_key = None;
+        for row in &rows {
+            let mut fields = connector_core::Fields::with_capacity(t.info.columns.len());
+            for (i, col) in t.info.columns.iter().enumerate() {
+                let text: Option<&str> = row.get(i);
+                fields.insert(col.name.clone(), text.map_or(Value::Null, |s| text_to_json(col.type_oid, s)));
+            }
+            out.push(RawChange {
+                table: t.info.name.clone(),
+                schema: Some(t.info.schema.clone()),
+                op: RawOp::Snapshot,
+                row: fields,
+                before: None,
+                commit_ts_ms: Some(self.as_of_ms),
+                unchanged: Vec::new(),
+            });
+            last_key = Some(Value::Array(
+                key_idx.iter().map(|i| row.get::<_, Option<&str>>(*i).map_or(Value::Null, |s| Value::String(s.into()))).collect(),
+            ));
+        }
+        Ok(SnapshotChunk { done: rows.len() < limit, rows: out, last_key })
+    }
+}

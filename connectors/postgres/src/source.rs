@@ -1,0 +1,343 @@
+//! The logical replication source.
+//!
+//! Events arrive as Begin, row messages, Commit. A transaction's changes are
+//! held until its Commit and then join the batch whole; a batch is returned
+//! at a transaction boundary when it holds `max` changes, when no further
+//! event arrives within a short linger (so a single change is not delayed),
+//! or when `max_wait` passes with nothing at all. The batch position is the
+//! last Commit's end LSN.
+//!
+//! Restart: the store saved the end LSN of the last batch it committed, and
+//! the slot was acknowledged only up to there ([`Source::committed`]). The
+//! stream restarts at that LSN, and a transaction whose commit LSN is below
+//! it is skipped, so nothing is applied twice.
+//!
+//! Slot safety: a missing slot with no saved position is a first start (the
+//! publication and slot are created). A missing, invalidated (`wal_status =
+//! lost`) or re-created slot (its confirmed LSN ahead of ours) while the
+//! store has a position means changes were lost on the server: the provider
+//! stops with that diagnosis instead of streaming over a gap.
+//!
+//! Quiet databases: every heartbeat interval a non-transactional logical
+//! message is emitted; it comes back with an LSN that is saved and
+//! acknowledged, so the slot advances and WAL does not pile up. The same
+//! tick reads the slot's retained WAL for `connector status`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use connector_core::{ConnectorError, Fields, ProviderMapping, RawChange, RawOp, Result, Source, SourceBatch, Stage};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+
+use crate::conn::{classify, classify_replication, PgConn};
+use crate::options::PgOptions;
+use crate::pgoutput::{decode, Datum, Message, Relation};
+use crate::setup;
+use crate::types::text_to_json;
+
+pub const HEARTBEAT_PREFIX: &str = "connector.heartbeat";
+/// How long a batch with changes waits for more before it is returned.
+const LINGER: Duration = Duration::from_millis(5);
+/// Milliseconds between the Unix and PostgreSQL (2000-01-01) epochs.
+const PG_EPOCH_MS: i64 = 946_684_800_000;
+
+struct Txn {
+    commit_ms: i64,
+    skip: bool,
+    changes: Vec<RawChange>,
+}
+
+pub struct PgSource {
+    client: ReplicationClient,
+    sql: Client,
+    slot: String,
+    relations: HashMap<u32, Relation>,
+    /// Primary key columns per (schema, table) of the mapped tables.
+    keys: HashMap<(String, String), Vec<String>>,
+    resume: Lsn,
+    txn: Option<Txn>,
+    heartbeat_every: Duration,
+    last_heartbeat: Instant,
+}
+
+async fn slot_state(sql: &Client, slot: &str) -> Result<Option<(Option<String>, Option<Lsn>)>> {
+    let rows = sql
+        .query(
+            "SELECT wal_status::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Source, "reading pg_replication_slots"))?;
+    Ok(rows.first().map(|r| {
+        let lsn: Option<String> = r.get(1);
+        (r.get(0), lsn.and_then(|l| Lsn::parse(&l).ok()))
+    }))
+}
+
+fn slot_lost(slot: &str, resume: &str, why: &str, provider: &str) -> ConnectorError {
+    ConnectorError::permanent(
+        Stage::Source,
+        format!(
+            "replication slot {slot} {why}, while the store is at LSN {resume}: the changes in between can no \
+             longer be streamed. Policy `stop`: re-create the slot (`connector setup --provider {provider}`) and \
+             copy again (`connector initial-sync --provider {provider} --restart`)"
+        ),
+    )
+}
+
+impl PgSource {
+    pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping, resume: Option<String>) -> Result<PgSource> {
+        let sql = conn.connect().await?;
+        let provider = mapping.provider().to_string();
+        let resume_lsn = match &resume {
+            Some(text) => Some(Lsn::parse(text).map_err(|e| {
+                ConnectorError::permanent(Stage::Source, format!("the store's position `{text}` is not an LSN: {e}"))
+            })?),
+            None => None,
+        };
+        match (slot_state(&sql, &o.slot).await?, &resume) {
+            (None, None) => {
+                for line in setup::run(&sql, mapping, o, false, true).await? {
+                    if !line.starts_with("--") {
+                        info!(provider = %provider, "setup: {line}");
+                    }
+                }
+            }
+            (None, Some(r)) => return Err(slot_lost(&o.slot, r, "does not exist", &provider)),
+            (Some((Some(status), _)), Some(r)) if status == "lost" => {
+                return Err(slot_lost(&o.slot, r, "was invalidated (max_slot_wal_keep_size)", &provider))
+            }
+            (Some((_, Some(confirmed))), Some(r)) if resume_lsn.is_some_and(|l| l < confirmed) => {
+                return Err(slot_lost(&o.slot, r, &format!("was re-created (it starts at {confirmed})"), &provider))
+            }
+            _ => {}
+        }
+        let mut keys = HashMap::new();
+        for (_, info) in setup::mapped_tables(&sql, mapping, o).await? {
+            keys.insert((info.schema.clone(), info.name.clone()), info.key.clone());
+        }
+        let start = resume_lsn.unwrap_or(Lsn(0));
+        let mut client = ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
+            .await
+            .map_err(|e| classify_replication(&e, Stage::Source, "starting replication"))?;
+        client
+            .wait_started()
+            .await
+            .map_err(|e| classify_replication(&e, Stage::Source, &format!("starting replication on slot {}", o.slot)))?;
+        info!(provider = %provider, slot = %o.slot, from = %start, "streaming");
+        Ok(PgSource {
+            client,
+            sql,
+            slot: o.slot.clone(),
+            relations: HashMap::new(),
+            keys,
+            resume: start,
+            txn: None,
+            heartbeat_every: o.heartbeat,
+            last_heartbeat: Instant::now(),
+        })
+    }
+
+    async fn heartbeat(&mut self) -> Result<Value> {
+        self.last_heartbeat = Instant::now();
+        self.sql
+            .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
+            .await
+            .map_err(|e| classify(&e, Stage::Source, "emitting a heartbeat"))?;
+        let row = self
+            .sql
+            .query_opt(
+                "SELECT wal_status::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8,
+                        safe_wal_size::int8, current_setting('max_slot_wal_keep_size')
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.slot],
+            )
+            .await
+            .map_err(|e| classify(&e, Stage::Source, "reading the slot's WAL"))?;
+        Ok(match row {
+            Some(r) => json!({
+                "slot": self.slot,
+                "wal_status": r.get::<_, Option<String>>(0),
+                "retained_wal_bytes": r.get::<_, Option<i64>>(1),
+                "safe_wal_size": r.get::<_, Option<i64>>(2),
+                "max_slot_wal_keep_size": r.get::<_, String>(3),
+            }),
+            None => json!({"slot": self.slot, "wal_status": "missing"}),
+        })
+    }
+
+    fn row(&self, rel: &Relation, datums: &[Datum]) -> (Fields, Vec<String>) {
+        let mut fields = Fields::with_capacity(rel.columns.len());
+        let mut unchanged = Vec::new();
+        for (col, d) in rel.columns.iter().zip(datums) {
+            match d {
+                Datum::Null => {
+                    fields.insert(col.name.clone(), Value::Null);
+                }
+                Datum::UnchangedToast => unchanged.push(col.name.clone()),
+                Datum::Text(bytes) | Datum::Binary(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    fields.insert(col.name.clone(), text_to_json(col.type_oid, &text));
+                }
+            }
+        }
+        (fields, unchanged)
+    }
+
+    fn change(&self, rel: &Relation, op: RawOp, row: Fields, before: Option<Fields>, unchanged: Vec<String>, commit_ms: i64) -> RawChange {
+        RawChange {
+            table: rel.name.clone(),
+            schema: Some(rel.namespace.clone()),
+            op,
+            row,
+            before,
+            commit_ts_ms: Some(commit_ms),
+            unchanged,
+        }
+    }
+
+    /// Turns one row message into changes for the open transaction.
+    fn on_message(&mut self, data: &[u8]) -> Result<()> {
+        let msg = decode(data).map_err(|e| ConnectorError::permanent(Stage::Source, e.to_string()))?;
+        let Some(txn) = &self.txn else {
+            if let Message::Relation(rel) = msg {
+                self.relations.insert(rel.oid, rel);
+            }
+            return Ok(());
+        };
+        let (skip, commit_ms) = (txn.skip, txn.commit_ms);
+        let mut out = Vec::new();
+        match msg {
+            Message::Relation(rel) => {
+                self.relations.insert(rel.oid, rel);
+            }
+            _ if skip => {}
+            Message::Insert { relation, new } => {
+                if let Some(rel) = self.mapped(relation) {
+                    let (row, unchanged) = self.row(rel, &new);
+                    out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
+                }
+            }
+            Message::Update { relation, old, key_only, new } => {
+                if let Some(rel) = self.mapped(relation) {
+                    let (row, unchanged) = self.row(rel, &new);
+                    let old = old.map(|o| self.row(rel, &o).0);
+                    let key = self.keys.get(&(rel.namespace.clone(), rel.name.clone())).cloned().unwrap_or_default();
+                    let key_changed = old.as_ref().is_some_and(|o| key.iter().any(|k| o.get(k) != row.get(k)));
+                    if key_changed {
+                        // A new primary key is a new document: delete the old one.
+                        out.push(self.change(rel, RawOp::Delete, old.unwrap_or_default(), None, Vec::new(), commit_ms));
+                        out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
+                    } else {
+                        let before = if key_only { None } else { old };
+                        out.push(self.change(rel, RawOp::Update, row, before, unchanged, commit_ms));
+                    }
+                }
+            }
+            Message::Delete { relation, old, .. } => {
+                if let Some(rel) = self.mapped(relation) {
+                    let (row, _) = self.row(rel, &old);
+                    out.push(self.change(rel, RawOp::Delete, row, None, Vec::new(), commit_ms));
+                }
+            }
+            Message::Truncate { relations, .. } => {
+                for oid in relations {
+                    if let Some(rel) = self.mapped(oid) {
+                        out.push(self.change(rel, RawOp::Truncate, Fields::new(), None, Vec::new(), commit_ms));
+                    }
+                }
+            }
+            Message::Type { .. } | Message::Origin { .. } | Message::Other(_) => {}
+        }
+        if let Some(txn) = &mut self.txn {
+            txn.changes.extend(out);
+        }
+        Ok(())
+    }
+
+    fn mapped(&self, oid: u32) -> Option<&Relation> {
+        let rel = self.relations.get(&oid)?;
+        self.keys.contains_key(&(rel.namespace.clone(), rel.name.clone())).then_some(rel)
+    }
+}
+
+#[async_trait]
+impl Source for PgSource {
+    async fn next_batch(&mut self, max: usize, max_wait: Duration) -> Result<SourceBatch> {
+        let started = Instant::now();
+        let mut batch = SourceBatch::default();
+        let mut first_commit: Option<Instant> = None;
+        loop {
+            if self.txn.is_none() && self.last_heartbeat.elapsed() >= self.heartbeat_every {
+                batch.status = Some(self.heartbeat().await?);
+            }
+            let wait = match (first_commit, self.txn.is_some()) {
+                (_, true) => Duration::from_secs(1),
+                (Some(t), false) => LINGER.saturating_sub(t.elapsed()),
+                (None, false) => max_wait
+                    .saturating_sub(started.elapsed())
+                    .min(self.heartbeat_every.saturating_sub(self.last_heartbeat.elapsed())),
+            };
+            let event = match tokio::time::timeout(wait, self.client.recv()).await {
+                Err(_) if self.txn.is_some() => continue,
+                Err(_) => {
+                    if first_commit.is_some() || started.elapsed() >= max_wait {
+                        return Ok(batch);
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => return Err(classify_replication(&e, Stage::Source, "replication stream")),
+                Ok(Ok(None)) => return Err(ConnectorError::transient(Stage::Source, "the replication stream ended")),
+                Ok(Ok(Some(ev))) => ev,
+            };
+            match event {
+                ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
+                    self.txn = Some(Txn {
+                        commit_ms: commit_time_micros / 1000 + PG_EPOCH_MS,
+                        skip: final_lsn < self.resume,
+                        changes: Vec::new(),
+                    });
+                }
+                ReplicationEvent::XLogData { data, .. } => self.on_message(&data)?,
+                ReplicationEvent::Commit { end_lsn, .. } => {
+                    if let Some(txn) = self.txn.take() {
+                        if !txn.skip {
+                            batch.changes.extend(txn.changes);
+                            batch.position = Some(end_lsn.to_string());
+                            first_commit.get_or_insert_with(Instant::now);
+                        }
+                    }
+                    if batch.changes.len() >= max {
+                        return Ok(batch);
+                    }
+                }
+                ReplicationEvent::Message { transactional: false, lsn, prefix, .. } if prefix == HEARTBEAT_PREFIX => {
+                    if self.txn.is_none() && lsn >= self.resume {
+                        batch.position = Some(lsn.to_string());
+                        return Ok(batch);
+                    }
+                }
+                ReplicationEvent::StoppedAt { .. } => return Ok(batch),
+                ReplicationEvent::KeepAlive { .. } | ReplicationEvent::Message { .. } => {}
+            }
+        }
+    }
+
+    async fn committed(&mut self, position: &str) -> Result<()> {
+        match Lsn::parse(position) {
+            Ok(lsn) => {
+                self.client.update_applied_lsn(lsn);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(%position, error = %e, "not an LSN; not acknowledged");
+                Ok(())
+            }
+        }
+    }
+}
