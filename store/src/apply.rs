@@ -221,6 +221,26 @@ fn truncate(tx: &Connection, origin: &str, c: &DocChange, stamp: Stamp, now: i64
     Ok(last.map(|seq| (keys.len() as u64, seq)))
 }
 
+/// Whether `image` is a write the origin's sink recorded as about to make;
+/// if so, that intent (and any older one for the document) is consumed.
+fn take_intent(tx: &Connection, provider: &str, collection: &str, key: &str, image: &Shadow) -> Result<bool> {
+    let intents: Vec<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT rowid, shadow FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 ORDER BY rowid",
+        )?
+        .query_map(params![provider, collection, key], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (rowid, text) in intents {
+        let intent: Shadow = serde_json::from_str(&text)?;
+        if intent.same_image(image) {
+            tx.prepare_cached("DELETE FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND rowid <= ?4")?
+                .execute(params![provider, collection, key, rowid])?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 enum Plan {
     /// Dropped; the shadow may still need refreshing.
     Echo(Option<(String, Shadow)>),
@@ -252,6 +272,9 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
         };
         if echo {
             return Ok(Plan::Echo(None));
+        }
+        if take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)? {
+            return Ok(Plan::Echo(Some((key, Shadow::Deleted))));
         }
         if saw_current {
             if let Some(s) = state.max_stamp() {
@@ -291,6 +314,10 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
     let new_shadow = Shadow::of(&c.fields, &c.counters);
     if shadow.as_ref().is_some_and(|s| s.same_image(&new_shadow)) {
         return Ok(Plan::Echo(None));
+    }
+    if take_intent(tx, origin, &c.collection, &key, &new_shadow)? {
+        // A sink write whose shadow was not committed yet: still our echo.
+        return Ok(Plan::Echo(Some((key, new_shadow))));
     }
     // Which fields did the origin change?
     let (mut changed, unset): (Vec<&String>, Vec<String>) = if current.is_none() {

@@ -149,6 +149,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Records what the sink of `provider` is about to write, before it
+    /// writes: the provider's feed may report those rows before
+    /// [`Store::sink_committed`] records the shadows.
+    pub fn record_intents(&mut self, provider: &str, writes: &[SinkWrite]) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let tx = self.write()?;
+        for w in writes {
+            let key = id_key(&w.id);
+            let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)
+                .map(|s| counter_names(&s))
+                .unwrap_or_default();
+            let shadow = Shadow::of_option(w.doc.as_ref(), &counters);
+            tx.prepare_cached(
+                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![provider, w.collection, key, serde_json::to_string(&shadow)?, now])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops intents older than `max_age_ms` (their echo will not come: the
+    /// write failed, or the provider coalesced it).
+    pub fn expire_intents(&mut self, provider: &str, max_age_ms: i64) -> Result<u64> {
+        let n = self.conn.execute(
+            "DELETE FROM sink_intents WHERE provider = ?1 AND at_ms < ?2",
+            params![provider, now_millis() - max_age_ms],
+        )?;
+        Ok(n as u64)
+    }
+
     /// Records that `provider` durably holds `written`, keeps the writes it
     /// rejected as dead letters, and moves its sink cursor to `upto_seq`, in
     /// one transaction.

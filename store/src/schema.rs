@@ -50,6 +50,17 @@ CREATE TABLE IF NOT EXISTS shadows (
     shadow     TEXT NOT NULL,
     PRIMARY KEY (provider, collection, id)
 ) WITHOUT ROWID;
+-- What a sink is about to write (recorded before the provider write): the
+-- provider's feed reporting it is recognised as our echo even if it arrives
+-- before the sink commits its shadow.
+CREATE TABLE IF NOT EXISTS sink_intents (
+    provider   TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    shadow     TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sink_intents_doc ON sink_intents (provider, collection, id);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms      INTEGER NOT NULL,

@@ -685,3 +685,22 @@ fn a_truncate_deletes_what_came_before_it_and_fans_out() {
     assert_eq!(to_shop.iter().filter(|w| w.doc.is_none()).count(), 3);
     assert!(drain_sink(&mut s, "hq").is_empty(), "hq already holds the truncated table");
 }
+
+#[test]
+fn a_sink_write_echoed_before_its_commit_is_still_an_echo() {
+    let (_d, mut s) = store();
+    apply(&mut s, "shop", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "first"}), None, 1000)], "1");
+    // hq's sink picks the document up and records what it will write …
+    let entries = s.read_log(0, 100).unwrap();
+    let writes = s.pending_writes("hq", &entries, |_| true).unwrap();
+    s.record_intents("hq", &writes).unwrap();
+    // … shop changes it meanwhile …
+    apply(&mut s, "shop", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "changed"}), None, 2000)], "2");
+    // … and hq's feed reports our (now stale) write before the sink committed
+    let back = apply(&mut s, "hq", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "first"}), None, 3000)], "h1");
+    assert_eq!(back.echoes, 1, "our own write must not win as a newer change");
+    assert_eq!(s.get("orders", &json!(1)).unwrap().unwrap()["note"], json!("changed"));
+    s.sink_committed("hq", entries.last().unwrap().seq, &writes, &[]).unwrap();
+    let again = drain_sink(&mut s, "hq");
+    assert_eq!(again[0].doc.as_ref().unwrap()["note"], json!("changed"), "hq then gets the newer value");
+}

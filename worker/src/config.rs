@@ -49,6 +49,9 @@ pub struct Config {
     pub debug: bool,
     /// `CONNECTOR_HTTP_ADDR`: where `/metrics` and `/health` listen.
     pub http_addr: Option<String>,
+    /// `CONNECTOR_INITIAL_SYNC=auto|never`: `run` copies existing rows of a
+    /// provider that never streamed before it starts streaming.
+    pub auto_initial_sync: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,6 +256,13 @@ impl Config {
             batch_size: parse_number(env, "DITTO_CLOUD_SYNC_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)?,
             debug: parse_bool(env, "DEBUG_DITTO_SYNC", false)?,
             http_addr: env.get("CONNECTOR_HTTP_ADDR"),
+            auto_initial_sync: match env.get("CONNECTOR_INITIAL_SYNC").as_deref() {
+                None | Some("auto") => true,
+                Some("never") => false,
+                Some(other) => {
+                    return Err(ConfigError(format!("CONNECTOR_INITIAL_SYNC={other}: expected auto or never")))
+                }
+            },
         })
     }
 

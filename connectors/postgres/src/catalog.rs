@@ -93,3 +93,24 @@ pub async fn require_table(client: &Client, schema: &str, table: &str, collectio
     }
     Ok(info)
 }
+
+/// Whether a unique index covers exactly these columns (what `ON CONFLICT`
+/// needs).
+pub async fn has_unique_index(client: &Client, t: &TableInfo, columns: &[String]) -> Result<bool> {
+    let mut want: Vec<String> = columns.to_vec();
+    want.sort();
+    let rows = client
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY a.attname)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indpred IS NULL
+             GROUP BY i.indexrelid",
+            &[&t.schema, &t.name],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Setup, "reading unique indexes"))?;
+    Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
+}

@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 
 use connector_core::{ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage};
 
-use crate::catalog::TableInfo;
+use crate::catalog::{self, TableInfo};
 use crate::conn::{classify, ident, PgConn};
 use crate::options::PgOptions;
 use crate::setup;
@@ -44,11 +44,25 @@ struct Statement {
 impl PgSink {
     pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping) -> Result<PgSink> {
         let client = conn.connect().await?;
-        let tables = setup::mapped_tables(&client, mapping, o)
-            .await?
-            .into_iter()
-            .map(|(_, info)| (info.name.clone(), info))
-            .collect();
+        let mut tables = HashMap::new();
+        for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
+            // Upserts conflict on the id's columns: they need a unique index.
+            let key = mapping.key_columns(&collection).unwrap_or_default();
+            if !catalog::has_unique_index(&client, &info, &key).await? {
+                return Err(ConnectorError::permanent(
+                    Stage::Setup,
+                    format!(
+                        "collection `{collection}`: upserts into {} match on ({}), but no unique index covers exactly those columns; \
+                         add one (e.g. CREATE UNIQUE INDEX ON {} ({})) or change the mapping's id",
+                        info.qualified(),
+                        key.join(", "),
+                        info.qualified(),
+                        key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            tables.insert(info.name.clone(), info);
+        }
         Ok(PgSink { client, tables })
     }
 

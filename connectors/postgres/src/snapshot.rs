@@ -92,8 +92,16 @@ impl PgSnapshot {
             .get(0);
         let mut tables = HashMap::new();
         for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
-            let cols = info.columns.iter().map(|c| format!("{}::text", ident(&c.name))).collect::<Vec<_>>().join(", ");
-            let key_cols = info.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+            let cols = info
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("src.{}::text AS c{i}", ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Qualified with the table alias: a bare name in ORDER BY would
+            // pick the `::text` output column and sort as text.
+            let key_cols = info.key.iter().map(|k| format!("src.{}", ident(k))).collect::<Vec<_>>().join(", ");
             let key_params = info
                 .key
                 .iter()
@@ -104,7 +112,7 @@ impl PgSnapshot {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            let base = format!("SELECT {cols} FROM {}", info.qualified());
+            let base = format!("SELECT {cols} FROM {} AS src", info.qualified());
             let limit = format!("${}", info.key.len() + 1);
             tables.insert(
                 collection,

@@ -116,6 +116,24 @@ pub async fn run(
     mappings: Arc<MappingSet>,
 ) -> Result<i32, String> {
     let shared = Shared::new(config);
+    if config.auto_initial_sync {
+        let store = shared.open_store().map_err(|e| e.to_string())?;
+        let mut first = Vec::new();
+        for spec in &specs {
+            let mapping = ProviderMapping::new(mappings.clone(), &spec.name, spec.kind);
+            if initial_sync::needed(&store, &spec.name, &mapping).map_err(|e| e.to_string())? {
+                first.push(spec.clone());
+            }
+        }
+        drop(store);
+        if !first.is_empty() {
+            let names: Vec<&str> = first.iter().map(|s| s.name.as_str()).collect();
+            info!(providers = ?names, "first start: copying existing rows before streaming (CONNECTOR_INITIAL_SYNC=never skips this)");
+            initial_sync::run(config, first, mappings.clone(), None, false)
+                .await
+                .map_err(|e| format!("initial sync: {e}"))?;
+        }
+    }
     let shutdown = shutdown_on_signals();
     let metrics = http::install_metrics();
     let mut tasks = tokio::task::JoinSet::new();

@@ -25,6 +25,8 @@ use super::{blocking, sleep_or_shutdown, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
 const POLL: Duration = Duration::from_millis(100);
+/// How long a recorded write waits for its echo before it is forgotten.
+const INTENT_TTL: Duration = Duration::from_secs(600);
 
 pub async fn run(
     provider: Arc<dyn Provider>,
@@ -90,6 +92,7 @@ async fn session(
     let mut store = blocking(|| shared.open_store())?;
     let mut sink = provider.open_sink(mapping.clone()).await?;
     shared.health.set(&name, "sink", Light::Green, None);
+    let mut last_expiry = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -100,6 +103,10 @@ async fn session(
             let writes = store.pending_writes(&name, &entries, |c| mapping.syncs(c))?;
             Ok((entries, writes))
         })?;
+        if last_expiry.elapsed() > INTENT_TTL {
+            last_expiry = std::time::Instant::now();
+            blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64)).map_err(ConnectorError::from)?;
+        }
         let Some(last) = entries.last() else {
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),

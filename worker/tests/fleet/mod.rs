@@ -1,0 +1,163 @@
+//! A PostgreSQL fleet for end-to-end tests: one private cluster with the
+//! databases `hq` (retail sample loaded) and `shop` (empty schema), and the
+//! `connector` binary run as a real process against them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub use connector_testkit::{wait_for, PgCluster};
+use serde_json::Value;
+
+pub const SYNCED: [&str; 8] =
+    ["stores", "customers", "categories", "products", "inventory", "orders", "order_items", "store_order_numbers"];
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A test-only collection: `devices.serial_no` is a nullable id field, so a
+/// bad row (null id) can be made in PostgreSQL.
+const TEST_MAPPING: &str = "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n";
+
+pub struct Fleet {
+    pub pg: PgCluster,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    runs: usize,
+}
+
+impl Fleet {
+    pub fn new(scale: &str) -> Fleet {
+        let pg = PgCluster::start();
+        let schema = repo().join("scripts/retail/schema.sql");
+        for db in ["hq", "shop"] {
+            pg.create_db(db);
+            pg.psql_file(db, &schema, &[]);
+            pg.psql(db, "CREATE TABLE devices (id serial PRIMARY KEY, serial_no text UNIQUE, name text)");
+        }
+        pg.psql_file("hq", &repo().join("scripts/retail/generate.sql"), &[("scale", scale)]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("mappings")).unwrap();
+        std::fs::copy(repo().join("mappings/retail.yaml"), dir.path().join("mappings/retail.yaml")).unwrap();
+        std::fs::write(dir.path().join("mappings/test.yaml"), TEST_MAPPING).unwrap();
+        Fleet { pg, dir, child: None, runs: 0 }
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CONNECTOR_PROVIDERS".into(), "hq=postgres,shop=postgres".into()),
+            ("CONNECTOR_HQ_CONNECTION_STRING".into(), self.pg.url("hq")),
+            ("CONNECTOR_SHOP_CONNECTION_STRING".into(), self.pg.url("shop")),
+            ("CONNECTOR_STORE".into(), self.dir.path().join("store.db").display().to_string()),
+            ("CONNECTOR_MAPPINGS".into(), self.dir.path().join("mappings").display().to_string()),
+            ("DITTO_CLOUD_SYNC_INTERVAL".into(), "200".into()),
+            ("CONNECTOR_HQ_OPTIONS".into(), "heartbeat_ms=1000".into()),
+            ("CONNECTOR_SHOP_OPTIONS".into(), "heartbeat_ms=1000".into()),
+        ]
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_connector"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(self.dir.path())
+            .args(args);
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a connector command to completion.
+    pub fn connector(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts a connector command in the background, its output in a log file.
+    pub fn spawn(&mut self, args: &[&str]) -> &mut Child {
+        self.runs += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("run{}.log", self.runs))).unwrap();
+        let child = self
+            .command(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.child.as_mut().unwrap()
+    }
+
+    /// `connector run` in the background.
+    pub fn start(&mut self) {
+        self.spawn(&["run"]);
+    }
+
+    pub fn logs(&self) -> String {
+        (1..=self.runs)
+            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("run{i}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        for _ in 0..300 {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.kill().unwrap();
+        panic!("connector did not stop within 30 s of SIGTERM:\n{}", self.logs());
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.connector(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    /// A value from both databases once they agree, or panic with both.
+    pub fn converged(&self, sql: &str) -> Option<String> {
+        wait_for(&format!("hq and shop to agree on {sql}\n{}", self.logs()), Duration::from_secs(60), || {
+            let (a, b) = (self.pg.query("hq", sql), self.pg.query("shop", sql));
+            (a == b).then_some(a)
+        })
+    }
+
+    /// Waits until every synced table has the same rows (by content) in both.
+    pub fn wait_in_sync(&self) {
+        for t in SYNCED {
+            let filter = if t == "customers" { " WHERE NOT deleted" } else { "" };
+            let sql = format!("SELECT count(*) || ':' || coalesce(sum(hashtext(x::text)::int8), 0) FROM {t} x{filter}");
+            self.converged(&sql);
+        }
+    }
+
+    pub fn verify(&self) -> Output {
+        self.connector(&["verify"])
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("connector logs:\n{}", self.logs());
+        }
+    }
+}
