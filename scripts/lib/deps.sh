@@ -16,7 +16,7 @@ apt_install() {
 
 ensure_build_deps() {
   command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
-  apt_install gcc pkg-config
+  apt_install gcc pkg-config sqlite3 systemd
 }
 
 # PostgreSQL server binaries for the private test clusters.

@@ -6,11 +6,16 @@
 //! crash the position is either before the batch (it is read again from the
 //! source, and merging is idempotent) or after it (nothing to redo).
 //!
-//! Per change, against the origin's shadow (see [`crate::shadow`]):
-//! 1. an image equal to the shadow is an echo or a no-op: dropped;
+//! Per change, against the origin's shadows (see the schema: `seen` is the
+//! provider's own feed history, `held` what it is believed to hold):
+//! 1. an image equal to a write its sink recorded (an intent) is our echo;
+//!    an image equal to `seen` is a no-op: both dropped (and if the store's
+//!    document differs from what the provider now holds, the document is
+//!    put back on the log so the sink corrects it);
 //! 2. the changed fields are found by diffing the new image against the
-//!    before image where the feed has one, else against the shadow; a
-//!    document the store does not hold (new, or deleted) takes every field;
+//!    before image where the feed has one, else against `seen` (the
+//!    previous image in the same feed: the true before image); a document
+//!    the store does not hold (new, or deleted) takes every field;
 //! 3. counter fields become the origin's new cumulative contribution
 //!    (`old + (new − old)`, old from the before image, the shadow, or the
 //!    store's current value), never a plain overwrite;
@@ -34,7 +39,7 @@ use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::Result;
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
-use crate::sqlite::{load_shadow, load_state, save_shadow, save_state, Store};
+use crate::sqlite::{load_shadows, load_state, save_seen, save_state, Store};
 use crate::stamp::{base_hlc, now_millis, Stamp};
 
 /// One source batch, as mapped by the worker.
@@ -82,10 +87,15 @@ impl Store {
                 continue;
             }
             match plan_change(&tx, origin, change, now)? {
-                Plan::Echo(shadow) => {
+                Plan::Echo { key, image, touch } => {
                     out.echoes += 1;
-                    if let Some((key, shadow)) = shadow {
-                        save_shadow(&tx, origin, &change.collection, &key, &shadow)?;
+                    save_seen(&tx, origin, &change.collection, &key, &image)?;
+                    if touch {
+                        // The provider holds something else than the store:
+                        // wake its sink for this document.
+                        let seq =
+                            append_log(&tx, &change.collection, &key, &touch_write(), now, None)?;
+                        out.last_seq = Some(seq);
                     }
                 }
                 Plan::Reject(dl) => {
@@ -108,7 +118,7 @@ impl Store {
                         change.commit_ts_ms,
                     )?;
                     save_state(&tx, &change.collection, &key, &state, seq, now)?;
-                    save_shadow(&tx, origin, &change.collection, &key, &shadow)?;
+                    save_seen(&tx, origin, &change.collection, &key, &shadow)?;
                     out.applied += 1;
                     out.last_seq = Some(seq);
                 }
@@ -202,12 +212,21 @@ pub(crate) fn append_log(
 
 /// Tombstones every live document of the collection at the truncate's
 /// stamp: rows written after it survive, as after a real TRUNCATE.
-fn truncate(tx: &Connection, origin: &str, c: &DocChange, stamp: Stamp, now: i64) -> Result<Option<(u64, i64)>> {
+fn truncate(
+    tx: &Connection,
+    origin: &str,
+    c: &DocChange,
+    stamp: Stamp,
+    now: i64,
+) -> Result<Option<(u64, i64)>> {
     let keys: Vec<String> = tx
         .prepare("SELECT id FROM documents WHERE collection = ?1 AND body IS NOT NULL")?
         .query_map([&c.collection], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let write = Write { stamp, kind: WriteKind::Delete };
+    let write = Write {
+        stamp,
+        kind: WriteKind::Delete,
+    };
     let mut last = None;
     for key in &keys {
         let mut state = load_state(tx, &c.collection, key)?;
@@ -216,14 +235,20 @@ fn truncate(tx: &Connection, origin: &str, c: &DocChange, stamp: Stamp, now: i64
             save_state(tx, &c.collection, key, &state, seq, now)?;
             last = Some(seq);
         }
-        save_shadow(tx, origin, &c.collection, key, &Shadow::Deleted)?;
+        save_seen(tx, origin, &c.collection, key, &Shadow::Deleted)?;
     }
     Ok(last.map(|seq| (keys.len() as u64, seq)))
 }
 
 /// Whether `image` is a write the origin's sink recorded as about to make;
 /// if so, that intent (and any older one for the document) is consumed.
-fn take_intent(tx: &Connection, provider: &str, collection: &str, key: &str, image: &Shadow) -> Result<bool> {
+fn take_intent(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    key: &str,
+    image: &Shadow,
+) -> Result<bool> {
     let intents: Vec<(i64, String)> = tx
         .prepare_cached(
             "SELECT rowid, shadow FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 ORDER BY rowid",
@@ -241,9 +266,27 @@ fn take_intent(tx: &Connection, provider: &str, collection: &str, key: &str, ima
     Ok(false)
 }
 
+/// The empty write that only puts a document back on the log (it changes
+/// nothing in any replica).
+pub(crate) fn touch_write() -> Write {
+    Write {
+        stamp: Stamp::new(0, "connector"),
+        kind: WriteKind::Set {
+            fields: Default::default(),
+            unset: Default::default(),
+            counters: Default::default(),
+        },
+    }
+}
+
 enum Plan {
-    /// Dropped; the shadow may still need refreshing.
-    Echo(Option<(String, Shadow)>),
+    /// Dropped: our own write coming back, or a no-op. `image` becomes the
+    /// origin's seen and held shadow; `touch` re-queues the document.
+    Echo {
+        key: String,
+        image: Shadow,
+        touch: bool,
+    },
     Reject(NewDeadLetter),
     Write {
         key: String,
@@ -256,25 +299,24 @@ enum Plan {
 fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result<Plan> {
     let key = id_key(&c.id);
     let state = load_state(tx, &c.collection, &key)?;
-    let shadow = load_shadow(tx, origin, &c.collection, &key)?;
+    let seen = load_shadows(tx, origin, &c.collection, &key)?.seen;
     let current = state.materialize();
     let current_shadow = Shadow::of_option(current.as_ref(), &c.counters);
-    let saw_current = shadow
-        .as_ref()
-        .is_some_and(|s| s.same_image(&current_shadow));
+    let saw_current = seen.as_ref().is_some_and(|s| s.same_image(&current_shadow));
     let mut hlc = base_hlc(c.commit_ts_ms, now);
+    let echo = |key: String, image: Shadow| {
+        let touch = !image.same_image(&current_shadow);
+        Plan::Echo { key, image, touch }
+    };
 
     if c.op == DocOp::Delete {
-        let echo = match &shadow {
+        let noop = match &seen {
             Some(Shadow::Deleted) => true,
             Some(Shadow::Present { .. }) => false,
             None => current.is_none(),
         };
-        if echo {
-            return Ok(Plan::Echo(None));
-        }
-        if take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)? {
-            return Ok(Plan::Echo(Some((key, Shadow::Deleted))));
+        if noop || take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)? {
+            return Ok(echo(key, Shadow::Deleted));
         }
         if saw_current {
             if let Some(s) = state.max_stamp() {
@@ -312,13 +354,12 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
         &filled
     };
     let new_shadow = Shadow::of(&c.fields, &c.counters);
-    if shadow.as_ref().is_some_and(|s| s.same_image(&new_shadow)) {
-        return Ok(Plan::Echo(None));
+    if take_intent(tx, origin, &c.collection, &key, &new_shadow)?
+        || seen.as_ref().is_some_and(|s| s.same_image(&new_shadow))
+    {
+        return Ok(echo(key, new_shadow));
     }
-    if take_intent(tx, origin, &c.collection, &key, &new_shadow)? {
-        // A sink write whose shadow was not committed yet: still our echo.
-        return Ok(Plan::Echo(Some((key, new_shadow))));
-    }
+    let shadow = seen;
     // Which fields did the origin change?
     let (mut changed, unset): (Vec<&String>, Vec<String>) = if current.is_none() {
         (c.fields.keys().collect(), Vec::new())
@@ -397,7 +438,7 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
 
     if changed.is_empty() && unset.is_empty() && counters.is_empty() {
         // Nothing differs from what the store knows: a no-op update.
-        return Ok(Plan::Echo(Some((key, new_shadow))));
+        return Ok(echo(key, new_shadow));
     }
 
     // Causality: never stamp below what the origin is known to have seen.

@@ -15,9 +15,8 @@ use connector_core::value::id_key;
 
 use crate::apply::append_log;
 use crate::error::Result;
-use crate::merge::{Write, WriteKind};
 use crate::sqlite::Store;
-use crate::stamp::{now_millis, Stamp};
+use crate::stamp::now_millis;
 
 /// A record to keep.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,19 +167,17 @@ impl Store {
         let now = now_millis();
         let tx = self.write()?;
         tx.execute(
-            "DELETE FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+            "UPDATE shadows SET held = NULL WHERE provider = ?1 AND collection = ?2 AND id = ?3",
             params![dead_letter.provider, collection, key],
         )?;
-        // An empty write changes nothing in any replica; it only wakes the sinks.
-        let touch = Write {
-            stamp: Stamp::new(0, "connector"),
-            kind: WriteKind::Set {
-                fields: Default::default(),
-                unset: Default::default(),
-                counters: Default::default(),
-            },
-        };
-        append_log(&tx, collection, &key, &touch, now, None)?;
+        append_log(
+            &tx,
+            collection,
+            &key,
+            &crate::apply::touch_write(),
+            now,
+            None,
+        )?;
         tx.execute("DELETE FROM dead_letters WHERE id = ?1", [dead_letter.id])?;
         tx.commit()?;
         Ok(true)

@@ -22,7 +22,7 @@ use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::Result;
 use crate::merge::{DocState, Write};
 use crate::shadow::Shadow;
-use crate::sqlite::{load_shadow, parse_body, save_shadow, Store};
+use crate::sqlite::{load_shadows, parse_body, save_held, Store};
 use crate::stamp::now_millis;
 
 /// One entry of the change log.
@@ -132,7 +132,7 @@ impl Store {
             let (body, state) = self.document_row(&e.collection, &key)?;
             let counters = state.map(|s| counter_names(&s)).unwrap_or_default();
             let shadow = Shadow::of_option(body.as_ref(), &counters);
-            let held = load_shadow(&self.conn, provider, &e.collection, &key)?;
+            let held = load_shadows(&self.conn, provider, &e.collection, &key)?.held;
             let up_to_date = match &held {
                 Some(h) => h.same_image(&shadow),
                 // Never seen by this provider: a deleted document needs no delete.
@@ -203,7 +203,7 @@ impl Store {
             let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)
                 .map(|s| counter_names(&s))
                 .unwrap_or_default();
-            save_shadow(
+            save_held(
                 &tx,
                 provider,
                 &w.collection,

@@ -43,11 +43,16 @@ CREATE TABLE IF NOT EXISTS positions (
     updated_ms      INTEGER NOT NULL,
     last_commit_ms  INTEGER
 );
+-- Per provider and document: `seen` is the last image the provider's own
+-- feed reported (its history, in commit order: the next change's before
+-- image); `held` is what the provider is believed to hold now (the last image
+-- seen or written), which decides whether a sink must write.
 CREATE TABLE IF NOT EXISTS shadows (
     provider   TEXT NOT NULL,
     collection TEXT NOT NULL,
     id         TEXT NOT NULL,
-    shadow     TEXT NOT NULL,
+    held       TEXT,
+    seen       TEXT,
     PRIMARY KEY (provider, collection, id)
 ) WITHOUT ROWID;
 -- What a sink is about to write (recorded before the provider write): the

@@ -149,37 +149,73 @@ pub(crate) fn save_state(
     Ok(())
 }
 
-pub(crate) fn load_shadow(
-    tx: &Connection,
-    provider: &str,
-    collection: &str,
-    id: &str,
-) -> Result<Option<Shadow>> {
-    let text: Option<String> = tx
-        .prepare_cached(
-            "SELECT shadow FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
-        )?
-        .query_row(params![provider, collection, id], |r| r.get(0))
-        .optional()?;
-    Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+/// A provider's two shadows of one document (see the schema).
+#[derive(Debug, Default)]
+pub(crate) struct Shadows {
+    pub held: Option<Shadow>,
+    pub seen: Option<Shadow>,
 }
 
-pub(crate) fn save_shadow(
+pub(crate) fn load_shadows(
     tx: &Connection,
     provider: &str,
     collection: &str,
     id: &str,
-    shadow: &Shadow,
+) -> Result<Shadows> {
+    let row: Option<(Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT held, seen FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+        )?
+        .query_row(params![provider, collection, id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let parse = |t: Option<String>| -> Result<Option<Shadow>> {
+        Ok(t.map(|t| serde_json::from_str(&t)).transpose()?)
+    };
+    Ok(match row {
+        Some((held, seen)) => Shadows {
+            held: parse(held)?,
+            seen: parse(seen)?,
+        },
+        None => Shadows::default(),
+    })
+}
+
+/// The provider's feed reported `image`: it is both seen and held.
+pub(crate) fn save_seen(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+    image: &Shadow,
+) -> Result<()> {
+    let text = serde_json::to_string(image)?;
+    tx.prepare_cached(
+        "INSERT INTO shadows (provider, collection, id, held, seen) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (provider, collection, id) DO UPDATE SET held = excluded.held, seen = excluded.seen",
+    )?
+    .execute(params![provider, collection, id, text])?;
+    Ok(())
+}
+
+/// A sink wrote `image` to the provider: it is held (seen comes with the echo).
+pub(crate) fn save_held(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+    image: &Shadow,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO shadows (provider, collection, id, shadow) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (provider, collection, id) DO UPDATE SET shadow = excluded.shadow",
+        "INSERT INTO shadows (provider, collection, id, held) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (provider, collection, id) DO UPDATE SET held = excluded.held",
     )?
     .execute(params![
         provider,
         collection,
         id,
-        serde_json::to_string(shadow)?
+        serde_json::to_string(image)?
     ])?;
     Ok(())
 }

@@ -121,7 +121,11 @@ impl Store {
     }
 
     /// Saves provider-specific health for `status`.
-    pub fn set_provider_details(&mut self, provider: &str, details: &serde_json::Value) -> Result<()> {
+    pub fn set_provider_details(
+        &mut self,
+        provider: &str,
+        details: &serde_json::Value,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO provider_stats (provider, details) VALUES (?1, ?2)
              ON CONFLICT (provider) DO UPDATE SET details = excluded.details",

@@ -81,7 +81,34 @@ fn drain_sink(s: &mut Store, p: &str) -> Vec<SinkWrite> {
         return vec![];
     };
     let writes = s.pending_writes(p, &entries, |_| true).unwrap();
+    // as the runtime does: intents before the provider write, then commit
+    s.record_intents(p, &writes).unwrap();
     s.sink_committed(p, last, &writes, &[]).unwrap();
+    writes
+}
+
+/// Like [`drain_sink`], then `p`'s feed reports the written rows, as a real
+/// provider's does: each must be recognised as our echo.
+fn deliver(s: &mut Store, p: &str) -> Vec<SinkWrite> {
+    let writes = drain_sink(s, p);
+    for w in &writes {
+        let counters: Arc<[String]> = Arc::from(vec!["quantity".to_string()]);
+        let change = match &w.doc {
+            Some(doc) => DocChange {
+                counters,
+                ..upsert(
+                    &w.collection,
+                    w.id.clone(),
+                    Value::Object(doc.clone()),
+                    None,
+                    1,
+                )
+            },
+            None => delete(&w.collection, w.id.clone(), 1),
+        };
+        let out = apply(s, p, &[change], "echo");
+        assert_eq!(out.echoes, 1, "the echo of {w:?} was not recognised");
+    }
     writes
 }
 
@@ -188,7 +215,7 @@ fn concurrent_edits_of_different_fields_both_survive() {
         &[upsert("orders", json!(1), row.clone(), None, 1000)],
         "1",
     );
-    drain_sink(&mut s, "shop");
+    deliver(&mut s, "shop");
     // at the same moment: hq changes status, shop changes total (full images)
     apply(
         &mut s,
@@ -236,7 +263,7 @@ fn the_later_commit_wins_and_the_loser_is_overwritten() {
         &[upsert("orders", json!(1), row.clone(), None, 1000)],
         "1",
     );
-    drain_sink(&mut s, "shop");
+    deliver(&mut s, "shop");
     // shop's commit is later but arrives first
     apply(
         &mut s,
@@ -294,7 +321,7 @@ fn a_causally_later_write_wins_even_with_an_older_clock() {
         )],
         "1",
     );
-    drain_sink(&mut s, "shop");
+    deliver(&mut s, "shop");
     // shop's clock is behind, but shop edited the value we gave it
     apply(
         &mut s,
@@ -329,7 +356,7 @@ fn deletes_tombstone_and_fan_out_once() {
         )],
         "1",
     );
-    drain_sink(&mut s, "shop");
+    deliver(&mut s, "shop");
     apply(&mut s, "hq", &[delete("orders", json!(1), 2000)], "2");
     assert_eq!(s.get("orders", &json!(1)).unwrap(), None);
     let w = drain_sink(&mut s, "shop");
@@ -388,7 +415,7 @@ fn concurrent_decrements_in_two_databases_both_count() {
         ))],
         "1",
     );
-    assert_eq!(drain_sink(&mut s, "shop").len(), 1);
+    assert_eq!(deliver(&mut s, "shop").len(), 1);
     // both sell at once: hq 10→9 (with before image), shop 10→8 (without)
     apply(
         &mut s,
@@ -610,7 +637,7 @@ proptest! {
         apply(&mut s, "hq", &[counted(upsert("inventory", id.clone(), json!({"quantity": start}), None, 1))], "0");
         // what each provider's row holds (each starts from the fanned-out value)
         let mut held = [start; 3];
-        for p in &providers[1..] { drain_sink(&mut s, p); }
+        for p in &providers[1..] { deliver(&mut s, p); }
         let mut sum = 0;
         for (i, (p, delta, with_before)) in steps.iter().enumerate() {
             let new = held[*p] + delta;
@@ -673,34 +700,173 @@ fn unchanged_toast_values_keep_the_stores_value() {
 fn a_truncate_deletes_what_came_before_it_and_fans_out() {
     let (_d, mut s) = store();
     for i in 0..3 {
-        apply(&mut s, "hq", &[upsert("orders", json!(i), json!({"order_id": i}), None, 1000)], "1");
+        apply(
+            &mut s,
+            "hq",
+            &[upsert(
+                "orders",
+                json!(i),
+                json!({"order_id": i}),
+                None,
+                1000,
+            )],
+            "1",
+        );
     }
     drain_sink(&mut s, "shop");
     let mut t = delete("orders", Value::Null, 2000);
     t.op = DocOp::Truncate;
-    let out = apply(&mut s, "hq", &[t, upsert("orders", json!(9), json!({"order_id": 9}), None, 2001)], "2");
+    let out = apply(
+        &mut s,
+        "hq",
+        &[
+            t,
+            upsert("orders", json!(9), json!({"order_id": 9}), None, 2001),
+        ],
+        "2",
+    );
     assert_eq!(out.applied, 4);
-    assert_eq!(s.list("orders", None, 10).unwrap().len(), 1, "only the row inserted after the truncate");
+    assert_eq!(
+        s.list("orders", None, 10).unwrap().len(),
+        1,
+        "only the row inserted after the truncate"
+    );
     let to_shop = drain_sink(&mut s, "shop");
     assert_eq!(to_shop.iter().filter(|w| w.doc.is_none()).count(), 3);
-    assert!(drain_sink(&mut s, "hq").is_empty(), "hq already holds the truncated table");
+    assert!(
+        drain_sink(&mut s, "hq").is_empty(),
+        "hq already holds the truncated table"
+    );
 }
 
 #[test]
 fn a_sink_write_echoed_before_its_commit_is_still_an_echo() {
     let (_d, mut s) = store();
-    apply(&mut s, "shop", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "first"}), None, 1000)], "1");
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "note": "first"}),
+            None,
+            1000,
+        )],
+        "1",
+    );
     // hq's sink picks the document up and records what it will write …
     let entries = s.read_log(0, 100).unwrap();
     let writes = s.pending_writes("hq", &entries, |_| true).unwrap();
     s.record_intents("hq", &writes).unwrap();
     // … shop changes it meanwhile …
-    apply(&mut s, "shop", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "changed"}), None, 2000)], "2");
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "note": "changed"}),
+            None,
+            2000,
+        )],
+        "2",
+    );
     // … and hq's feed reports our (now stale) write before the sink committed
-    let back = apply(&mut s, "hq", &[upsert("orders", json!(1), json!({"order_id": 1, "note": "first"}), None, 3000)], "h1");
-    assert_eq!(back.echoes, 1, "our own write must not win as a newer change");
-    assert_eq!(s.get("orders", &json!(1)).unwrap().unwrap()["note"], json!("changed"));
-    s.sink_committed("hq", entries.last().unwrap().seq, &writes, &[]).unwrap();
+    let back = apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "note": "first"}),
+            None,
+            3000,
+        )],
+        "h1",
+    );
+    assert_eq!(
+        back.echoes, 1,
+        "our own write must not win as a newer change"
+    );
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap()["note"],
+        json!("changed")
+    );
+    s.sink_committed("hq", entries.last().unwrap().seq, &writes, &[])
+        .unwrap();
     let again = drain_sink(&mut s, "hq");
-    assert_eq!(again[0].doc.as_ref().unwrap()["note"], json!("changed"), "hq then gets the newer value");
+    assert_eq!(
+        again[0].doc.as_ref().unwrap()["note"],
+        json!("changed"),
+        "hq then gets the newer value"
+    );
+}
+
+#[test]
+fn a_sink_write_landing_after_an_unseen_user_change_loses_neither() {
+    let (_d, mut s) = store();
+    let a = json!({"order_id": 3, "status": "delivered", "total": 451.36});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(3), a.clone(), None, 1000)],
+        "1",
+    );
+    deliver(&mut s, "shop");
+    // hq ships the order; the store sends it to shop …
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(3),
+            json!({"order_id": 3, "status": "shipped", "total": 451.36}),
+            None,
+            2000,
+        )],
+        "2",
+    );
+    let written = drain_sink(&mut s, "shop");
+    assert_eq!(written.len(), 1);
+    // … but shop's user had changed the total just before our write landed:
+    // shop's feed reports the user's change first, then our write.
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(3),
+            json!({"order_id": 3, "status": "delivered", "total": 99.99}),
+            None,
+            2100,
+        )],
+        "b1",
+    );
+    let echo = apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(3),
+            json!({"order_id": 3, "status": "shipped", "total": 451.36}),
+            None,
+            2200,
+        )],
+        "b2",
+    );
+    assert_eq!(echo.echoes, 1);
+    let doc = s.get("orders", &json!(3)).unwrap().unwrap();
+    assert_eq!(
+        (doc["status"].clone(), doc["total"].clone()),
+        (json!("shipped"), json!(99.99)),
+        "both changes survive"
+    );
+    // shop holds our stale write: its sink must correct it
+    let fix = deliver(&mut s, "shop");
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].doc.as_ref().unwrap()["total"], json!(99.99));
+    assert_eq!(
+        deliver(&mut s, "hq")[0].doc.as_ref().unwrap()["total"],
+        json!(99.99)
+    );
 }

@@ -13,7 +13,10 @@ pub struct PgCluster {
 
 fn find_bin() -> PathBuf {
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
         .unwrap_or_default();
     candidates.sort();
     candidates
@@ -24,26 +27,63 @@ fn find_bin() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false)
 }
 
 impl PgCluster {
     /// initdb + start with logical replication enabled.
     pub fn start() -> PgCluster {
-        let dir = tempfile::Builder::new().prefix("pgcluster").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgcluster")
+            .tempdir()
+            .unwrap();
         let as_postgres = is_root();
         if as_postgres {
-            Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
         }
-        let mut c = PgCluster { bin: find_bin(), port: 0, dir, as_postgres };
+        let mut c = PgCluster {
+            bin: find_bin(),
+            port: 0,
+            dir,
+            as_postgres,
+        };
         let data = c.data();
-        let out = c.run(&c.bin.join("initdb"), &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "-N"]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = c.run(
+            &c.bin.join("initdb"),
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "-N",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for attempt in 0..5 {
             c.port = free_port();
             if c.pg_ctl_start() {
@@ -51,7 +91,10 @@ impl PgCluster {
             }
             eprintln!("cluster start attempt {attempt} failed; trying another port");
         }
-        panic!("could not start PostgreSQL: see {}/server.log", c.dir.path().display());
+        panic!(
+            "could not start PostgreSQL: see {}/server.log",
+            c.dir.path().display()
+        );
     }
 
     fn data(&self) -> String {
@@ -59,7 +102,8 @@ impl PgCluster {
     }
 
     fn run(&self, program: &Path, args: &[&str]) -> Output {
-        self.try_run(program, args).unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+        self.try_run(program, args)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
     }
 
     fn try_run(&self, program: &Path, args: &[&str]) -> std::io::Result<Output> {
@@ -87,9 +131,23 @@ impl PgCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();
-        self.run(&self.bin.join("pg_ctl"), &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
-            .status
-            .success()
+        self.run(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        )
+        .status
+        .success()
     }
 
     /// Stops (fast) and starts the server again on the same port.
@@ -99,7 +157,10 @@ impl PgCluster {
     }
 
     pub fn stop(&self) {
-        let _ = self.try_run(&self.bin.join("pg_ctl"), &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        let _ = self.try_run(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+        );
     }
 
     pub fn log(&self) -> String {
@@ -118,7 +179,18 @@ impl PgCluster {
         let mut cmd = Command::new("psql");
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", db])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
             .arg("-p")
             .arg(self.port.to_string());
         cmd
@@ -127,7 +199,11 @@ impl PgCluster {
     /// Runs SQL; panics with the error if it fails.
     pub fn psql(&self, db: &str, sql: &str) {
         let out = self.psql_cmd(db).arg("-c").arg(sql).output().unwrap();
-        assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed on {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs a file with psql variables.
@@ -137,24 +213,45 @@ impl PgCluster {
             cmd.arg("-v").arg(format!("{k}={v}"));
         }
         let out = cmd.arg("-f").arg(file).output().unwrap();
-        assert!(out.status.success(), "psql -f {} failed: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql -f {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// One value (first column of the first row) as text; `None` for no rows or NULL.
     pub fn query(&self, db: &str, sql: &str) -> Option<String> {
-        let out = self.psql_cmd(db).args(["-A", "-t", "-c", sql]).output().unwrap();
-        assert!(out.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
-        let text = String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string();
+        let out = self
+            .psql_cmd(db)
+            .args(["-A", "-t", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed on {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout)
+            .trim_end_matches('\n')
+            .to_string();
         (!text.is_empty()).then_some(text)
     }
 
     pub fn count(&self, db: &str, table: &str) -> i64 {
-        self.query(db, &format!("SELECT count(*) FROM {table}")).unwrap().parse().unwrap()
+        self.query(db, &format!("SELECT count(*) FROM {table}"))
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let _ = self.try_run(&self.bin.join("pg_ctl"), &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        let _ = self.try_run(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 }

@@ -260,7 +260,9 @@ impl Config {
                 None | Some("auto") => true,
                 Some("never") => false,
                 Some(other) => {
-                    return Err(ConfigError(format!("CONNECTOR_INITIAL_SYNC={other}: expected auto or never")))
+                    return Err(ConfigError(format!(
+                        "CONNECTOR_INITIAL_SYNC={other}: expected auto or never"
+                    )))
                 }
             },
         })

@@ -22,7 +22,9 @@ pub fn available_kinds() -> Vec<ProviderKind> {
 pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> {
     match spec.kind {
         #[cfg(feature = "postgres")]
-        ProviderKind::Postgres => Ok(Arc::new(connector_postgres::PostgresProvider::new(spec.clone())?)),
+        ProviderKind::Postgres => Ok(Arc::new(connector_postgres::PostgresProvider::new(
+            spec.clone(),
+        )?)),
         kind => Err(ConnectorError::permanent(
             Stage::Connect,
             format!(

@@ -56,7 +56,11 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
     let replica_identity = rows[0].get::<_, String>(3).chars().next().unwrap_or('d');
     let columns = rows
         .iter()
-        .map(|r| Column { name: r.get(0), type_oid: r.get::<_, i64>(1) as u32, type_name: r.get(2) })
+        .map(|r| Column {
+            name: r.get(0),
+            type_oid: r.get::<_, i64>(1) as u32,
+            type_name: r.get(2),
+        })
         .collect();
     let key = client
         .query(
@@ -74,15 +78,28 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         .iter()
         .map(|r| r.get(0))
         .collect();
-    Ok(Some(TableInfo { schema: schema.to_string(), name: table.to_string(), columns, key, replica_identity }))
+    Ok(Some(TableInfo {
+        schema: schema.to_string(),
+        name: table.to_string(),
+        columns,
+        key,
+        replica_identity,
+    }))
 }
 
 /// Like [`table_info`], but a missing table or key is a permanent error.
-pub async fn require_table(client: &Client, schema: &str, table: &str, collection: &str) -> Result<TableInfo> {
+pub async fn require_table(
+    client: &Client,
+    schema: &str,
+    table: &str,
+    collection: &str,
+) -> Result<TableInfo> {
     let info = table_info(client, schema, table).await?.ok_or_else(|| {
         ConnectorError::permanent(
             Stage::Setup,
-            format!("collection `{collection}`: table {schema}.{table} does not exist in this database"),
+            format!(
+                "collection `{collection}`: table {schema}.{table} does not exist in this database"
+            ),
         )
     })?;
     if info.key.is_empty() {

@@ -12,7 +12,8 @@ use tokio_postgres::{Client, Config, NoTls};
 use tracing::warn;
 
 /// Session settings that make text values parse the same everywhere.
-pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601";
+pub const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601";
 
 /// A parsed connection string (URL or `key=value` form, as libpq takes).
 #[derive(Clone)]
@@ -23,9 +24,15 @@ pub struct PgConn {
 impl PgConn {
     pub fn parse(conn: &str) -> Result<PgConn, ConnectorError> {
         let mut config = Config::from_str(conn).map_err(|e| {
-            ConnectorError::permanent(Stage::Connect, format!("invalid PostgreSQL connection string: {e}"))
+            ConnectorError::permanent(
+                Stage::Connect,
+                format!("invalid PostgreSQL connection string: {e}"),
+            )
         })?;
-        if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+        if matches!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        ) {
             return Err(ConnectorError::permanent(
                 Stage::Connect,
                 "sslmode=require is not supported by this build's PostgreSQL provider yet; use a TLS-terminating proxy or sslmode=disable/prefer",
@@ -60,11 +67,13 @@ impl PgConn {
 
     /// A SQL session; its connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, ConnectorError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| classify(&e, Stage::Connect, &format!("cannot connect to PostgreSQL at {}", self.endpoint())))?;
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+            classify(
+                &e,
+                Stage::Connect,
+                &format!("cannot connect to PostgreSQL at {}", self.endpoint()),
+            )
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 warn!(error = %e, "PostgreSQL connection closed");
@@ -110,7 +119,13 @@ pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> Conne
         None => ErrorKind::Transient, // I/O, closed connection, timeout
         Some(code) => {
             let c = code.code();
-            if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "40001" || c == "40P01" || c == "55P03" {
+            if c.starts_with("08")
+                || c.starts_with("57")
+                || c.starts_with("53")
+                || c == "40001"
+                || c == "40P01"
+                || c == "55P03"
+            {
                 ErrorKind::Transient
             } else if c.starts_with("22") || c.starts_with("23") {
                 ErrorKind::BadRecord
@@ -127,12 +142,20 @@ pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> Conne
 }
 
 /// Classifies a replication transport error.
-pub fn classify_replication(e: &pgwire_replication::PgWireError, stage: Stage, context: &str) -> ConnectorError {
+pub fn classify_replication(
+    e: &pgwire_replication::PgWireError,
+    stage: Stage,
+    context: &str,
+) -> ConnectorError {
     use pgwire_replication::PgWireError as E;
     let text = e.to_string();
     let kind = match e {
         E::Io(_) | E::Task(_) => ErrorKind::Transient,
-        E::Server(msg) if msg.contains("57P01") || msg.contains("terminating connection") || msg.contains("is active for PID") => {
+        E::Server(msg)
+            if msg.contains("57P01")
+                || msg.contains("terminating connection")
+                || msg.contains("is active for PID") =>
+        {
             ErrorKind::Transient
         }
         _ => ErrorKind::Permanent,
@@ -162,8 +185,14 @@ mod tests {
     #[test]
     fn identifiers_and_literals_cannot_break_out() {
         assert_eq!(ident("orders"), "\"orders\"");
-        assert_eq!(ident("a\"; DROP TABLE x; --"), "\"a\"\"; DROP TABLE x; --\"");
-        assert_eq!(qualified("public", "Order Items"), "\"public\".\"Order Items\"");
+        assert_eq!(
+            ident("a\"; DROP TABLE x; --"),
+            "\"a\"\"; DROP TABLE x; --\""
+        );
+        assert_eq!(
+            qualified("public", "Order Items"),
+            "\"public\".\"Order Items\""
+        );
         assert_eq!(literal("it's"), "'it''s'");
     }
 
@@ -174,7 +203,10 @@ mod tests {
         let b = PgConn::parse("host=127.0.0.1 port=5544 user=postgres dbname=shop").unwrap();
         assert_eq!(b.endpoint(), "127.0.0.1:5544/shop");
         let r = b.replication("slot_a", "pub_a", Lsn(0));
-        assert_eq!((r.port, r.database.as_str(), r.slot.as_str()), (5544, "shop", "slot_a"));
+        assert_eq!(
+            (r.port, r.database.as_str(), r.slot.as_str()),
+            (5544, "shop", "slot_a")
+        );
         match PgConn::parse("postgres://h/db?sslmode=require") {
             Err(e) => assert!(e.message.contains("sslmode=require")),
             Ok(_) => panic!("sslmode=require accepted"),

@@ -49,7 +49,11 @@ impl PostgresProvider {
     pub fn new(spec: ProviderSpec) -> Result<Self> {
         let conn = PgConn::parse(&spec.connection_string)?;
         let options = PgOptions::from_spec(&spec)?;
-        Ok(PostgresProvider { spec, conn, options })
+        Ok(PostgresProvider {
+            spec,
+            conn,
+            options,
+        })
     }
 }
 
@@ -71,10 +75,16 @@ impl Provider for PostgresProvider {
         if wal_level != "logical" {
             return Err(ConnectorError::permanent(
                 Stage::Connect,
-                format!("{short} at {}: wal_level is {wal_level}, logical replication needs `logical`", self.conn.endpoint()),
+                format!(
+                    "{short} at {}: wal_level is {wal_level}, logical replication needs `logical`",
+                    self.conn.endpoint()
+                ),
             ));
         }
-        Ok(format!("{short} at {}, wal_level=logical", self.conn.endpoint()))
+        Ok(format!(
+            "{short} at {}, wal_level=logical",
+            self.conn.endpoint()
+        ))
     }
 
     async fn setup(&self, mapping: &ProviderMapping, dry_run: bool) -> Result<Vec<String>> {
@@ -82,15 +92,25 @@ impl Provider for PostgresProvider {
         setup::run(&client, mapping, &self.options, dry_run, true).await
     }
 
-    async fn open_source(&self, mapping: Arc<ProviderMapping>, resume_from: Option<String>) -> Result<Box<dyn Source>> {
-        Ok(Box::new(source::PgSource::open(&self.conn, &self.options, &mapping, resume_from).await?))
+    async fn open_source(
+        &self,
+        mapping: Arc<ProviderMapping>,
+        resume_from: Option<String>,
+    ) -> Result<Box<dyn Source>> {
+        Ok(Box::new(
+            source::PgSource::open(&self.conn, &self.options, &mapping, resume_from).await?,
+        ))
     }
 
     async fn open_sink(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Sink>> {
-        Ok(Box::new(sink::PgSink::open(&self.conn, &self.options, &mapping).await?))
+        Ok(Box::new(
+            sink::PgSink::open(&self.conn, &self.options, &mapping).await?,
+        ))
     }
 
     async fn open_snapshot(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>> {
-        Ok(Box::new(snapshot::PgSnapshot::open(&self.conn, &self.options, &mapping).await?))
+        Ok(Box::new(
+            snapshot::PgSnapshot::open(&self.conn, &self.options, &mapping).await?,
+        ))
     }
 }

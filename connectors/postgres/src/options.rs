@@ -21,12 +21,21 @@ impl PgOptions {
         let base: String = spec
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let bad = |key: &str, value: &str, expected: &str| {
             ConnectorError::permanent(
                 Stage::Connect,
-                format!("provider `{}`: option {key}={value}: expected {expected}", spec.name),
+                format!(
+                    "provider `{}`: option {key}={value}: expected {expected}",
+                    spec.name
+                ),
             )
         };
         let mut o = PgOptions {
@@ -62,7 +71,11 @@ impl PgOptions {
                 }
             }
         }
-        if !o.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if !o
+            .slot
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return Err(bad("slot", &o.slot, "lowercase letters, digits and _"));
         }
         Ok(o)

@@ -40,14 +40,37 @@ pub struct Relation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Relation(Relation),
-    Type { oid: u32, namespace: String, name: String },
-    Insert { relation: u32, new: Vec<Datum> },
+    Type {
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<Datum>,
+    },
     /// `old` is the full old row (REPLICA IDENTITY FULL) or only the key
     /// columns (`key_only`, when the key changed), if sent at all.
-    Update { relation: u32, old: Option<Vec<Datum>>, key_only: bool, new: Vec<Datum> },
-    Delete { relation: u32, old: Vec<Datum>, key_only: bool },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
-    Origin { lsn: u64, name: String },
+    Update {
+        relation: u32,
+        old: Option<Vec<Datum>>,
+        key_only: bool,
+        new: Vec<Datum>,
+    },
+    Delete {
+        relation: u32,
+        old: Vec<Datum>,
+        key_only: bool,
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+    Origin {
+        lsn: u64,
+        name: String,
+    },
     /// Begin, Commit, Message and anything newer: handled elsewhere or ignored.
     Other(u8),
 }
@@ -107,7 +130,10 @@ impl<'a> Reader<'a> {
         let n = self.u16("tuple column count")? as usize;
         // Each column takes at least one byte: reject impossible counts early.
         if n > self.buf.len() {
-            return Err(DecodeError(format!("tuple claims {n} columns in {} bytes", self.buf.len())));
+            return Err(DecodeError(format!(
+                "tuple claims {n} columns in {} bytes",
+                self.buf.len()
+            )));
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
@@ -142,7 +168,10 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             let replica_identity = r.u8("replica identity")?;
             let n = r.u16("column count")? as usize;
             if n > r.buf.len() {
-                return Err(DecodeError(format!("relation claims {n} columns in {} bytes", r.buf.len())));
+                return Err(DecodeError(format!(
+                    "relation claims {n} columns in {} bytes",
+                    r.buf.len()
+                )));
             }
             let mut columns = Vec::with_capacity(n);
             for _ in 0..n {
@@ -150,9 +179,20 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 let name = r.cstr("column name")?;
                 let type_oid = r.u32("column type")?;
                 let type_modifier = r.u32("type modifier")? as i32;
-                columns.push(RelationColumn { is_key: flags & 1 == 1, name, type_oid, type_modifier });
+                columns.push(RelationColumn {
+                    is_key: flags & 1 == 1,
+                    name,
+                    type_oid,
+                    type_modifier,
+                });
             }
-            Message::Relation(Relation { oid, namespace, name, replica_identity, columns })
+            Message::Relation(Relation {
+                oid,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
         }
         b'Y' => Message::Type {
             oid: r.u32("type oid")?,
@@ -162,8 +202,15 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         b'I' => {
             let relation = r.u32("relation oid")?;
             match r.u8("tuple marker")? {
-                b'N' => Message::Insert { relation, new: r.tuple()? },
-                other => return Err(DecodeError(format!("insert: expected N, found {other:#04x}"))),
+                b'N' => Message::Insert {
+                    relation,
+                    new: r.tuple()?,
+                },
+                other => {
+                    return Err(DecodeError(format!(
+                        "insert: expected N, found {other:#04x}"
+                    )))
+                }
             }
         }
         b'U' => {
@@ -177,17 +224,30 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
                 marker = r.u8("tuple marker")?;
             }
             if marker != b'N' {
-                return Err(DecodeError(format!("update: expected N, found {marker:#04x}")));
+                return Err(DecodeError(format!(
+                    "update: expected N, found {marker:#04x}"
+                )));
             }
-            Message::Update { relation, old, key_only, new: r.tuple()? }
+            Message::Update {
+                relation,
+                old,
+                key_only,
+                new: r.tuple()?,
+            }
         }
         b'D' => {
             let relation = r.u32("relation oid")?;
             let marker = r.u8("tuple marker")?;
             if marker != b'K' && marker != b'O' {
-                return Err(DecodeError(format!("delete: expected K or O, found {marker:#04x}")));
+                return Err(DecodeError(format!(
+                    "delete: expected K or O, found {marker:#04x}"
+                )));
             }
-            Message::Delete { relation, key_only: marker == b'K', old: r.tuple()? }
+            Message::Delete {
+                relation,
+                key_only: marker == b'K',
+                old: r.tuple()?,
+            }
         }
         b'T' => {
             let n = r.u32("relation count")? as usize;
@@ -199,9 +259,16 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
             for _ in 0..n {
                 relations.push(r.u32("relation oid")?);
             }
-            Message::Truncate { relations, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
+            Message::Truncate {
+                relations,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+            }
         }
-        b'O' => Message::Origin { lsn: r.u64("origin lsn")?, name: r.cstr("origin name")? },
+        b'O' => Message::Origin {
+            lsn: r.u64("origin lsn")?,
+            name: r.cstr("origin name")?,
+        },
         other => Message::Other(other),
     })
 }
@@ -240,7 +307,11 @@ mod tests {
         cstr(&mut m, "orders");
         m.push(b'd');
         m.extend_from_slice(&3u16.to_be_bytes());
-        for (flags, name, oid) in [(1u8, "order_id", 20u32), (0, "status", 25), (0, "total", 1700)] {
+        for (flags, name, oid) in [
+            (1u8, "order_id", 20u32),
+            (0, "status", 25),
+            (0, "total", 1700),
+        ] {
             m.push(flags);
             cstr(&mut m, name);
             m.extend_from_slice(&oid.to_be_bytes());
@@ -251,9 +322,22 @@ mod tests {
 
     #[test]
     fn relation_insert_update_delete_truncate() {
-        let Message::Relation(rel) = decode(&relation_bytes()).unwrap() else { panic!() };
-        assert_eq!((rel.namespace.as_str(), rel.name.as_str(), rel.oid), ("public", "orders", 16384));
-        assert_eq!(rel.columns[0], RelationColumn { is_key: true, name: "order_id".into(), type_oid: 20, type_modifier: -1 });
+        let Message::Relation(rel) = decode(&relation_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (rel.namespace.as_str(), rel.name.as_str(), rel.oid),
+            ("public", "orders", 16384)
+        );
+        assert_eq!(
+            rel.columns[0],
+            RelationColumn {
+                is_key: true,
+                name: "order_id".into(),
+                type_oid: 20,
+                type_modifier: -1
+            }
+        );
         assert_eq!(rel.columns[2].type_oid, 1700);
 
         let mut ins = vec![b'I'];
@@ -262,7 +346,14 @@ mod tests {
         tuple(&mut ins, &[Some("7"), None, Some("12.50")]);
         assert_eq!(
             decode(&ins).unwrap(),
-            Message::Insert { relation: 16384, new: vec![Datum::Text(b"7".to_vec()), Datum::Null, Datum::Text(b"12.50".to_vec())] }
+            Message::Insert {
+                relation: 16384,
+                new: vec![
+                    Datum::Text(b"7".to_vec()),
+                    Datum::Null,
+                    Datum::Text(b"12.50".to_vec())
+                ]
+            }
         );
 
         let mut upd = vec![b'U'];
@@ -271,7 +362,12 @@ mod tests {
         tuple(&mut upd, &[Some("7"), Some("new"), Some("1")]);
         upd.push(b'N');
         tuple(&mut upd, &[Some("7"), Some("<toast>"), Some("2")]);
-        let Message::Update { old, key_only, new, .. } = decode(&upd).unwrap() else { panic!() };
+        let Message::Update {
+            old, key_only, new, ..
+        } = decode(&upd).unwrap()
+        else {
+            panic!()
+        };
         assert!(!key_only);
         assert_eq!(old.unwrap()[1], Datum::Text(b"new".to_vec()));
         assert_eq!(new[1], Datum::UnchangedToast);
@@ -280,7 +376,10 @@ mod tests {
         del.extend_from_slice(&16384u32.to_be_bytes());
         del.push(b'K');
         tuple(&mut del, &[Some("7"), None, None]);
-        assert!(matches!(decode(&del).unwrap(), Message::Delete { key_only: true, .. }));
+        assert!(matches!(
+            decode(&del).unwrap(),
+            Message::Delete { key_only: true, .. }
+        ));
 
         let mut tr = vec![b'T'];
         tr.extend_from_slice(&2u32.to_be_bytes());
@@ -289,7 +388,11 @@ mod tests {
         tr.extend_from_slice(&16390u32.to_be_bytes());
         assert_eq!(
             decode(&tr).unwrap(),
-            Message::Truncate { relations: vec![16384, 16390], cascade: true, restart_identity: false }
+            Message::Truncate {
+                relations: vec![16384, 16390],
+                cascade: true,
+                restart_identity: false
+            }
         );
     }
 

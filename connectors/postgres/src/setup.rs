@@ -12,15 +12,23 @@ use crate::catalog::{require_table, TableInfo};
 use crate::conn::{classify, ident, literal};
 use crate::options::PgOptions;
 
-pub const PRIVILEGES: &str = "-- needs: a role with REPLICATION (or superuser), CREATE on the database \
+pub const PRIVILEGES: &str =
+    "-- needs: a role with REPLICATION (or superuser), CREATE on the database \
 (for the publication), and ownership of the mapped tables (for REPLICA IDENTITY)";
 
 /// The mapped tables that exist, with their catalog description.
-pub async fn mapped_tables(client: &Client, mapping: &ProviderMapping, o: &PgOptions) -> Result<Vec<(String, TableInfo)>> {
+pub async fn mapped_tables(
+    client: &Client,
+    mapping: &ProviderMapping,
+    o: &PgOptions,
+) -> Result<Vec<(String, TableInfo)>> {
     let mut out = Vec::new();
     for (rule, table, schema) in mapping.tables() {
         let schema = schema.unwrap_or(&o.schema);
-        out.push((rule.name.clone(), require_table(client, schema, table, &rule.name).await?));
+        out.push((
+            rule.name.clone(),
+            require_table(client, schema, table, &rule.name).await?,
+        ));
     }
     Ok(out)
 }
@@ -36,7 +44,11 @@ pub async fn run(
 ) -> Result<Vec<String>> {
     let ctx = "setting up logical replication";
     let err = |e: tokio_postgres::Error| classify(&e, Stage::Setup, ctx);
-    let wal_level: String = client.query_one("SHOW wal_level", &[]).await.map_err(err)?.get(0);
+    let wal_level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(err)?
+        .get(0);
     if wal_level != "logical" {
         return Err(ConnectorError::permanent(
             Stage::Setup,
@@ -47,15 +59,28 @@ pub async fn run(
     let mut out = vec![PRIVILEGES.to_string()];
     let mut statements = Vec::new();
 
-    let wanted: BTreeSet<(String, String)> = tables.iter().map(|(_, t)| (t.schema.clone(), t.name.clone())).collect();
-    let list = wanted.iter().map(|(s, t)| format!("{}.{}", ident(s), ident(t))).collect::<Vec<_>>().join(", ");
+    let wanted: BTreeSet<(String, String)> = tables
+        .iter()
+        .map(|(_, t)| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let list = wanted
+        .iter()
+        .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let exists = !client
-        .query("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&o.publication])
+        .query(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&o.publication],
+        )
         .await
         .map_err(err)?
         .is_empty();
     if !exists {
-        statements.push(format!("CREATE PUBLICATION {} FOR TABLE {list}", ident(&o.publication)));
+        statements.push(format!(
+            "CREATE PUBLICATION {} FOR TABLE {list}",
+            ident(&o.publication)
+        ));
     } else {
         let have: BTreeSet<(String, String)> = client
             .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&o.publication])
@@ -65,31 +90,50 @@ pub async fn run(
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         if have != wanted {
-            statements.push(format!("ALTER PUBLICATION {} SET TABLE {list}", ident(&o.publication)));
+            statements.push(format!(
+                "ALTER PUBLICATION {} SET TABLE {list}",
+                ident(&o.publication)
+            ));
         } else {
-            out.push(format!("-- publication {} already covers the {} mapped tables", o.publication, wanted.len()));
+            out.push(format!(
+                "-- publication {} already covers the {} mapped tables",
+                o.publication,
+                wanted.len()
+            ));
         }
     }
     for (collection, t) in &tables {
         let rule = mapping.set().collection(collection);
         let needs_full = o.full_identity_everywhere || rule.is_some_and(|r| !r.counters.is_empty());
         if needs_full && t.replica_identity != 'f' {
-            statements.push(format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.qualified()));
+            statements.push(format!(
+                "ALTER TABLE {} REPLICA IDENTITY FULL",
+                t.qualified()
+            ));
         }
     }
     let slot_exists = !client
-        .query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&o.slot])
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&o.slot],
+        )
         .await
         .map_err(err)?
         .is_empty();
     if create_slot && !slot_exists {
-        statements.push(format!("SELECT pg_create_logical_replication_slot({}, 'pgoutput')", literal(&o.slot)));
+        statements.push(format!(
+            "SELECT pg_create_logical_replication_slot({}, 'pgoutput')",
+            literal(&o.slot)
+        ));
     } else if slot_exists {
         out.push(format!("-- replication slot {} already exists", o.slot));
     }
     for s in &statements {
         if !dry_run {
-            client.batch_execute(s).await.map_err(|e| classify(&e, Stage::Setup, &format!("running `{s}`")))?;
+            client
+                .batch_execute(s)
+                .await
+                .map_err(|e| classify(&e, Stage::Setup, &format!("running `{s}`")))?;
         }
         out.push(format!("{s};"));
     }

@@ -22,7 +22,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use connector_core::{ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage};
+use connector_core::{
+    ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
+};
 
 use crate::catalog::{self, TableInfo};
 use crate::conn::{classify, ident, PgConn};
@@ -68,7 +70,10 @@ impl PgSink {
 
     fn table(&self, row: &OutboundRow) -> Result<&TableInfo> {
         self.tables.get(&row.table).ok_or_else(|| {
-            ConnectorError::permanent(Stage::Sink, format!("table {} is not known to this sink", row.table))
+            ConnectorError::permanent(
+                Stage::Sink,
+                format!("table {} is not known to this sink", row.table),
+            )
         })
     }
 
@@ -80,10 +85,16 @@ impl PgSink {
             let info = self.table(row)?;
             match &row.row {
                 Some(fields) => {
-                    let mut cols: Vec<String> =
-                        fields.keys().filter(|c| info.column(c).is_some()).cloned().collect();
+                    let mut cols: Vec<String> = fields
+                        .keys()
+                        .filter(|c| info.column(c).is_some())
+                        .cloned()
+                        .collect();
                     cols.sort();
-                    upserts.entry((row.table.clone(), cols)).or_default().push(i);
+                    upserts
+                        .entry((row.table.clone(), cols))
+                        .or_default()
+                        .push(i);
                 }
                 None => deletes.entry(row.table.clone()).or_default().push(i),
             }
@@ -115,7 +126,12 @@ impl PgSink {
         }
         for (table, idx) in deletes {
             let info = &self.tables[&table];
-            let key_list = rows[idx[0]].key.iter().map(|(k, _)| ident(k)).collect::<Vec<_>>().join(", ");
+            let key_list = rows[idx[0]]
+                .key
+                .iter()
+                .map(|(k, _)| ident(k))
+                .collect::<Vec<_>>()
+                .join(", ");
             out.push(Statement {
                 sql: format!(
                     "DELETE FROM {t} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))",
@@ -141,8 +157,16 @@ impl PgSink {
         )
     }
 
-    async fn run_all(&mut self, statements: &[Statement], rows: &[OutboundRow]) -> Result<(), (ConnectorError, bool)> {
-        let tx = self.client.transaction().await.map_err(|e| (classify(&e, Stage::Sink, "BEGIN"), false))?;
+    async fn run_all(
+        &mut self,
+        statements: &[Statement],
+        rows: &[OutboundRow],
+    ) -> Result<(), (ConnectorError, bool)> {
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| (classify(&e, Stage::Sink, "BEGIN"), false))?;
         for s in statements {
             let payload = Self::payload(rows, &s.rows);
             if let Err(e) = tx.execute(&s.sql, &[&payload]).await {
@@ -150,16 +174,28 @@ impl PgSink {
                 return Err((err, true));
             }
         }
-        tx.commit().await.map_err(|e| (classify(&e, Stage::Sink, "COMMIT"), false))
+        tx.commit()
+            .await
+            .map_err(|e| (classify(&e, Stage::Sink, "COMMIT"), false))
     }
 
     /// Row by row under savepoints; returns the rejected rows.
-    async fn isolate(&mut self, statements: &[Statement], rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+    async fn isolate(
+        &mut self,
+        statements: &[Statement],
+        rows: &[OutboundRow],
+    ) -> Result<Vec<(usize, String)>> {
         let mut rejected = Vec::new();
-        let tx = self.client.transaction().await.map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
         for s in statements {
             for i in &s.rows {
-                tx.batch_execute("SAVEPOINT row").await.map_err(|e| classify(&e, Stage::Sink, "SAVEPOINT"))?;
+                tx.batch_execute("SAVEPOINT row")
+                    .await
+                    .map_err(|e| classify(&e, Stage::Sink, "SAVEPOINT"))?;
                 let payload = Self::payload(rows, std::slice::from_ref(i));
                 match tx.execute(&s.sql, &[&payload]).await {
                     Ok(_) => tx.batch_execute("RELEASE SAVEPOINT row").await,
@@ -175,7 +211,9 @@ impl PgSink {
                 .map_err(|e| classify(&e, Stage::Sink, "savepoint"))?;
             }
         }
-        tx.commit().await.map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
+        tx.commit()
+            .await
+            .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
         Ok(rejected)
     }
 }

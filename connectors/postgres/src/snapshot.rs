@@ -44,11 +44,19 @@ pub struct PgSnapshot {
 }
 
 impl PgSnapshot {
-    pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping) -> Result<PgSnapshot> {
+    pub async fn open(
+        conn: &PgConn,
+        o: &PgOptions,
+        mapping: &ProviderMapping,
+    ) -> Result<PgSnapshot> {
         let client = conn.connect().await?;
-        let err = |ctx: &'static str| move |e: tokio_postgres::Error| classify(&e, Stage::Snapshot, ctx);
+        let err =
+            |ctx: &'static str| move |e: tokio_postgres::Error| classify(&e, Stage::Snapshot, ctx);
         let slot_exists = !client
-            .query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", &[&o.slot])
+            .query(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&o.slot],
+            )
             .await
             .map_err(err("reading pg_replication_slots"))?
             .is_empty();
@@ -57,13 +65,21 @@ impl PgSnapshot {
         if !slot_exists {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
-            let mut repl = ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
-                .await
-                .map_err(|e| classify_replication(&e, Stage::Snapshot, "opening a replication session"))?;
+            let mut repl =
+                ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
+                    .await
+                    .map_err(|e| {
+                        classify_replication(&e, Stage::Snapshot, "opening a replication session")
+                    })?;
             let rows = repl
-                .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')", ident(&o.slot)))
+                .simple_query(&format!(
+                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+                    ident(&o.slot)
+                ))
                 .await
-                .map_err(|e| classify_replication(&e, Stage::Snapshot, "creating the replication slot"))?;
+                .map_err(|e| {
+                    classify_replication(&e, Stage::Snapshot, "creating the replication slot")
+                })?;
             let cell = |i: usize| {
                 rows.first()
                     .and_then(|r| r.get(i).cloned().flatten())
@@ -80,7 +96,10 @@ impl PgSnapshot {
             .map_err(err("starting the snapshot transaction"))?;
         if let Some(name) = &exported {
             client
-                .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", crate::conn::literal(name)))
+                .batch_execute(&format!(
+                    "SET TRANSACTION SNAPSHOT {}",
+                    crate::conn::literal(name)
+                ))
                 .await
                 .map_err(err("importing the exported snapshot"))?;
         }
@@ -101,13 +120,21 @@ impl PgSnapshot {
                 .join(", ");
             // Qualified with the table alias: a bare name in ORDER BY would
             // pick the `::text` output column and sort as text.
-            let key_cols = info.key.iter().map(|k| format!("src.{}", ident(k))).collect::<Vec<_>>().join(", ");
+            let key_cols = info
+                .key
+                .iter()
+                .map(|k| format!("src.{}", ident(k)))
+                .collect::<Vec<_>>()
+                .join(", ");
             let key_params = info
                 .key
                 .iter()
                 .enumerate()
                 .map(|(i, k)| {
-                    let ty = info.column(k).map(|c| c.type_name.as_str()).unwrap_or("text");
+                    let ty = info
+                        .column(k)
+                        .map(|c| c.type_name.as_str())
+                        .unwrap_or("text");
                     format!("${}::text::{ty}", i + 1)
                 })
                 .collect::<Vec<_>>()
@@ -123,12 +150,20 @@ impl PgSnapshot {
                 },
             );
         }
-        Ok(PgSnapshot { client, _exporter: exporter, as_of_ms, tables })
+        Ok(PgSnapshot {
+            client,
+            _exporter: exporter,
+            as_of_ms,
+            tables,
+        })
     }
 
     fn table(&self, collection: &str) -> Result<&Table> {
         self.tables.get(collection).ok_or_else(|| {
-            ConnectorError::permanent(Stage::Snapshot, format!("collection `{collection}` is not mapped to a table here"))
+            ConnectorError::permanent(
+                Stage::Snapshot,
+                format!("collection `{collection}` is not mapped to a table here"),
+            )
         })
     }
 }
@@ -147,7 +182,12 @@ impl Snapshot for PgSnapshot {
         Ok(Some(n as u64))
     }
 
-    async fn chunk(&mut self, collection: &str, after: Option<&Value>, limit: usize) -> Result<SnapshotChunk> {
+    async fn chunk(
+        &mut self,
+        collection: &str,
+        after: Option<&Value>,
+        limit: usize,
+    ) -> Result<SnapshotChunk> {
         let t = self.table(collection)?;
         let limit_param = limit as i64;
         let rows = match after {
@@ -155,21 +195,40 @@ impl Snapshot for PgSnapshot {
             Some(key) => {
                 let parts: Vec<String> = key
                     .as_array()
-                    .map(|a| a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| {
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string())
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if parts.len() != t.info.key.len() {
                     return Err(ConnectorError::permanent(
                         Stage::Snapshot,
-                        format!("saved progress key {key} does not fit the key of {}", t.info.qualified()),
+                        format!(
+                            "saved progress key {key} does not fit the key of {}",
+                            t.info.qualified()
+                        ),
                     ));
                 }
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    parts.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = parts
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
                 params.push(&limit_param);
                 self.client.query(&t.next, &params).await
             }
         }
-        .map_err(|e| classify(&e, Stage::Snapshot, &format!("reading {}", t.info.qualified())))?;
+        .map_err(|e| {
+            classify(
+                &e,
+                Stage::Snapshot,
+                &format!("reading {}", t.info.qualified()),
+            )
+        })?;
         let key_idx: Vec<usize> = t
             .info
             .key
@@ -182,7 +241,10 @@ impl Snapshot for PgSnapshot {
             let mut fields = connector_core::Fields::with_capacity(t.info.columns.len());
             for (i, col) in t.info.columns.iter().enumerate() {
                 let text: Option<&str> = row.get(i);
-                fields.insert(col.name.clone(), text.map_or(Value::Null, |s| text_to_json(col.type_oid, s)));
+                fields.insert(
+                    col.name.clone(),
+                    text.map_or(Value::Null, |s| text_to_json(col.type_oid, s)),
+                );
             }
             out.push(RawChange {
                 table: t.info.name.clone(),
@@ -194,9 +256,19 @@ impl Snapshot for PgSnapshot {
                 unchanged: Vec::new(),
             });
             last_key = Some(Value::Array(
-                key_idx.iter().map(|i| row.get::<_, Option<&str>>(*i).map_or(Value::Null, |s| Value::String(s.into()))).collect(),
+                key_idx
+                    .iter()
+                    .map(|i| {
+                        row.get::<_, Option<&str>>(*i)
+                            .map_or(Value::Null, |s| Value::String(s.into()))
+                    })
+                    .collect(),
             ));
         }
-        Ok(SnapshotChunk { done: rows.len() < limit, rows: out, last_key })
+        Ok(SnapshotChunk {
+            done: rows.len() < limit,
+            rows: out,
+            last_key,
+        })
     }
 }

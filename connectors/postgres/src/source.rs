@@ -31,7 +31,9 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use connector_core::{ConnectorError, Fields, ProviderMapping, RawChange, RawOp, Result, Source, SourceBatch, Stage};
+use connector_core::{
+    ConnectorError, Fields, ProviderMapping, RawChange, RawOp, Result, Source, SourceBatch, Stage,
+};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 
 use crate::conn::{classify, classify_replication, PgConn};
@@ -91,12 +93,20 @@ fn slot_lost(slot: &str, resume: &str, why: &str, provider: &str) -> ConnectorEr
 }
 
 impl PgSource {
-    pub async fn open(conn: &PgConn, o: &PgOptions, mapping: &ProviderMapping, resume: Option<String>) -> Result<PgSource> {
+    pub async fn open(
+        conn: &PgConn,
+        o: &PgOptions,
+        mapping: &ProviderMapping,
+        resume: Option<String>,
+    ) -> Result<PgSource> {
         let sql = conn.connect().await?;
         let provider = mapping.provider().to_string();
         let resume_lsn = match &resume {
             Some(text) => Some(Lsn::parse(text).map_err(|e| {
-                ConnectorError::permanent(Stage::Source, format!("the store's position `{text}` is not an LSN: {e}"))
+                ConnectorError::permanent(
+                    Stage::Source,
+                    format!("the store's position `{text}` is not an LSN: {e}"),
+                )
             })?),
             None => None,
         };
@@ -110,10 +120,20 @@ impl PgSource {
             }
             (None, Some(r)) => return Err(slot_lost(&o.slot, r, "does not exist", &provider)),
             (Some((Some(status), _)), Some(r)) if status == "lost" => {
-                return Err(slot_lost(&o.slot, r, "was invalidated (max_slot_wal_keep_size)", &provider))
+                return Err(slot_lost(
+                    &o.slot,
+                    r,
+                    "was invalidated (max_slot_wal_keep_size)",
+                    &provider,
+                ))
             }
             (Some((_, Some(confirmed))), Some(r)) if resume_lsn.is_some_and(|l| l < confirmed) => {
-                return Err(slot_lost(&o.slot, r, &format!("was re-created (it starts at {confirmed})"), &provider))
+                return Err(slot_lost(
+                    &o.slot,
+                    r,
+                    &format!("was re-created (it starts at {confirmed})"),
+                    &provider,
+                ))
             }
             _ => {}
         }
@@ -122,13 +142,17 @@ impl PgSource {
             keys.insert((info.schema.clone(), info.name.clone()), info.key.clone());
         }
         let start = resume_lsn.unwrap_or(Lsn(0));
-        let mut client = ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
-            .await
-            .map_err(|e| classify_replication(&e, Stage::Source, "starting replication"))?;
-        client
-            .wait_started()
-            .await
-            .map_err(|e| classify_replication(&e, Stage::Source, &format!("starting replication on slot {}", o.slot)))?;
+        let mut client =
+            ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
+                .await
+                .map_err(|e| classify_replication(&e, Stage::Source, "starting replication"))?;
+        client.wait_started().await.map_err(|e| {
+            classify_replication(
+                &e,
+                Stage::Source,
+                &format!("starting replication on slot {}", o.slot),
+            )
+        })?;
         info!(provider = %provider, slot = %o.slot, from = %start, "streaming");
         Ok(PgSource {
             client,
@@ -146,7 +170,10 @@ impl PgSource {
     async fn heartbeat(&mut self) -> Result<Value> {
         self.last_heartbeat = Instant::now();
         self.sql
-            .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT_PREFIX])
+            .execute(
+                "SELECT pg_logical_emit_message(false, $1, '')",
+                &[&HEARTBEAT_PREFIX],
+            )
             .await
             .map_err(|e| classify(&e, Stage::Source, "emitting a heartbeat"))?;
         let row = self
@@ -189,7 +216,15 @@ impl PgSource {
         (fields, unchanged)
     }
 
-    fn change(&self, rel: &Relation, op: RawOp, row: Fields, before: Option<Fields>, unchanged: Vec<String>, commit_ms: i64) -> RawChange {
+    fn change(
+        &self,
+        rel: &Relation,
+        op: RawOp,
+        row: Fields,
+        before: Option<Fields>,
+        unchanged: Vec<String>,
+        commit_ms: i64,
+    ) -> RawChange {
         RawChange {
             table: rel.name.clone(),
             schema: Some(rel.namespace.clone()),
@@ -203,7 +238,8 @@ impl PgSource {
 
     /// Turns one row message into changes for the open transaction.
     fn on_message(&mut self, data: &[u8]) -> Result<()> {
-        let msg = decode(data).map_err(|e| ConnectorError::permanent(Stage::Source, e.to_string()))?;
+        let msg =
+            decode(data).map_err(|e| ConnectorError::permanent(Stage::Source, e.to_string()))?;
         let Some(txn) = &self.txn else {
             if let Message::Relation(rel) = msg {
                 self.relations.insert(rel.oid, rel);
@@ -223,19 +259,44 @@ impl PgSource {
                     out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
                 }
             }
-            Message::Update { relation, old, key_only, new } => {
+            Message::Update {
+                relation,
+                old,
+                key_only,
+                new,
+            } => {
                 if let Some(rel) = self.mapped(relation) {
                     let (row, unchanged) = self.row(rel, &new);
                     let old = old.map(|o| self.row(rel, &o).0);
-                    let key = self.keys.get(&(rel.namespace.clone(), rel.name.clone())).cloned().unwrap_or_default();
-                    let key_changed = old.as_ref().is_some_and(|o| key.iter().any(|k| o.get(k) != row.get(k)));
+                    let key = self
+                        .keys
+                        .get(&(rel.namespace.clone(), rel.name.clone()))
+                        .cloned()
+                        .unwrap_or_default();
+                    let key_changed = old
+                        .as_ref()
+                        .is_some_and(|o| key.iter().any(|k| o.get(k) != row.get(k)));
                     if key_changed {
                         // A new primary key is a new document: delete the old one.
-                        out.push(self.change(rel, RawOp::Delete, old.unwrap_or_default(), None, Vec::new(), commit_ms));
+                        out.push(self.change(
+                            rel,
+                            RawOp::Delete,
+                            old.unwrap_or_default(),
+                            None,
+                            Vec::new(),
+                            commit_ms,
+                        ));
                         out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
                     } else {
                         let before = if key_only { None } else { old };
-                        out.push(self.change(rel, RawOp::Update, row, before, unchanged, commit_ms));
+                        out.push(self.change(
+                            rel,
+                            RawOp::Update,
+                            row,
+                            before,
+                            unchanged,
+                            commit_ms,
+                        ));
                     }
                 }
             }
@@ -248,7 +309,14 @@ impl PgSource {
             Message::Truncate { relations, .. } => {
                 for oid in relations {
                     if let Some(rel) = self.mapped(oid) {
-                        out.push(self.change(rel, RawOp::Truncate, Fields::new(), None, Vec::new(), commit_ms));
+                        out.push(self.change(
+                            rel,
+                            RawOp::Truncate,
+                            Fields::new(),
+                            None,
+                            Vec::new(),
+                            commit_ms,
+                        ));
                     }
                 }
             }
@@ -262,7 +330,9 @@ impl PgSource {
 
     fn mapped(&self, oid: u32) -> Option<&Relation> {
         let rel = self.relations.get(&oid)?;
-        self.keys.contains_key(&(rel.namespace.clone(), rel.name.clone())).then_some(rel)
+        self.keys
+            .contains_key(&(rel.namespace.clone(), rel.name.clone()))
+            .then_some(rel)
     }
 }
 
@@ -279,9 +349,10 @@ impl Source for PgSource {
             let wait = match (first_commit, self.txn.is_some()) {
                 (_, true) => Duration::from_secs(1),
                 (Some(t), false) => LINGER.saturating_sub(t.elapsed()),
-                (None, false) => max_wait
-                    .saturating_sub(started.elapsed())
-                    .min(self.heartbeat_every.saturating_sub(self.last_heartbeat.elapsed())),
+                (None, false) => max_wait.saturating_sub(started.elapsed()).min(
+                    self.heartbeat_every
+                        .saturating_sub(self.last_heartbeat.elapsed()),
+                ),
             };
             let event = match tokio::time::timeout(wait, self.client.recv()).await {
                 Err(_) if self.txn.is_some() => continue,
@@ -291,12 +362,27 @@ impl Source for PgSource {
                     }
                     continue;
                 }
-                Ok(Err(e)) => return Err(classify_replication(&e, Stage::Source, "replication stream")),
-                Ok(Ok(None)) => return Err(ConnectorError::transient(Stage::Source, "the replication stream ended")),
+                Ok(Err(e)) => {
+                    return Err(classify_replication(
+                        &e,
+                        Stage::Source,
+                        "replication stream",
+                    ))
+                }
+                Ok(Ok(None)) => {
+                    return Err(ConnectorError::transient(
+                        Stage::Source,
+                        "the replication stream ended",
+                    ))
+                }
                 Ok(Ok(Some(ev))) => ev,
             };
             match event {
-                ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
                     self.txn = Some(Txn {
                         commit_ms: commit_time_micros / 1000 + PG_EPOCH_MS,
                         skip: final_lsn < self.resume,
@@ -316,7 +402,12 @@ impl Source for PgSource {
                         return Ok(batch);
                     }
                 }
-                ReplicationEvent::Message { transactional: false, lsn, prefix, .. } if prefix == HEARTBEAT_PREFIX => {
+                ReplicationEvent::Message {
+                    transactional: false,
+                    lsn,
+                    prefix,
+                    ..
+                } if prefix == HEARTBEAT_PREFIX => {
                     if self.txn.is_none() && lsn >= self.resume {
                         batch.position = Some(lsn.to_string());
                         return Ok(batch);

@@ -37,18 +37,22 @@ pub fn text_to_json(type_oid: u32, text: &str) -> Value {
             _ => None,
         },
         INT2 | INT4 | INT8 | OID => text.parse::<i64>().ok().map(Value::from),
-        FLOAT4 | FLOAT8 | NUMERIC => text
-            .parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .and_then(|f| {
-                // Integral numerics stay integers (no "3.0").
-                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 && !text.contains(['e', 'E']) {
-                    Some(Value::from(f as i64))
-                } else {
-                    Number::from_f64(f).map(Value::Number)
-                }
-            }),
+        FLOAT4 | FLOAT8 | NUMERIC => {
+            text.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(|f| {
+                    // Integral numerics stay integers (no "3.0").
+                    if f.fract() == 0.0
+                        && f.abs() < 9.007_199_254_740_992e15
+                        && !text.contains(['e', 'E'])
+                    {
+                        Some(Value::from(f as i64))
+                    } else {
+                        Number::from_f64(f).map(Value::Number)
+                    }
+                })
+        }
         JSON | JSONB => serde_json::from_str(text).ok(),
         TIMESTAMPTZ => parse_timestamptz(text).map(Value::String),
         TIMESTAMP => NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
@@ -71,7 +75,10 @@ pub fn parse_timestamptz(text: &str) -> Option<String> {
     DateTime::parse_from_str(&normalized, "%Y-%m-%d %H:%M:%S%.f%:z")
         .or_else(|_| DateTime::parse_from_rfc3339(&normalized))
         .ok()
-        .map(|t| t.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        })
 }
 
 #[cfg(test)]
@@ -90,14 +97,38 @@ mod tests {
             (NUMERIC, "NaN", json!("NaN")),
             (FLOAT8, "0.1", json!(0.1)),
             (TEXT, "hello", json!("hello")),
-            (UUID, "550e8400-e29b-41d4-a716-446655440000", json!("550e8400-e29b-41d4-a716-446655440000")),
-            (JSONB, r#"{"b": 1, "a": [true, null]}"#, json!({"a": [true, null], "b": 1})),
+            (
+                UUID,
+                "550e8400-e29b-41d4-a716-446655440000",
+                json!("550e8400-e29b-41d4-a716-446655440000"),
+            ),
+            (
+                JSONB,
+                r#"{"b": 1, "a": [true, null]}"#,
+                json!({"a": [true, null], "b": 1}),
+            ),
             (BYTEA, "\\x0a0b", json!("\\x0a0b")),
             (DATE, "2024-02-29", json!("2024-02-29")),
-            (TIMESTAMPTZ, "2024-01-02 03:04:05.123456+00", json!("2024-01-02T03:04:05.123456Z")),
-            (TIMESTAMPTZ, "2024-01-02 04:04:05+01", json!("2024-01-02T03:04:05Z")),
-            (TIMESTAMPTZ, "2024-01-02 08:34:05.5+05:30", json!("2024-01-02T03:04:05.500Z")),
-            (TIMESTAMP, "2024-01-02 03:04:05.25", json!("2024-01-02T03:04:05.250")),
+            (
+                TIMESTAMPTZ,
+                "2024-01-02 03:04:05.123456+00",
+                json!("2024-01-02T03:04:05.123456Z"),
+            ),
+            (
+                TIMESTAMPTZ,
+                "2024-01-02 04:04:05+01",
+                json!("2024-01-02T03:04:05Z"),
+            ),
+            (
+                TIMESTAMPTZ,
+                "2024-01-02 08:34:05.5+05:30",
+                json!("2024-01-02T03:04:05.500Z"),
+            ),
+            (
+                TIMESTAMP,
+                "2024-01-02 03:04:05.25",
+                json!("2024-01-02T03:04:05.250"),
+            ),
             (TIMESTAMPTZ, "infinity", json!("infinity")),
         ];
         for (oid, text, want) in cases {

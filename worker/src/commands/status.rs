@@ -211,21 +211,35 @@ pub fn describe_details(d: &Value) -> String {
     let Some(slot) = d.get("slot").and_then(Value::as_str) else {
         return d.to_string();
     };
-    let mb = |v: Option<i64>| v.map(|b| format!("{:.1} MB", b as f64 / 1_048_576.0)).unwrap_or_else(|| "?".into());
+    let mb = |v: Option<i64>| {
+        v.map(|b| format!("{:.1} MB", b as f64 / 1_048_576.0))
+            .unwrap_or_else(|| "?".into())
+    };
     let status = d.get("wal_status").and_then(Value::as_str).unwrap_or("?");
     let retained = d.get("retained_wal_bytes").and_then(Value::as_i64);
     let safe = d.get("safe_wal_size").and_then(Value::as_i64);
-    let mut line = format!("slot {slot}: {} of WAL retained, wal_status {status}", mb(retained));
+    let mut line = format!(
+        "slot {slot}: {} of WAL retained, wal_status {status}",
+        mb(retained)
+    );
     if let Some(safe) = safe {
-        line.push_str(&format!(", {} before max_slot_wal_keep_size invalidates it", mb(Some(safe))));
+        line.push_str(&format!(
+            ", {} before max_slot_wal_keep_size invalidates it",
+            mb(Some(safe))
+        ));
     }
-    let limit = d.get("max_slot_wal_keep_size").and_then(Value::as_str).unwrap_or("-1");
+    let limit = d
+        .get("max_slot_wal_keep_size")
+        .and_then(Value::as_str)
+        .unwrap_or("-1");
     let close = match (safe, retained) {
         (Some(s), Some(r)) => s < (s + r) / 5,
         _ => false,
     };
     if matches!(status, "unreserved" | "lost" | "missing") || close {
-        line.push_str(&format!("  WARNING: the slot is at risk (max_slot_wal_keep_size = {limit})"));
+        line.push_str(&format!(
+            "  WARNING: the slot is at risk (max_slot_wal_keep_size = {limit})"
+        ));
     }
     line
 }

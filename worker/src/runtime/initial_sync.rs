@@ -61,12 +61,24 @@ impl Progress {
 /// streamed (no saved position) and some collection was never fully copied.
 /// This is Debezium's `snapshot.mode=initial`; `CONNECTOR_INITIAL_SYNC=never`
 /// turns it off.
-pub fn needed(store: &connector_store::Store, provider: &str, mapping: &ProviderMapping) -> Result<bool, ConnectorError> {
-    if store.position(provider).map_err(ConnectorError::from)?.is_some() {
+pub fn needed(
+    store: &connector_store::Store,
+    provider: &str,
+    mapping: &ProviderMapping,
+) -> Result<bool, ConnectorError> {
+    if store
+        .position(provider)
+        .map_err(ConnectorError::from)?
+        .is_some()
+    {
         return Ok(false);
     }
     for (rule, _, _) in mapping.tables() {
-        let progress = Progress::parse(store.position(&progress_key(provider, &rule.name)).map_err(ConnectorError::from)?);
+        let progress = Progress::parse(
+            store
+                .position(&progress_key(provider, &rule.name))
+                .map_err(ConnectorError::from)?,
+        );
         if !progress.done {
             return Ok(true);
         }

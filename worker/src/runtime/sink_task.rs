@@ -105,7 +105,8 @@ async fn session(
         })?;
         if last_expiry.elapsed() > INTENT_TTL {
             last_expiry = std::time::Instant::now();
-            blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64)).map_err(ConnectorError::from)?;
+            blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
+                .map_err(ConnectorError::from)?;
         }
         let Some(last) = entries.last() else {
             tokio::select! {
@@ -128,6 +129,10 @@ async fn session(
                 Err(rej) => rejected.push(dead_letter(w, rej.field, rej.reason)),
             }
         }
+        // Recorded before the provider write: its echo may come back through
+        // the provider's feed before `sink_committed` stores the shadows.
+        let intended: Vec<SinkWrite> = row_writes.iter().map(|w| (*w).clone()).collect();
+        blocking(|| store.record_intents(&name, &intended)).map_err(ConnectorError::from)?;
         let refused = if rows.is_empty() {
             Vec::new()
         } else {

@@ -114,7 +114,8 @@ async fn session(
         backoff.reset();
         shared.health.set(&name, "source", Light::Green, None);
         if let Some(details) = &batch.status {
-            blocking(|| store.set_provider_details(&name, details)).map_err(ConnectorError::from)?;
+            blocking(|| store.set_provider_details(&name, details))
+                .map_err(ConnectorError::from)?;
         }
         if batch.changes.is_empty() && batch.position.is_none() {
             continue;

@@ -11,16 +11,28 @@ use std::time::Duration;
 pub use connector_testkit::{wait_for, PgCluster};
 use serde_json::Value;
 
-pub const SYNCED: [&str; 8] =
-    ["stores", "customers", "categories", "products", "inventory", "orders", "order_items", "store_order_numbers"];
+pub const SYNCED: [&str; 8] = [
+    "stores",
+    "customers",
+    "categories",
+    "products",
+    "inventory",
+    "orders",
+    "order_items",
+    "store_order_numbers",
+];
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A test-only collection: `devices.serial_no` is a nullable id field, so a
 /// bad row (null id) can be made in PostgreSQL.
-const TEST_MAPPING: &str = "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n";
+const TEST_MAPPING: &str =
+    "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n";
 
 pub struct Fleet {
     pub pg: PgCluster,
@@ -36,23 +48,51 @@ impl Fleet {
         for db in ["hq", "shop"] {
             pg.create_db(db);
             pg.psql_file(db, &schema, &[]);
-            pg.psql(db, "CREATE TABLE devices (id serial PRIMARY KEY, serial_no text UNIQUE, name text)");
+            pg.psql(
+                db,
+                "CREATE TABLE devices (id serial PRIMARY KEY, serial_no text UNIQUE, name text)",
+            );
         }
-        pg.psql_file("hq", &repo().join("scripts/retail/generate.sql"), &[("scale", scale)]);
+        pg.psql_file(
+            "hq",
+            &repo().join("scripts/retail/generate.sql"),
+            &[("scale", scale)],
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("mappings")).unwrap();
-        std::fs::copy(repo().join("mappings/retail.yaml"), dir.path().join("mappings/retail.yaml")).unwrap();
+        std::fs::copy(
+            repo().join("mappings/retail.yaml"),
+            dir.path().join("mappings/retail.yaml"),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("mappings/test.yaml"), TEST_MAPPING).unwrap();
-        Fleet { pg, dir, child: None, runs: 0 }
+        Fleet {
+            pg,
+            dir,
+            child: None,
+            runs: 0,
+        }
     }
 
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("CONNECTOR_PROVIDERS".into(), "hq=postgres,shop=postgres".into()),
+            (
+                "CONNECTOR_PROVIDERS".into(),
+                "hq=postgres,shop=postgres".into(),
+            ),
             ("CONNECTOR_HQ_CONNECTION_STRING".into(), self.pg.url("hq")),
-            ("CONNECTOR_SHOP_CONNECTION_STRING".into(), self.pg.url("shop")),
-            ("CONNECTOR_STORE".into(), self.dir.path().join("store.db").display().to_string()),
-            ("CONNECTOR_MAPPINGS".into(), self.dir.path().join("mappings").display().to_string()),
+            (
+                "CONNECTOR_SHOP_CONNECTION_STRING".into(),
+                self.pg.url("shop"),
+            ),
+            (
+                "CONNECTOR_STORE".into(),
+                self.dir.path().join("store.db").display().to_string(),
+            ),
+            (
+                "CONNECTOR_MAPPINGS".into(),
+                self.dir.path().join("mappings").display().to_string(),
+            ),
             ("DITTO_CLOUD_SYNC_INTERVAL".into(), "200".into()),
             ("CONNECTOR_HQ_OPTIONS".into(), "heartbeat_ms=1000".into()),
             ("CONNECTOR_SHOP_OPTIONS".into(), "heartbeat_ms=1000".into()),
@@ -79,7 +119,8 @@ impl Fleet {
     /// Starts a connector command in the background, its output in a log file.
     pub fn spawn(&mut self, args: &[&str]) -> &mut Child {
         self.runs += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("run{}.log", self.runs))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("run{}.log", self.runs))).unwrap();
         let child = self
             .command(args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -97,7 +138,10 @@ impl Fleet {
 
     pub fn logs(&self) -> String {
         (1..=self.runs)
-            .map(|i| std::fs::read_to_string(self.dir.path().join(format!("run{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("run{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n----\n")
     }
@@ -112,7 +156,10 @@ impl Fleet {
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
         for _ in 0..300 {
             if let Some(status) = c.try_wait().unwrap() {
                 return status.code();
@@ -120,29 +167,89 @@ impl Fleet {
             std::thread::sleep(Duration::from_millis(100));
         }
         c.kill().unwrap();
-        panic!("connector did not stop within 30 s of SIGTERM:\n{}", self.logs());
+        panic!(
+            "connector did not stop within 30 s of SIGTERM:\n{}",
+            self.logs()
+        );
     }
 
     pub fn status(&self) -> Value {
         let out = self.connector(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)))
     }
 
     /// A value from both databases once they agree, or panic with both.
     pub fn converged(&self, sql: &str) -> Option<String> {
-        wait_for(&format!("hq and shop to agree on {sql}\n{}", self.logs()), Duration::from_secs(60), || {
+        wait_for(
+            &format!("hq and shop to agree on {sql}\n{}", self.logs()),
+            Duration::from_secs(60),
+            || {
+                let (a, b) = (self.pg.query("hq", sql), self.pg.query("shop", sql));
+                (a == b).then_some(a)
+            },
+        )
+    }
+
+    /// Waits until both databases return `expected` (agreeing on something
+    /// else on the way is not enough: a conflict may still be settling).
+    pub fn expect_both(&self, sql: &str, expected: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
             let (a, b) = (self.pg.query("hq", sql), self.pg.query("shop", sql));
-            (a == b).then_some(a)
-        })
+            if a.as_deref() == Some(expected) && b.as_deref() == Some(expected) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "{sql}: expected {expected:?} in both, hq has {a:?}, shop has {b:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits until every synced table has the same rows (by content) in both.
     pub fn wait_in_sync(&self) {
         for t in SYNCED {
-            let filter = if t == "customers" { " WHERE NOT deleted" } else { "" };
+            let filter = if t == "customers" {
+                " WHERE NOT deleted"
+            } else {
+                ""
+            };
             let sql = format!("SELECT count(*) || ':' || coalesce(sum(hashtext(x::text)::int8), 0) FROM {t} x{filter}");
             self.converged(&sql);
         }
+    }
+
+    /// The store's change log for one document, for failure messages.
+    pub fn history(&self, collection: &str, id: serde_json::Value) -> String {
+        let store = connector_store::Store::open(self.dir.path().join("store.db")).unwrap();
+        store
+            .read_log(0, 1_000_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.collection == collection && e.id == id)
+            .map(|e| format!("{} {} {:?}", e.seq, e.origin, e.write))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + &format!(
+                "\nshadows, intents, positions:\n{}\nlogs:\n{}",
+                String::from_utf8_lossy(
+                    &Command::new("sqlite3")
+                        .arg(self.dir.path().join("store.db"))
+                        .arg(format!(
+                            "select provider, held, seen from shadows where collection = '{collection}' and id = '{id}'; \
+                             select provider, shadow from sink_intents where collection = '{collection}' and id = '{id}'; \
+                             select provider, position from positions;"
+                        ))
+                        .output()
+                        .map(|o| o.stdout)
+                        .unwrap_or_default()
+                ),
+                self.logs()
+            )
     }
 
     pub fn verify(&self) -> Output {

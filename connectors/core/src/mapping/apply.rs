@@ -48,7 +48,10 @@ pub enum Inbound {
     Filtered,
     /// A TRUNCATE of a collection whose mapping does not opt in
     /// (`propagate_truncate`): to be logged and skipped.
-    TruncateSkipped { collection: String, table: String },
+    TruncateSkipped {
+        collection: String,
+        table: String,
+    },
     Rejected(Rejection),
 }
 
@@ -188,7 +191,10 @@ impl ProviderMapping {
         let rule = self.rule(b);
         if raw.op == RawOp::Truncate {
             if !rule.propagate_truncate {
-                return Inbound::TruncateSkipped { collection: rule.name.clone(), table: raw.table.clone() };
+                return Inbound::TruncateSkipped {
+                    collection: rule.name.clone(),
+                    table: raw.table.clone(),
+                };
             }
             return Inbound::Change(DocChange {
                 collection: rule.name.clone(),

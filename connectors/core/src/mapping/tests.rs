@@ -353,8 +353,20 @@ fn duplicate_collections_across_files_are_reported() {
 #[test]
 fn truncate_propagates_only_where_the_mapping_opts_in() {
     let yaml = "collections:\n  a: {id: {mode: match_ids}, propagate_truncate: true}\n  b: {id: {mode: match_ids}}\n";
-    let m = ProviderMapping::new(Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap()), "hq", ProviderKind::Postgres);
+    let m = ProviderMapping::new(
+        Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap()),
+        "hq",
+        ProviderKind::Postgres,
+    );
     let t = |table: &str| raw(table, RawOp::Truncate, json!({}));
-    assert!(matches!(m.inbound(&t("a")), Inbound::Change(c) if c.op == DocOp::Truncate && c.collection == "a"));
-    assert_eq!(m.inbound(&t("b")), Inbound::TruncateSkipped { collection: "b".into(), table: "b".into() });
+    assert!(
+        matches!(m.inbound(&t("a")), Inbound::Change(c) if c.op == DocOp::Truncate && c.collection == "a")
+    );
+    assert_eq!(
+        m.inbound(&t("b")),
+        Inbound::TruncateSkipped {
+            collection: "b".into(),
+            table: "b".into()
+        }
+    );
 }
