@@ -33,7 +33,7 @@ step "building connector (release)"
 cargo build --release --locked -q -p connector-worker
 CONNECTOR=$ROOT/target/release/connector
 
-WORK=$(mktemp -d /tmp/connector-demo.XXXXXX)
+WORK=$(mktemp -d /tmp/connector-demo.XXXXXX); chmod 755 "$WORK"
 RUN_PID=""
 cleanup() {
   [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true

@@ -76,6 +76,11 @@ impl Store {
         let tx = self.write()?;
         let mut out = Applied::default();
         let mut max_commit: Option<i64> = None;
+        // Without pending sink writes to this provider, no image can be our
+        // echo by intent: skip the per-change lookups.
+        let intents: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM sink_intents WHERE provider = ?1)")?
+            .query_row([origin], |r| r.get(0))?;
         for change in batch.changes {
             max_commit = max_commit.max(change.commit_ts_ms);
             if change.op == DocOp::Truncate {
@@ -86,7 +91,7 @@ impl Store {
                 }
                 continue;
             }
-            match plan_change(&tx, origin, change, now)? {
+            match plan_change(&tx, origin, change, now, intents)? {
                 Plan::Echo { key, image, touch } => {
                     out.echoes += 1;
                     save_seen(&tx, origin, &change.collection, &key, &image)?;
@@ -249,15 +254,14 @@ fn take_intent(
     key: &str,
     image: &Shadow,
 ) -> Result<bool> {
-    let intents: Vec<(i64, String)> = tx
+    let intents: Vec<(i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT rowid, shadow FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 ORDER BY rowid",
         )?
         .query_map(params![provider, collection, key], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for (rowid, text) in intents {
-        let intent: Shadow = serde_json::from_str(&text)?;
-        if intent.same_image(image) {
+    for (rowid, bytes) in intents {
+        if Shadow::decode(&bytes).is_some_and(|intent| intent.same_image(image)) {
             tx.prepare_cached("DELETE FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND rowid <= ?4")?
                 .execute(params![provider, collection, key, rowid])?;
             return Ok(true);
@@ -296,7 +300,13 @@ enum Plan {
     },
 }
 
-fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result<Plan> {
+fn plan_change(
+    tx: &Connection,
+    origin: &str,
+    c: &DocChange,
+    now: i64,
+    intents: bool,
+) -> Result<Plan> {
     let key = id_key(&c.id);
     let state = load_state(tx, &c.collection, &key)?;
     let seen = load_shadows(tx, origin, &c.collection, &key)?.seen;
@@ -315,7 +325,7 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
             Some(Shadow::Present { .. }) => false,
             None => current.is_none(),
         };
-        if noop || take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)? {
+        if noop || (intents && take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)?) {
             return Ok(echo(key, Shadow::Deleted));
         }
         if saw_current {
@@ -354,7 +364,7 @@ fn plan_change(tx: &Connection, origin: &str, c: &DocChange, now: i64) -> Result
         &filled
     };
     let new_shadow = Shadow::of(&c.fields, &c.counters);
-    if take_intent(tx, origin, &c.collection, &key, &new_shadow)?
+    if (intents && take_intent(tx, origin, &c.collection, &key, &new_shadow)?)
         || seen.as_ref().is_some_and(|s| s.same_image(&new_shadow))
     {
         return Ok(echo(key, new_shadow));

@@ -167,7 +167,7 @@ impl Store {
         let now = now_millis();
         let tx = self.write()?;
         tx.execute(
-            "UPDATE shadows SET held = NULL WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+            "UPDATE shadows SET held = x'' WHERE provider = ?1 AND collection = ?2 AND id = ?3",
             params![dead_letter.provider, collection, key],
         )?;
         append_log(

@@ -167,7 +167,7 @@ impl Store {
             tx.prepare_cached(
                 "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![provider, w.collection, key, serde_json::to_string(&shadow)?, now])?;
+            .execute(params![provider, w.collection, key, shadow.encode(), now])?;
         }
         tx.commit()?;
         Ok(())

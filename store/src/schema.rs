@@ -51,8 +51,8 @@ CREATE TABLE IF NOT EXISTS shadows (
     provider   TEXT NOT NULL,
     collection TEXT NOT NULL,
     id         TEXT NOT NULL,
-    held       TEXT,
-    seen       TEXT,
+    held       BLOB,               -- NULL: same as seen; empty: unknown
+    seen       BLOB,               -- shadow::Shadow::encode
     PRIMARY KEY (provider, collection, id)
 ) WITHOUT ROWID;
 -- What a sink is about to write (recorded before the provider write): the
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS sink_intents (
     provider   TEXT NOT NULL,
     collection TEXT NOT NULL,
     id         TEXT NOT NULL,
-    shadow     TEXT NOT NULL,
+    shadow     BLOB NOT NULL,
     at_ms      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sink_intents_doc ON sink_intents (provider, collection, id);

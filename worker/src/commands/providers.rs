@@ -56,9 +56,10 @@ pub fn initial_sync(
     let total: u64 = copied.iter().filter(|c| !c.skipped).map(|c| c.rows).sum();
     let secs: f64 = copied.iter().map(|c| c.seconds).sum();
     println!(
-        "initial sync done: {} collection(s), {total} rows in {secs:.1}s ({:.0} rows/s); `connector run` fans them out",
+        "initial sync done: {} collection(s), {total} rows in {secs:.1}s ({:.0} rows/s), peak RSS {}; `connector run` fans them out",
         copied.len(),
-        total as f64 / secs.max(1e-9)
+        total as f64 / secs.max(1e-9),
+        peak_rss().unwrap_or_else(|| "?".into())
     );
     Ok(0)
 }
@@ -169,4 +170,17 @@ pub fn test_connection(ctx: &Context, name: Option<&str>) -> Outcome {
         }
     });
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// This process's peak resident memory (Linux `VmHWM`).
+pub fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(format!("{:.1} MB", kb / 1024.0))
 }

@@ -20,6 +20,9 @@ use super::health::Light;
 use super::retry::{Backoff, Decision};
 use super::{blocking, sleep_or_shutdown, Shared};
 
+/// How often a source makes its commits durable and acknowledges them.
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn run(
     provider: Arc<dyn Provider>,
     mapping: Arc<ProviderMapping>,
@@ -106,10 +109,32 @@ async fn session(
     let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
+    let mut unacked: Option<String> = None;
+    let mut last_sync = std::time::Instant::now();
     loop {
+        // The provider may discard what it acknowledged: only acknowledge
+        // positions whose commits are durable (one WAL fsync covers them all).
+        if unacked.is_some() && last_sync.elapsed() >= ACK_EVERY {
+            blocking(|| store.sync_wal()).map_err(ConnectorError::from)?;
+            last_sync = std::time::Instant::now();
+            if let Some(position) = unacked.take() {
+                source.committed(&position).await?;
+            }
+        }
+        let wait = if unacked.is_some() {
+            ACK_EVERY.min(shared.interval)
+        } else {
+            shared.interval
+        };
         let batch = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
-            b = source.next_batch(shared.batch_size, shared.interval) => b?,
+            _ = shutdown.changed() => {
+                if let Some(position) = unacked.take() {
+                    blocking(|| store.sync_wal()).map_err(ConnectorError::from)?;
+                    source.committed(&position).await?;
+                }
+                return Ok(());
+            }
+            b = source.next_batch(shared.batch_size, wait) => b?,
         };
         backoff.reset();
         shared.health.set(&name, "source", Light::Green, None);
@@ -149,8 +174,8 @@ async fn session(
         if applied.applied > 0 {
             shared.wake_sinks();
         }
-        if let Some(position) = &batch.position {
-            source.committed(position).await?;
+        if let Some(position) = batch.position {
+            unacked = Some(position);
         }
     }
 }
