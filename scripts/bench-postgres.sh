@@ -82,10 +82,10 @@ R[copy]=$(rate "$ROWS" "$t0" "$(now)")
 cat > "$WORK/load.pgl" <<PGL
 LOAD DATABASE FROM $(pg_url hq) INTO $(pg_url loaded)
 WITH data only, truncate, workers = 2, concurrency = 1
-INCLUDING ONLY TABLE NAMES MATCHING $(for t in $SYNCED; do printf "'%s'," "$t"; done | sed 's/,$//');
+INCLUDING ONLY TABLE NAMES MATCHING $(for t in $SYNCED; do printf "'%s', " "$t"; done | sed 's/, $//') IN SCHEMA 'public';
 PGL
 t0=$(now)
-if pgloader --quiet "$WORK/load.pgl" > "$WORK/pgloader.log" 2>&1; then
+if pgloader "$WORK/load.pgl" > "$WORK/pgloader.log" 2>&1; then
   R[pgloader]=$(rate "$ROWS" "$t0" "$(now)")
 else
   R[pgloader]="failed (see log)"; tail -5 "$WORK/pgloader.log"

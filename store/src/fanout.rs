@@ -39,6 +39,13 @@ pub struct LogEntry {
     pub source_ts_ms: Option<i64>,
 }
 
+/// A document a sink must write, with the shadow it will leave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub write: SinkWrite,
+    pub shadow: Shadow,
+}
+
 /// The cursor name of a provider's sink.
 pub fn sink_cursor(provider: &str) -> String {
     format!("sink:{provider}")
@@ -115,7 +122,7 @@ impl Store {
         provider: &str,
         entries: &[LogEntry],
         wanted: impl Fn(&str) -> bool,
-    ) -> Result<Vec<SinkWrite>> {
+    ) -> Result<Vec<Pending>> {
         let mut seen: HashMap<(&str, String), ()> = HashMap::new();
         let mut out = Vec::new();
         for e in entries {
@@ -139,10 +146,13 @@ impl Store {
                 None => body.is_none(),
             };
             if !up_to_date {
-                out.push(SinkWrite {
-                    collection: e.collection.clone(),
-                    id: e.id.clone(),
-                    doc: body,
+                out.push(Pending {
+                    write: SinkWrite {
+                        collection: e.collection.clone(),
+                        id: e.id.clone(),
+                        doc: body,
+                    },
+                    shadow,
                 });
             }
         }
@@ -152,18 +162,14 @@ impl Store {
     /// Records what the sink of `provider` is about to write, before it
     /// writes: the provider's feed may report those rows before
     /// [`Store::sink_committed`] records the shadows.
-    pub fn record_intents(&mut self, provider: &str, writes: &[SinkWrite]) -> Result<()> {
+    pub fn record_intents(&mut self, provider: &str, writes: &[Pending]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let now = now_millis();
         let tx = self.write()?;
-        for w in writes {
+        for Pending { write: w, shadow } in writes {
             let key = id_key(&w.id);
-            let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)
-                .map(|s| counter_names(&s))
-                .unwrap_or_default();
-            let shadow = Shadow::of_option(w.doc.as_ref(), &counters);
             tx.prepare_cached(
                 "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -190,7 +196,7 @@ impl Store {
         &mut self,
         provider: &str,
         upto_seq: i64,
-        written: &[SinkWrite],
+        written: &[Pending],
         rejected: &[NewDeadLetter],
     ) -> Result<()> {
         let tx = self.write()?;
@@ -198,18 +204,8 @@ impl Store {
         for dl in rejected {
             insert_dead_letter(&tx, provider, dl, now)?;
         }
-        for w in written {
-            let key = id_key(&w.id);
-            let counters: Vec<String> = crate::sqlite::load_state(&tx, &w.collection, &key)
-                .map(|s| counter_names(&s))
-                .unwrap_or_default();
-            save_held(
-                &tx,
-                provider,
-                &w.collection,
-                &key,
-                &Shadow::of_option(w.doc.as_ref(), &counters),
-            )?;
+        for Pending { write: w, shadow } in written {
+            save_held(&tx, provider, &w.collection, &id_key(&w.id), shadow)?;
         }
         upsert_cursor(&tx, &sink_cursor(provider), upto_seq)?;
         tx.prepare_cached(

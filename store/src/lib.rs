@@ -9,7 +9,7 @@
 //! ## Crash and restart
 //!
 //! Everything that must agree commits together, in one SQLite transaction
-//! in WAL mode with `synchronous=FULL`:
+//! (WAL mode; see [`Durability`] for when commits reach the disk):
 //! * a source batch, its dead letters and the source position: after a
 //!   restart the source resumes from the saved position; changes replayed
 //!   from before it merge idempotently (same stamps, same result);
@@ -36,7 +36,7 @@ mod status;
 pub use apply::{Applied, SourceApply};
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use error::{Result, StoreError};
-pub use fanout::{sink_cursor, LogEntry};
+pub use fanout::{sink_cursor, LogEntry, Pending};
 pub use merge::{DocState, Write, WriteKind};
 pub use sqlite::{Durability, Store};
 pub use stamp::Stamp;

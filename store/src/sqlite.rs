@@ -179,7 +179,8 @@ pub(crate) fn load_shadows(
     collection: &str,
     id: &str,
 ) -> Result<Shadows> {
-    let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = tx
+    type Blobs = (Option<Vec<u8>>, Option<Vec<u8>>);
+    let row: Option<Blobs> = tx
         .prepare_cached(
             "SELECT held, seen FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
         )?

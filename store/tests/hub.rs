@@ -84,7 +84,7 @@ fn drain_sink(s: &mut Store, p: &str) -> Vec<SinkWrite> {
     // as the runtime does: intents before the provider write, then commit
     s.record_intents(p, &writes).unwrap();
     s.sink_committed(p, last, &writes, &[]).unwrap();
-    writes
+    writes.into_iter().map(|w| w.write).collect()
 }
 
 /// Like [`drain_sink`], then `p`'s feed reports the written rows, as a real

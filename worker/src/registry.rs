@@ -10,6 +10,7 @@ use std::sync::Arc;
 use connector_core::{ConnectorError, Provider, ProviderKind, ProviderSpec, Stage};
 
 /// The kinds compiled into this binary.
+#[allow(clippy::vec_init_then_push)]
 pub fn available_kinds() -> Vec<ProviderKind> {
     #[allow(unused_mut)]
     let mut kinds = Vec::new();

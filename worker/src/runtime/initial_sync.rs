@@ -111,22 +111,7 @@ pub async fn run(
             &spec.name,
             spec.kind,
         ));
-        let collections: Vec<String> = mapping
-            .tables()
-            .map(|(r, _, _)| r.name.clone())
-            .filter(|c| only.is_none_or(|o| o == c))
-            .collect();
-        if let Some(o) = only {
-            if collections.is_empty() {
-                return Err(ConnectorError::permanent(
-                    connector_core::Stage::Snapshot,
-                    format!(
-                        "collection `{o}` is not synced with provider `{}`",
-                        spec.name
-                    ),
-                ));
-            }
-        }
+        let collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let mut store = blocking(|| shared.open_store())?;
         for collection in collections {

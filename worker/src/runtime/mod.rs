@@ -81,6 +81,29 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
+/// The collections a provider syncs, or only `only` (an error when the
+/// provider does not sync it).
+pub fn collections(
+    mapping: &ProviderMapping,
+    only: Option<&str>,
+) -> Result<Vec<String>, ConnectorError> {
+    let all: Vec<String> = mapping
+        .tables()
+        .map(|(r, _, _)| r.name.clone())
+        .filter(|c| only.is_none_or(|o| o == c))
+        .collect();
+    match only {
+        Some(o) if all.is_empty() => Err(ConnectorError::permanent(
+            Stage::Snapshot,
+            format!(
+                "collection `{o}` is not synced with provider `{}`",
+                mapping.provider()
+            ),
+        )),
+        _ => Ok(all),
+    }
+}
+
 /// Sleeps, or returns `true` early when shutdown is requested.
 pub async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     if *shutdown.borrow() {

@@ -55,6 +55,44 @@ impl Backoff {
     }
 }
 
+/// After a task's session failed: counts and records the error, then waits
+/// out the backoff and returns `true` (run another session), or marks the
+/// provider red and returns `false` (stop this task). Also `false` when
+/// shutdown is requested while waiting.
+pub async fn after_failure(
+    task: &'static str,
+    name: &str,
+    e: &ConnectorError,
+    backoff: &mut Backoff,
+    shared: &super::Shared,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    use super::health::Light;
+    metrics::counter!(connector_core::metrics::ERRORS, "provider" => name.to_string(), "stage" => e.stage.as_str())
+        .increment(1);
+    let _ = super::blocking(|| {
+        shared
+            .open_store()
+            .map(|mut s| s.record_error(name, e.stage.as_str(), &e.to_string()))
+    });
+    match backoff.decide(e) {
+        Decision::RetryAfter(d) => {
+            tracing::warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "{task} failed; retrying");
+            shared
+                .health
+                .set(name, task, Light::Yellow, Some(e.to_string()));
+            !super::sleep_or_shutdown(d, shutdown).await
+        }
+        Decision::GiveUp => {
+            tracing::error!(provider = %name, error = %e, "{task} stopped");
+            shared
+                .health
+                .set(name, task, Light::Red, Some(e.to_string()));
+            false
+        }
+    }
+}
+
 fn builder() -> ExponentialBuilder {
     ExponentialBuilder::new()
         .with_jitter()

@@ -13,15 +13,15 @@ use std::time::Duration;
 use metrics::{counter, gauge};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use connector_core::metrics as names;
 use connector_core::{ConnectorError, Provider, ProviderMapping, Result, SinkWrite};
-use connector_store::{sink_cursor, NewDeadLetter};
+use connector_store::{sink_cursor, NewDeadLetter, Pending};
 
 use super::health::Light;
-use super::retry::{Backoff, Decision};
-use super::{blocking, sleep_or_shutdown, Shared};
+use super::retry::{after_failure, Backoff};
+use super::{blocking, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
 const POLL: Duration = Duration::from_millis(100);
@@ -51,30 +51,8 @@ pub async fn run(
         )
         .await;
         let Err(e) = outcome else { return };
-        counter!(names::ERRORS, "provider" => name.clone(), "stage" => e.stage.as_str())
-            .increment(1);
-        let _ = blocking(|| {
-            shared
-                .open_store()
-                .map(|mut s| s.record_error(&name, e.stage.as_str(), &e.to_string()))
-        });
-        match backoff.decide(&e) {
-            Decision::RetryAfter(d) => {
-                warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "sink failed; retrying");
-                shared
-                    .health
-                    .set(&name, "sink", Light::Yellow, Some(e.to_string()));
-                if sleep_or_shutdown(d, &mut shutdown).await {
-                    return;
-                }
-            }
-            Decision::GiveUp => {
-                error!(provider = %name, error = %e, "sink stopped");
-                shared
-                    .health
-                    .set(&name, "sink", Light::Red, Some(e.to_string()));
-                return;
-            }
+        if !after_failure("sink", &name, &e, &mut backoff, &shared, &mut shutdown).await {
+            return;
         }
     }
 }
@@ -118,34 +96,34 @@ async fn session(
         };
         let upto = last.seq;
         let mut rows = Vec::with_capacity(writes.len());
-        let mut row_writes: Vec<&SinkWrite> = Vec::with_capacity(writes.len());
+        let mut mapped: Vec<Pending> = Vec::with_capacity(writes.len());
         let mut rejected = Vec::new();
-        for w in &writes {
-            match mapping.outbound(w) {
+        for p in writes {
+            match mapping.outbound(&p.write) {
                 Ok(row) => {
                     rows.push(row);
-                    row_writes.push(w);
+                    mapped.push(p);
                 }
-                Err(rej) => rejected.push(dead_letter(w, rej.field, rej.reason)),
+                Err(rej) => rejected.push(dead_letter(&p.write, rej.field, rej.reason)),
             }
         }
         // Recorded before the provider write: its echo may come back through
         // the provider's feed before `sink_committed` stores the shadows.
-        let intended: Vec<SinkWrite> = row_writes.iter().map(|w| (*w).clone()).collect();
-        blocking(|| store.record_intents(&name, &intended)).map_err(ConnectorError::from)?;
+        blocking(|| store.record_intents(&name, &mapped)).map_err(ConnectorError::from)?;
         let refused = if rows.is_empty() {
             Vec::new()
         } else {
             sink.write(&rows).await?
         };
-        let mut written: Vec<SinkWrite> = Vec::with_capacity(row_writes.len());
-        for (i, w) in row_writes.into_iter().enumerate() {
+        let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
+        for (i, p) in mapped.into_iter().enumerate() {
             match refused.iter().find(|(idx, _)| *idx == i) {
                 Some((_, reason)) => {
+                    let w = &p.write;
                     warn!(provider = %name, collection = %w.collection, id = %w.id, %reason, "write rejected; kept as a dead letter");
                     rejected.push(dead_letter(w, None, reason.clone()));
                 }
-                None => written.push(w.clone()),
+                None => written.push(p),
             }
         }
         blocking(|| store.sink_committed(&name, upto, &written, &rejected))

@@ -10,15 +10,15 @@ use std::sync::Arc;
 
 use metrics::{counter, gauge};
 use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use connector_core::metrics as names;
 use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
 use connector_store::{NewDeadLetter, SourceApply};
 
 use super::health::Light;
-use super::retry::{Backoff, Decision};
-use super::{blocking, sleep_or_shutdown, Shared};
+use super::retry::{after_failure, Backoff};
+use super::{blocking, Shared};
 
 /// How often a source makes its commits durable and acknowledges them.
 const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -37,30 +37,8 @@ pub async fn run(
         }
         let outcome = session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
         let Err(e) = outcome else { return };
-        counter!(names::ERRORS, "provider" => name.clone(), "stage" => e.stage.as_str())
-            .increment(1);
-        let _ = blocking(|| {
-            shared
-                .open_store()
-                .map(|mut s| s.record_error(&name, e.stage.as_str(), &e.to_string()))
-        });
-        match backoff.decide(&e) {
-            Decision::RetryAfter(d) => {
-                warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "source failed; retrying");
-                shared
-                    .health
-                    .set(&name, "source", Light::Yellow, Some(e.to_string()));
-                if sleep_or_shutdown(d, &mut shutdown).await {
-                    return;
-                }
-            }
-            Decision::GiveUp => {
-                error!(provider = %name, error = %e, "source stopped");
-                shared
-                    .health
-                    .set(&name, "source", Light::Red, Some(e.to_string()));
-                return;
-            }
+        if !after_failure("source", &name, &e, &mut backoff, &shared, &mut shutdown).await {
+            return;
         }
     }
 }

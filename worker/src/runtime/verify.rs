@@ -46,11 +46,7 @@ pub async fn run(
             spec.kind,
         ));
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
-        let collections: Vec<String> = mapping
-            .tables()
-            .map(|(r, _, _)| r.name.clone())
-            .filter(|c| only.is_none_or(|o| o == c))
-            .collect();
+        let collections = super::collections(&mapping, only)?;
         for collection in collections {
             let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
             let mut after = None;
