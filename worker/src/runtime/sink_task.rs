@@ -25,6 +25,8 @@ use super::{blocking, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
 const POLL: Duration = Duration::from_millis(100);
+/// How often a sink that wrote nothing saves how far it has read.
+const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How long a recorded write waits for its echo before it is forgotten.
 const INTENT_TTL: Duration = Duration::from_secs(600);
 
@@ -71,12 +73,15 @@ async fn session(
     let mut sink = provider.open_sink(mapping.clone()).await?;
     shared.health.set(&name, "sink", Light::Green, None);
     let mut last_expiry = std::time::Instant::now();
+    let mut after = blocking(|| store.cursor(&cursor_name))
+        .map_err(ConnectorError::from)?
+        .unwrap_or(0);
+    let mut last_cursor_save = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         let (entries, writes) = blocking(|| -> Result<_> {
-            let after = store.cursor(&cursor_name)?.unwrap_or(0);
             let entries = store.read_log(after, shared.batch_size)?;
             let writes = store.pending_writes(&name, &entries, |c| mapping.syncs(c))?;
             Ok((entries, writes))
@@ -126,8 +131,18 @@ async fn session(
                 None => written.push(p),
             }
         }
-        blocking(|| store.sink_committed(&name, upto, &written, &rejected))
-            .map_err(ConnectorError::from)?;
+        after = upto;
+        // A batch with nothing to write only moves the cursor: kept in
+        // memory and saved with the next write (or within a second), since
+        // re-reading a few entries after a crash costs nothing.
+        if !written.is_empty()
+            || !rejected.is_empty()
+            || last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY
+        {
+            blocking(|| store.sink_committed(&name, upto, &written, &rejected))
+                .map_err(ConnectorError::from)?;
+            last_cursor_save = std::time::Instant::now();
+        }
         backoff.reset();
         shared.health.set(&name, "sink", Light::Green, None);
         counter!(names::SINK_WRITES, "provider" => name.clone()).increment(written.len() as u64);
