@@ -140,8 +140,29 @@ impl Store {
             "SELECT provider FROM provider_stats UNION SELECT provider FROM positions
              UNION SELECT provider FROM dead_letters ORDER BY 1",
         )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        // Positions named `initial-sync:<provider>:<collection>` are progress
+        // records, not providers.
+        Ok(rows
+            .filter(|r| r.as_ref().map_or(true, |p| !p.contains(':')))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Initial-sync progress of a provider: (collections done, collections
+    /// started, rows copied).
+    pub fn initial_sync_progress(&self, provider: &str) -> Result<(u64, u64, u64)> {
+        let mut stmt = self.conn.prepare(
+            "SELECT position FROM positions WHERE provider LIKE 'initial-sync:' || ?1 || ':%'",
+        )?;
+        let rows = stmt.query_map([provider], |r| r.get::<_, String>(0))?;
+        let (mut done, mut started, mut copied) = (0, 0, 0);
+        for row in rows {
+            let v: serde_json::Value = serde_json::from_str(&row?).unwrap_or_default();
+            started += 1;
+            done += u64::from(v["done"].as_bool().unwrap_or(false));
+            copied += v["rows"].as_u64().unwrap_or(0);
+        }
+        Ok((done, started, copied))
     }
 
     pub fn collection_counts(&self) -> Result<Vec<CollectionCount>> {

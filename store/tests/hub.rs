@@ -870,3 +870,24 @@ fn a_sink_write_landing_after_an_unseen_user_change_loses_neither() {
         json!(99.99)
     );
 }
+
+#[test]
+fn initial_sync_progress_is_not_a_provider() {
+    let (_d, mut s) = store();
+    for (coll, done) in [("orders", true), ("customers", false)] {
+        let key = format!("initial-sync:hq:{coll}");
+        let progress = json!({"after": ["9"], "rows": 10, "done": done}).to_string();
+        s.apply_source(
+            "hq",
+            SourceApply {
+                position: Some(&progress),
+                position_name: Some(&key),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(s.known_providers().unwrap(), vec!["hq".to_string()]);
+    assert_eq!(s.initial_sync_progress("hq").unwrap(), (1, 2, 20));
+    assert_eq!(s.initial_sync_progress("shop").unwrap(), (0, 0, 0));
+}

@@ -164,6 +164,17 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
             if let Some(c) = &r.connection {
                 println!("{}: {c}", r.name);
             }
+            if let Some(s) = &store {
+                let (done, started, rows) = s.initial_sync_progress(&r.name)?;
+                if started > 0 {
+                    let state = if done == started {
+                        "done"
+                    } else {
+                        "in progress"
+                    };
+                    println!("{}: initial sync {state}: {done}/{started} collections, {rows} rows copied", r.name);
+                }
+            }
             if let Some(d) = &r.stats.details {
                 println!("{}: {}", r.name, describe_details(d));
             }
