@@ -6,7 +6,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use fleet::{wait_for, Fleet};
+use fleet::{free_port, http_get, wait_for, Fleet};
 
 fn ok(out: &std::process::Output) -> String {
     let text = format!(
@@ -21,6 +21,9 @@ fn ok(out: &std::process::Output) -> String {
 #[test]
 fn hq_and_shop_stay_in_sync_both_ways() {
     let mut f = Fleet::new("0.002");
+    let http = format!("127.0.0.1:{}", free_port());
+    f.extra_env
+        .push(("CONNECTOR_HTTP_ADDR".into(), http.clone()));
     ok(&f.connector(&["test-connection"]));
     ok(&f.connector(&["setup", "--provider", "shop"]));
     let out = ok(&f.connector(&["initial-sync", "--provider", "hq"]));
@@ -106,6 +109,25 @@ fn hq_and_shop_stay_in_sync_both_ways() {
 
     f.wait_in_sync();
     ok(&f.verify());
+    // /metrics and /health of the running worker
+    let (code, metrics) = http_get(&http, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    for name in [
+        "connector_events_received_total{provider=\"hq\"}",
+        "connector_events_applied_total{provider=\"shop\"}",
+        "connector_echoes_dropped_total",
+        "connector_sink_writes_total{provider=\"shop\"}",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    let (code, health) = http_get(&http, "/health").expect("/health answers");
+    assert_eq!(code, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "green");
+    assert_eq!(health["providers"]["hq"]["status"], "green");
     assert_eq!(f.stop(), Some(0), "SIGTERM exits 0");
     let status = f.status();
     let hq = &status["providers"][0];
@@ -312,4 +334,44 @@ fn survives_a_postgres_restart_and_dead_letters_a_bad_row() {
     assert!(dl["reason"].as_str().unwrap().contains("null"));
     assert_eq!(dl["record"]["row"]["name"], "no serial");
     assert_eq!(f.stop(), Some(0));
+}
+
+#[test]
+fn a_row_the_target_rejects_is_dead_lettered_and_retried_once_fixed() {
+    let mut f = Fleet::new("0.001");
+    // shop's column is too narrow for four of hq's eight city names
+    f.pg.psql(
+        "shop",
+        "ALTER TABLE stores ALTER COLUMN city TYPE varchar(4)",
+    );
+    f.start();
+    f.expect_both(
+        "SELECT count(*) FROM orders",
+        &f.pg.count("hq", "orders").to_string(),
+    );
+    wait_for("4 stores in shop", Duration::from_secs(60), || {
+        (f.pg.count("shop", "stores") == 4).then_some(())
+    });
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rejected: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["provider"] == "shop")
+        .collect();
+    assert_eq!(rejected.len(), 4, "{out}");
+    assert!(rejected
+        .iter()
+        .all(|d| d["stage"] == "sink" && d["collection"] == "stores"));
+    assert!(
+        rejected[0]["reason"].as_str().unwrap().contains("too long"),
+        "{out}"
+    );
+    // fixed in shop; retry puts them back on the log for shop's sink
+    f.pg.psql("shop", "ALTER TABLE stores ALTER COLUMN city TYPE text");
+    let out = ok(&f.connector(&["dead-letters", "retry", "--all"]));
+    assert!(out.contains("4 retried"), "{out}");
+    f.expect_both("SELECT count(*) FROM stores", "8");
+    f.wait_in_sync();
 }

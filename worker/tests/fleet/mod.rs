@@ -37,6 +37,8 @@ const TEST_MAPPING: &str =
 pub struct Fleet {
     pub pg: PgCluster,
     pub dir: tempfile::TempDir,
+    /// More environment for the connector processes.
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
     runs: usize,
 }
@@ -69,13 +71,14 @@ impl Fleet {
         Fleet {
             pg,
             dir,
+            extra_env: Vec::new(),
             child: None,
             runs: 0,
         }
     }
 
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             (
                 "CONNECTOR_PROVIDERS".into(),
                 "hq=postgres,shop=postgres".into(),
@@ -96,7 +99,9 @@ impl Fleet {
             ("DITTO_CLOUD_SYNC_INTERVAL".into(), "200".into()),
             ("CONNECTOR_HQ_OPTIONS".into(), "heartbeat_ms=1000".into()),
             ("CONNECTOR_SHOP_OPTIONS".into(), "heartbeat_ms=1000".into()),
-        ]
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -255,6 +260,34 @@ impl Fleet {
     pub fn verify(&self) -> Output {
         self.connector(&["verify"])
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Fleet {
