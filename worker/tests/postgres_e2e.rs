@@ -375,3 +375,39 @@ fn a_row_the_target_rejects_is_dead_lettered_and_retried_once_fixed() {
     f.expect_both("SELECT count(*) FROM stores", "8");
     f.wait_in_sync();
 }
+
+#[test]
+fn truncate_propagates_only_where_the_mapping_opts_in() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('A', 'a'), ('B', 'b')",
+    );
+    f.start();
+    f.expect_both("SELECT count(*) FROM devices", "2");
+    f.wait_in_sync();
+    let orders = f.pg.count("hq", "orders");
+    f.pg.psql("hq", "TRUNCATE devices");
+    f.pg.psql("hq", "TRUNCATE orders");
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('C', 'after')",
+    );
+    f.expect_both("SELECT string_agg(serial_no, ',') FROM devices", "C");
+    // orders does not opt in: logged and skipped, shop keeps its rows
+    wait_for(
+        "the skipped TRUNCATE to be logged",
+        Duration::from_secs(30),
+        || f.logs().contains("TRUNCATE skipped").then_some(()),
+    );
+    assert_eq!(f.pg.count("shop", "orders"), orders);
+    let log = f.logs();
+    let skipped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TRUNCATE skipped"))
+        .collect();
+    assert!(
+        !skipped.is_empty() && skipped.iter().all(|l| l.contains("orders")),
+        "{skipped:?}"
+    );
+}

@@ -31,8 +31,8 @@ pub fn repo() -> PathBuf {
 
 /// A test-only collection: `devices.serial_no` is a nullable id field, so a
 /// bad row (null id) can be made in PostgreSQL.
-const TEST_MAPPING: &str =
-    "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n";
+/// It also opts in to TRUNCATE propagation (the retail collections do not).
+const TEST_MAPPING: &str = "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n    propagate_truncate: true\n";
 
 pub struct Fleet {
     pub pg: PgCluster,
