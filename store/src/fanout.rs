@@ -136,8 +136,7 @@ impl Store {
             {
                 continue;
             }
-            let (body, state) = self.document_row(&e.collection, &key)?;
-            let counters = state.map(|s| counter_names(&s)).unwrap_or_default();
+            let (body, counters) = self.document_row(&e.collection, &key)?;
             let shadow = Shadow::of_option(body.as_ref(), &counters);
             let held = load_shadows(&self.conn, provider, &e.collection, &key)?.held;
             let up_to_date = match &held {
@@ -244,14 +243,23 @@ impl Store {
             .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         Ok(match row {
-            None => (None, None),
-            Some((body, state)) => (parse_body(body)?, Some(serde_json::from_str(&state)?)),
+            None => (None, Vec::new()),
+            Some((body, state)) => {
+                // Only counter names are needed here: skip parsing the whole
+                // merge state when it cannot hold a counter (no `"c":` key).
+                let counters = if state.contains("\"c\":") {
+                    counter_names(&serde_json::from_str::<DocState>(&state)?)
+                } else {
+                    Vec::new()
+                };
+                (parse_body(body)?, counters)
+            }
         })
     }
 }
 
-/// A document's body (`None` when deleted) and merge state (`None` when absent).
-type DocumentRow = (Option<serde_json::Map<String, Value>>, Option<DocState>);
+/// A document's body (`None` when deleted) and its counter fields.
+type DocumentRow = (Option<serde_json::Map<String, Value>>, Vec<String>);
 
 fn counter_names(state: &DocState) -> Vec<String> {
     state.counter_names().map(str::to_string).collect()
