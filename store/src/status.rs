@@ -109,6 +109,16 @@ impl Store {
             .optional()?)
     }
 
+    /// Forgets a provider's stream position and initial-sync progress: its
+    /// next source starts at its (new) slot's beginning after a full copy.
+    pub fn forget_positions(&mut self, provider: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM positions WHERE provider = ?1 OR provider LIKE 'initial-sync:' || ?1 || ':%'",
+            [provider],
+        )?;
+        Ok(())
+    }
+
     /// Records an error for `status` (the message must already be redacted).
     pub fn record_error(&mut self, provider: &str, stage: &str, message: &str) -> Result<()> {
         self.conn.execute(

@@ -411,3 +411,73 @@ fn truncate_propagates_only_where_the_mapping_opts_in() {
         "{skipped:?}"
     );
 }
+
+#[test]
+fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    assert_eq!(f.stop(), Some(0));
+    // The slot disappears while the worker is down, and hq changes meanwhile:
+    // those changes are gone from the server's WAL stream.
+    f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'during-the-gap' WHERE order_id = 5",
+    );
+    // Policy stop (the default): hq stops with the diagnosis, shop goes on.
+    f.start();
+    wait_for(
+        "hq to report the lost slot",
+        Duration::from_secs(60),
+        || {
+            let s = f.status();
+            let hq = s["providers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "hq")?
+                .clone();
+            hq["last_error"]
+                .as_str()?
+                .contains("does not exist")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(
+        f.pg.query("shop", "SELECT status FROM orders WHERE order_id = 5")
+            .as_deref(),
+        Some("during-the-gap")
+    );
+    f.pg.psql("shop", "UPDATE orders SET total = 1.00 WHERE order_id = 6");
+    wait_for(
+        "shop's own stream to go on",
+        Duration::from_secs(60),
+        || {
+            let out = f.connector(&["query", "orders", "6"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("\"total\": 1")
+                .then_some(())
+        },
+    );
+    assert_eq!(f.stop(), Some(0));
+    // Policy resnapshot: a new slot, a full copy, and the gap is filled.
+    f.extra_env.push((
+        "CONNECTOR_HQ_OPTIONS".into(),
+        "heartbeat_ms=1000,on_slot_lost=resnapshot".into(),
+    ));
+    f.start();
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 5",
+        "during-the-gap",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'after-the-copy' WHERE order_id = 7",
+    );
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 7",
+        "after-the-copy",
+    );
+    f.wait_in_sync();
+}

@@ -10,6 +10,9 @@
 //! * [`ErrorKind::BadRecord`]: this record alone cannot be synced (no id, a
 //!   value the column rejects): it goes to the dead-letter table and the
 //!   stream goes on.
+//! * [`ErrorKind::NeedsSnapshot`]: the feed has a gap that streaming cannot
+//!   fill (a lost replication slot, with the re-snapshot policy configured):
+//!   the provider's rows are copied again, then streaming resumes.
 
 use std::fmt;
 
@@ -18,6 +21,7 @@ pub enum ErrorKind {
     Transient,
     Permanent,
     BadRecord,
+    NeedsSnapshot,
 }
 
 impl ErrorKind {
@@ -26,6 +30,7 @@ impl ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Permanent => "permanent",
             ErrorKind::BadRecord => "bad_record",
+            ErrorKind::NeedsSnapshot => "needs_snapshot",
         }
     }
 }

@@ -4,6 +4,19 @@ use std::time::Duration;
 
 use connector_core::{ConnectorError, ProviderSpec, Stage};
 
+/// What to do when the replication slot is gone, invalidated or re-created
+/// while the store holds a position from it (changes in between are lost
+/// on the server side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotLostPolicy {
+    /// Stop the provider with the diagnosis; ops decide (the default: a gap
+    /// is never filled silently).
+    Stop,
+    /// Drop the stale slot, create a new one and copy every collection again
+    /// from its exported snapshot, then stream from it.
+    Resnapshot,
+}
+
 #[derive(Debug, Clone)]
 pub struct PgOptions {
     pub slot: String,
@@ -11,6 +24,7 @@ pub struct PgOptions {
     /// Schema of tables whose mapping names none.
     pub schema: String,
     pub heartbeat: Duration,
+    pub on_slot_lost: SlotLostPolicy,
     /// `REPLICA IDENTITY FULL` on every mapped table (default: only where
     /// counters need before images).
     pub full_identity_everywhere: bool,
@@ -43,6 +57,7 @@ impl PgOptions {
             publication: format!("connector_{base}"),
             schema: spec.schema.clone().unwrap_or_else(|| "public".into()),
             heartbeat: Duration::from_secs(10),
+            on_slot_lost: SlotLostPolicy::Stop,
             full_identity_everywhere: false,
         };
         for (key, value) in &spec.options {
@@ -52,6 +67,13 @@ impl PgOptions {
                 "schema" => o.schema = value.clone(),
                 "heartbeat_ms" => {
                     o.heartbeat = Duration::from_millis(value.parse().map_err(|_| bad(key, value, "milliseconds"))?)
+                }
+                "on_slot_lost" => {
+                    o.on_slot_lost = match value.as_str() {
+                        "stop" => SlotLostPolicy::Stop,
+                        "resnapshot" => SlotLostPolicy::Resnapshot,
+                        _ => return Err(bad(key, value, "stop or resnapshot")),
+                    }
                 }
                 "replica_identity" => {
                     o.full_identity_everywhere = match value.as_str() {
@@ -64,7 +86,7 @@ impl PgOptions {
                     return Err(ConnectorError::permanent(
                         Stage::Connect,
                         format!(
-                            "provider `{}`: unknown option `{other}` (known: slot, publication, schema, heartbeat_ms, replica_identity)",
+                            "provider `{}`: unknown option `{other}` (known: slot, publication, schema, heartbeat_ms, on_slot_lost, replica_identity)",
                             spec.name
                         ),
                     ))

@@ -32,12 +32,13 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use connector_core::{
-    ConnectorError, Fields, ProviderMapping, RawChange, RawOp, Result, Source, SourceBatch, Stage,
+    ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
+    SourceBatch, Stage,
 };
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 
 use crate::conn::{classify, classify_replication, PgConn};
-use crate::options::PgOptions;
+use crate::options::{PgOptions, SlotLostPolicy};
 use crate::pgoutput::{decode, Datum, Message, Relation};
 use crate::setup;
 use crate::types::text_to_json;
@@ -81,15 +82,45 @@ async fn slot_state(sql: &Client, slot: &str) -> Result<Option<(Option<String>, 
     }))
 }
 
-fn slot_lost(slot: &str, resume: &str, why: &str, provider: &str) -> ConnectorError {
-    ConnectorError::permanent(
-        Stage::Source,
-        format!(
-            "replication slot {slot} {why}, while the store is at LSN {resume}: the changes in between can no \
-             longer be streamed. Policy `stop`: re-create the slot (`connector setup --provider {provider}`) and \
-             copy again (`connector initial-sync --provider {provider} --restart`)"
+/// The diagnosis of a lost slot under the configured policy. With
+/// `resnapshot` the stale slot is dropped first, so the copy that follows
+/// creates a fresh one with an exported snapshot.
+async fn slot_lost(
+    sql: &Client,
+    o: &PgOptions,
+    resume: &str,
+    why: &str,
+    provider: &str,
+) -> ConnectorError {
+    let slot = &o.slot;
+    let gap = format!(
+        "replication slot {slot} {why}, while the store is at LSN {resume}: the changes in between can no longer be streamed"
+    );
+    match o.on_slot_lost {
+        SlotLostPolicy::Stop => ConnectorError::permanent(
+            Stage::Source,
+            format!(
+                "{gap}. Policy `stop`: re-create the slot (`connector setup --provider {provider}`) and copy again \
+                 (`connector initial-sync --provider {provider} --restart`), or set on_slot_lost=resnapshot"
+            ),
         ),
-    )
+        SlotLostPolicy::Resnapshot => {
+            let dropped = sql
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[slot],
+                )
+                .await;
+            match dropped {
+                Err(e) => classify(&e, Stage::Source, &format!("{gap}; dropping the stale slot")),
+                Ok(_) => ConnectorError::new(
+                    ErrorKind::NeedsSnapshot,
+                    Stage::Source,
+                    format!("{gap}. Policy `resnapshot`: copying every collection again from a new slot"),
+                ),
+            }
+        }
+    }
 }
 
 impl PgSource {
@@ -118,22 +149,20 @@ impl PgSource {
                     }
                 }
             }
-            (None, Some(r)) => return Err(slot_lost(&o.slot, r, "does not exist", &provider)),
+            (None, Some(r)) => return Err(slot_lost(&sql, o, r, "does not exist", &provider).await),
             (Some((Some(status), _)), Some(r)) if status == "lost" => {
                 return Err(slot_lost(
-                    &o.slot,
+                    &sql,
+                    o,
                     r,
                     "was invalidated (max_slot_wal_keep_size)",
                     &provider,
-                ))
+                )
+                .await)
             }
             (Some((_, Some(confirmed))), Some(r)) if resume_lsn.is_some_and(|l| l < confirmed) => {
-                return Err(slot_lost(
-                    &o.slot,
-                    r,
-                    &format!("was re-created (it starts at {confirmed})"),
-                    &provider,
-                ))
+                let why = format!("was re-created (it starts at {confirmed})");
+                return Err(slot_lost(&sql, o, r, &why, &provider).await);
             }
             _ => {}
         }

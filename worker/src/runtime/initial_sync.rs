@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tracing::warn;
 
-use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec};
+use connector_core::{ConnectorError, MappingSet, Provider, ProviderMapping, ProviderSpec};
 use connector_store::SourceApply;
 
 use super::retry::{Backoff, Decision};
@@ -111,6 +111,24 @@ pub async fn run(
             &spec.name,
             spec.kind,
         ));
+        out.extend(copy_provider(&*provider, mapping, &shared, only, restart).await?);
+    }
+    Ok(out)
+}
+
+/// Copies one provider's collections (or only `only`); `restart` ignores
+/// earlier progress. Also what a source does when its feed lost history
+/// and the provider is configured to re-snapshot.
+pub async fn copy_provider(
+    provider: &dyn Provider,
+    mapping: Arc<ProviderMapping>,
+    shared: &Shared,
+    only: Option<&str>,
+    restart: bool,
+) -> Result<Vec<Copied>, ConnectorError> {
+    let spec = provider.spec().clone();
+    let mut out = Vec::new();
+    {
         let collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let mut store = blocking(|| shared.open_store())?;
@@ -153,7 +171,7 @@ pub async fn run(
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
                             continue;
                         }
-                        Decision::GiveUp => return Err(e),
+                        Decision::GiveUp | Decision::Resnapshot => return Err(e),
                     },
                 };
                 backoff.reset();

@@ -182,6 +182,12 @@ pub async fn run(
         ));
         info!(provider = %spec.name, kind = %spec.kind, connection = %spec.redacted_connection(), "starting");
         names.push(spec.name.clone());
+        // Known to /health (and to the all-stopped check) before its tasks run.
+        for task in ["source", "sink"] {
+            shared
+                .health
+                .set(&spec.name, task, Light::Yellow, Some("starting".into()));
+        }
         let wake = Arc::new(Notify::new());
         shared
             .sink_wakes

@@ -21,6 +21,8 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 pub enum Decision {
     RetryAfter(Duration),
     GiveUp,
+    /// Copy the provider's rows again, then retry.
+    Resnapshot,
 }
 
 /// Backoff state of one task; reset after a success.
@@ -51,14 +53,25 @@ impl Backoff {
             ErrorKind::Transient => Decision::RetryAfter(self.delays.next().unwrap_or(MAX_DELAY)),
             // A bad record that escaped its stage must not loop forever.
             ErrorKind::Permanent | ErrorKind::BadRecord => Decision::GiveUp,
+            ErrorKind::NeedsSnapshot => Decision::Resnapshot,
         }
     }
 }
 
+/// What a task does after [`after_failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Run another session.
+    Retry,
+    /// Copy the provider's rows again (initial sync), then run another session.
+    Resnapshot,
+    /// Stop this task (given up, or shutdown).
+    Stop,
+}
+
 /// After a task's session failed: counts and records the error, then waits
-/// out the backoff and returns `true` (run another session), or marks the
-/// provider red and returns `false` (stop this task). Also `false` when
-/// shutdown is requested while waiting.
+/// out the backoff (`Retry`), asks for a re-snapshot, or marks the provider
+/// red (`Stop`; also on shutdown while waiting).
 pub async fn after_failure(
     task: &'static str,
     name: &str,
@@ -66,7 +79,7 @@ pub async fn after_failure(
     backoff: &mut Backoff,
     shared: &super::Shared,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> bool {
+) -> Next {
     use super::health::Light;
     metrics::counter!(connector_core::metrics::ERRORS, "provider" => name.to_string(), "stage" => e.stage.as_str())
         .increment(1);
@@ -81,14 +94,25 @@ pub async fn after_failure(
             shared
                 .health
                 .set(name, task, Light::Yellow, Some(e.to_string()));
-            !super::sleep_or_shutdown(d, shutdown).await
+            if super::sleep_or_shutdown(d, shutdown).await {
+                Next::Stop
+            } else {
+                Next::Retry
+            }
+        }
+        Decision::Resnapshot => {
+            tracing::warn!(provider = %name, error = %e, "{task}: copying every collection again (on_slot_lost=resnapshot)");
+            shared
+                .health
+                .set(name, task, Light::Yellow, Some(e.to_string()));
+            Next::Resnapshot
         }
         Decision::GiveUp => {
             tracing::error!(provider = %name, error = %e, "{task} stopped");
             shared
                 .health
                 .set(name, task, Light::Red, Some(e.to_string()));
-            false
+            Next::Stop
         }
     }
 }
@@ -114,7 +138,7 @@ mod tests {
         let delays: Vec<Duration> = (0..20)
             .map(|_| match b.decide(&e) {
                 Decision::RetryAfter(d) => d,
-                Decision::GiveUp => panic!("gave up on a transient error"),
+                other => panic!("{other:?} on a transient error"),
             })
             .collect();
         assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
@@ -122,8 +146,15 @@ mod tests {
         b.reset();
         match b.decide(&e) {
             Decision::RetryAfter(d) => assert!(d <= MIN_DELAY * 2, "{d:?}"),
-            Decision::GiveUp => unreachable!(),
+            other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_feed_gap_asks_for_a_resnapshot() {
+        let mut b = Backoff::new();
+        let e = ConnectorError::new(ErrorKind::NeedsSnapshot, Stage::Source, "slot lost");
+        assert_eq!(b.decide(&e), Decision::Resnapshot);
     }
 
     #[test]

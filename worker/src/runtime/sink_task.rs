@@ -20,7 +20,7 @@ use connector_core::{ConnectorError, Provider, ProviderMapping, Result, SinkWrit
 use connector_store::{sink_cursor, NewDeadLetter, Pending};
 
 use super::health::Light;
-use super::retry::{after_failure, Backoff};
+use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
@@ -53,7 +53,9 @@ pub async fn run(
         )
         .await;
         let Err(e) = outcome else { return };
-        if !after_failure("sink", &name, &e, &mut backoff, &shared, &mut shutdown).await {
+        if after_failure("sink", &name, &e, &mut backoff, &shared, &mut shutdown).await
+            != Next::Retry
+        {
             return;
         }
     }

@@ -17,7 +17,7 @@ use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChan
 use connector_store::{NewDeadLetter, SourceApply};
 
 use super::health::Light;
-use super::retry::{after_failure, Backoff};
+use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, Shared};
 
 /// How often a source makes its commits durable and acknowledges them.
@@ -37,8 +37,36 @@ pub async fn run(
         }
         let outcome = session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
         let Err(e) = outcome else { return };
-        if !after_failure("source", &name, &e, &mut backoff, &shared, &mut shutdown).await {
-            return;
+        match after_failure("source", &name, &e, &mut backoff, &shared, &mut shutdown).await {
+            Next::Retry => {}
+            Next::Stop => return,
+            Next::Resnapshot => {
+                // Streaming restarts at the new slot's start once the copy is done.
+                let copied = async {
+                    blocking(|| {
+                        shared
+                            .open_store()?
+                            .forget_positions(&name)
+                            .map_err(ConnectorError::from)
+                    })?;
+                    super::initial_sync::copy_provider(
+                        &*provider,
+                        mapping.clone(),
+                        &shared,
+                        None,
+                        true,
+                    )
+                    .await
+                };
+                if let Err(e) = copied.await {
+                    if after_failure("source", &name, &e, &mut backoff, &shared, &mut shutdown)
+                        .await
+                        == Next::Stop
+                    {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
