@@ -25,7 +25,23 @@ fn hq_and_shop_stay_in_sync_both_ways() {
     f.extra_env
         .push(("CONNECTOR_HTTP_ADDR".into(), http.clone()));
     ok(&f.connector(&["test-connection"]));
-    ok(&f.connector(&["setup", "--provider", "shop"]));
+    let dry = ok(&f.connector(&["setup", "--provider", "shop", "--dry-run"]));
+    assert!(
+        dry.contains("CREATE PUBLICATION") && dry.contains("needs: a role with REPLICATION"),
+        "{dry}"
+    );
+    let first = ok(&f.connector(&["setup", "--provider", "shop"]));
+    assert!(
+        first.contains("pg_create_logical_replication_slot"),
+        "{first}"
+    );
+    let again = ok(&f.connector(&["setup", "--provider", "shop"]));
+    assert!(
+        again.contains("nothing to do")
+            && !again.contains("CREATE PUBLICATION")
+            && !again.contains("pg_create"),
+        "setup is idempotent: {again}"
+    );
     let out = ok(&f.connector(&["initial-sync", "--provider", "hq"]));
     assert!(out.contains("initial sync done"), "{out}");
     f.start();
