@@ -7,7 +7,9 @@
 
 use std::sync::Arc;
 
-use connector_core::{ConnectorError, Provider, ProviderKind, ProviderSpec, Stage};
+use connector_core::{
+    ConnectorError, MappingSet, Provider, ProviderKind, ProviderMapping, ProviderSpec, Stage,
+};
 
 /// The kinds compiled into this binary.
 #[allow(clippy::vec_init_then_push)]
@@ -36,6 +38,21 @@ pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> 
             ),
         )),
     }
+}
+
+/// Creates the provider and binds the mapping set to it: what every
+/// command that talks to a provider starts with.
+pub fn open(
+    spec: &ProviderSpec,
+    mappings: &Arc<MappingSet>,
+) -> Result<(Arc<dyn Provider>, Arc<ProviderMapping>), ConnectorError> {
+    let provider = create(spec)?;
+    let mapping = Arc::new(ProviderMapping::new(
+        mappings.clone(),
+        &spec.name,
+        spec.kind,
+    ));
+    Ok((provider, mapping))
 }
 
 fn describe(kinds: &[ProviderKind]) -> String {

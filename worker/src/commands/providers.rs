@@ -2,7 +2,7 @@
 //! test-connection. Each resolves the providers first (by `--provider`, or
 //! every enabled one) and fails clearly when none is configured.
 
-use connector_core::{ProviderMapping, ProviderSpec};
+use connector_core::ProviderSpec;
 
 use super::status::print_table;
 use super::{Context, Failure, Outcome};
@@ -70,8 +70,7 @@ pub fn setup(ctx: &Context, name: Option<&str>, dry_run: bool) -> Outcome {
     let rt = tokio_runtime()?;
     rt.block_on(async {
         for spec in specs {
-            let provider = registry::create(&spec)?;
-            let mapping = ProviderMapping::new(mappings.clone(), &spec.name, spec.kind);
+            let (provider, mapping) = registry::open(&spec, &mappings)?;
             let done = provider.setup(&mapping, dry_run).await?;
             println!(
                 "-- {} ({}){}",

@@ -105,12 +105,7 @@ pub async fn run(
     let shared = Shared::new(config);
     let mut out = Vec::new();
     for spec in specs {
-        let provider = registry::create(&spec)?;
-        let mapping = Arc::new(ProviderMapping::new(
-            mappings.clone(),
-            &spec.name,
-            spec.kind,
-        ));
+        let (provider, mapping) = registry::open(&spec, &mappings)?;
         out.extend(copy_provider(&*provider, mapping, &shared, only, restart).await?);
     }
     Ok(out)

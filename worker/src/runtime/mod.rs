@@ -162,7 +162,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = Vec::new();
     for spec in specs {
-        let provider = match registry::create(&spec) {
+        let (provider, mapping) = match registry::open(&spec, &mappings) {
             Ok(p) => p,
             Err(e) => {
                 error!(provider = %spec.name, error = %e, "provider cannot start");
@@ -175,11 +175,6 @@ pub async fn run(
                 continue;
             }
         };
-        let mapping = Arc::new(ProviderMapping::new(
-            mappings.clone(),
-            &spec.name,
-            spec.kind,
-        ));
         info!(provider = %spec.name, kind = %spec.kind, connection = %spec.redacted_connection(), "starting");
         names.push(spec.name.clone());
         // Known to /health (and to the all-stopped check) before its tasks run.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use connector_core::provider::Digest;
 use connector_core::value::{doc_hash, id_key};
-use connector_core::{ConnectorError, DocOp, MappingSet, ProviderMapping, ProviderSpec};
+use connector_core::{ConnectorError, DocOp, MappingSet, ProviderSpec};
 
 use super::source_task::map_batch;
 use super::{blocking, Shared};
@@ -39,12 +39,7 @@ pub async fn run(
     let store = blocking(|| shared.open_store())?;
     let mut diffs = Vec::new();
     for spec in specs {
-        let provider = registry::create(&spec)?;
-        let mapping = Arc::new(ProviderMapping::new(
-            mappings.clone(),
-            &spec.name,
-            spec.kind,
-        ));
+        let (provider, mapping) = registry::open(&spec, &mappings)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let collections = super::collections(&mapping, only)?;
         for collection in collections {
