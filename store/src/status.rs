@@ -109,6 +109,36 @@ impl Store {
             .optional()?)
     }
 
+    /// Begins an initial sync in one transaction: `start` (the position the
+    /// copy is consistent with, when opening it created the feed) becomes the
+    /// provider's stream position if it has none, and every `(key, value)`
+    /// progress entry without a value gets one. A copy killed at any point
+    /// after this is therefore both resumable (its progress entries exist)
+    /// and streamed from the right place (a lost feed is detected, not
+    /// silently re-created).
+    pub fn begin_initial_sync(
+        &mut self,
+        provider: &str,
+        start: Option<&str>,
+        progress: &[(String, String)],
+    ) -> Result<()> {
+        let now = now_millis();
+        let tx = self.write()?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (provider) DO NOTHING",
+        )?;
+        if let Some(start) = start {
+            insert.execute(params![provider, start, now])?;
+        }
+        for (key, value) in progress {
+            insert.execute(params![key, value, now])?;
+        }
+        drop(insert);
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a provider's stream position and initial-sync progress: its
     /// next source starts at its (new) slot's beginning after a full copy.
     pub fn forget_positions(&mut self, provider: &str) -> Result<()> {

@@ -140,6 +140,44 @@ fn position_and_changes_commit_together_and_resume() {
 }
 
 #[test]
+fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
+    let (_dir, mut s) = store();
+    let progress = |rows: u64| {
+        vec![
+            (
+                "initial-sync:hq:stores".to_string(),
+                format!("{{\"rows\":{rows}}}"),
+            ),
+            (
+                "initial-sync:hq:orders".to_string(),
+                format!("{{\"rows\":{rows}}}"),
+            ),
+        ]
+    };
+    s.begin_initial_sync("hq", Some("0/20"), &progress(0))
+        .unwrap();
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
+    assert_eq!(
+        s.position("initial-sync:hq:orders").unwrap().as_deref(),
+        Some("{\"rows\":0}")
+    );
+    // A later begin (a resumed copy, or a re-created feed) keeps both.
+    s.begin_initial_sync("hq", Some("0/99"), &progress(7))
+        .unwrap();
+    s.begin_initial_sync("hq", None, &progress(8)).unwrap();
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
+    assert_eq!(
+        s.position("initial-sync:hq:stores").unwrap().as_deref(),
+        Some("{\"rows\":0}")
+    );
+    // After forgetting (a lost feed being re-snapshotted) it starts afresh.
+    s.forget_positions("hq").unwrap();
+    s.begin_initial_sync("hq", Some("0/99"), &progress(0))
+        .unwrap();
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/99"));
+}
+
+#[test]
 fn replaying_a_batch_after_a_crash_changes_nothing() {
     let (_d, mut s) = store();
     let batch = [

@@ -178,6 +178,14 @@ pub struct SnapshotChunk {
 /// Reads existing rows for `initial-sync`.
 #[async_trait]
 pub trait Snapshot: Send {
+    /// The feed position this copy is consistent with, when opening the
+    /// snapshot created the feed (a replication slot's consistent point, a
+    /// journal's high-water mark). The worker saves it as the provider's
+    /// position if the store has none, so streaming starts exactly there and
+    /// a feed lost later is detected rather than silently re-created.
+    fn start_position(&self) -> Option<String> {
+        None
+    }
     /// Approximate number of rows, for progress bars.
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>>;
     /// The rows after `after` (exclusive) in key order, at most `limit`.

@@ -39,6 +39,8 @@ pub struct PgSnapshot {
     client: Client,
     /// Keeps an exported snapshot alive until the copy is done.
     _exporter: Option<ReplicationClient>,
+    /// The new slot's consistent point (when this snapshot created it).
+    start_position: Option<String>,
     as_of_ms: i64,
     tables: HashMap<String, Table>,
 }
@@ -62,6 +64,7 @@ impl PgSnapshot {
             .is_empty();
         let mut exporter = None;
         let mut exported = None;
+        let mut start_position = None;
         if !slot_exists {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
@@ -88,6 +91,7 @@ impl PgSnapshot {
             let (point, name) = (cell(1), cell(2));
             info!(slot = %o.slot, consistent_point = ?point, snapshot = ?name, "created the replication slot with an exported snapshot");
             exported = name;
+            start_position = point;
             exporter = Some(repl);
         }
         client
@@ -153,6 +157,7 @@ impl PgSnapshot {
         Ok(PgSnapshot {
             client,
             _exporter: exporter,
+            start_position,
             as_of_ms,
             tables,
         })
@@ -170,6 +175,10 @@ impl PgSnapshot {
 
 #[async_trait]
 impl Snapshot for PgSnapshot {
+    fn start_position(&self) -> Option<String> {
+        self.start_position.clone()
+    }
+
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
         let t = self.table(collection)?;
         let sql = format!("SELECT count(*) FROM {}", t.info.qualified());

@@ -57,29 +57,28 @@ impl Progress {
     }
 }
 
-/// Whether `connector run` must copy a provider's rows first: it has never
-/// streamed (no saved position) and some collection was never fully copied.
-/// This is Debezium's `snapshot.mode=initial`; `CONNECTOR_INITIAL_SYNC=never`
-/// turns it off.
+/// Whether `connector run` must copy a provider's rows first: a collection
+/// whose copy was begun and not finished (a killed initial sync resumes), or,
+/// for a provider that has never streamed (no saved position), a collection
+/// never fully copied. This is Debezium's `snapshot.mode=initial`;
+/// `CONNECTOR_INITIAL_SYNC=never` turns it off. A provider that streams
+/// without ever having been copied (initial sync turned off earlier) is not
+/// copied behind the operator's back.
 pub fn needed(
     store: &connector_store::Store,
     provider: &str,
     mapping: &ProviderMapping,
 ) -> Result<bool, ConnectorError> {
-    if store
+    let streamed = store
         .position(provider)
         .map_err(ConnectorError::from)?
-        .is_some()
-    {
-        return Ok(false);
-    }
+        .is_some();
     for (rule, _, _) in mapping.tables() {
-        let progress = Progress::parse(
-            store
-                .position(&progress_key(provider, &rule.name))
-                .map_err(ConnectorError::from)?,
-        );
-        if !progress.done {
+        let saved = store
+            .position(&progress_key(provider, &rule.name))
+            .map_err(ConnectorError::from)?;
+        let begun = saved.is_some();
+        if !Progress::parse(saved).done && (begun || !streamed) {
             return Ok(true);
         }
     }
@@ -127,6 +126,13 @@ pub async fn copy_provider(
         let collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let mut store = blocking(|| shared.open_store())?;
+        let begun: Vec<(String, String)> = collections
+            .iter()
+            .map(|c| (progress_key(&spec.name, c), Progress::default().to_json()))
+            .collect();
+        let start = snapshot.start_position();
+        blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), &begun))
+            .map_err(ConnectorError::from)?;
         for collection in collections {
             let key = progress_key(&spec.name, &collection);
             let mut progress = if restart {
