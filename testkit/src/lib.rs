@@ -1,9 +1,14 @@
 //! Test support shared by the end-to-end tests: a private PostgreSQL
 //! cluster per test (started with initdb/pg_ctl on a free port, as the
-//! `postgres` user when running as root, stopped on drop), and polling.
+//! `postgres` user when running as root, stopped on drop), a private MariaDB
+//! server, a private ODBC driver configuration and SQLite files, and polling.
 
+mod mariadb;
+mod odbc;
 mod pg;
 
+pub use mariadb::MariaDb;
+pub use odbc::{OdbcConfig, SqliteDb};
 pub use pg::PgCluster;
 
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@ fn find_bin() -> PathBuf {
         .expect("PostgreSQL server binaries not found under /usr/lib/postgresql (scripts/test.sh installs them)")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::env::var("USER").map(|u| u == "root").unwrap_or(false)
         || Command::new("id")
             .arg("-u")

@@ -18,6 +18,8 @@ pub fn available_kinds() -> Vec<ProviderKind> {
     let mut kinds = Vec::new();
     #[cfg(feature = "postgres")]
     kinds.push(ProviderKind::Postgres);
+    #[cfg(feature = "odbc")]
+    kinds.push(ProviderKind::Odbc);
     kinds
 }
 
@@ -28,6 +30,8 @@ pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> 
         ProviderKind::Postgres => Ok(Arc::new(connector_postgres::PostgresProvider::new(
             spec.clone(),
         )?)),
+        #[cfg(feature = "odbc")]
+        ProviderKind::Odbc => Ok(Arc::new(connector_odbc::OdbcProvider::new(spec.clone())?)),
         kind => Err(ConnectorError::permanent(
             Stage::Connect,
             format!(

@@ -122,4 +122,26 @@ impl std::error::Error for ConnectorError {
     }
 }
 
+/// The kind of an error from its SQLSTATE, for every SQL provider:
+/// connection (`08`), operator intervention and resources (`57`, `53`),
+/// serialization failures, deadlocks, lock and query timeouts are transient;
+/// data (`22`) and constraint (`23`) errors are the record's own fault;
+/// anything else (syntax, missing objects, privileges) is permanent.
+pub fn kind_for_sqlstate(state: &str) -> ErrorKind {
+    if state.starts_with("08")
+        || state.starts_with("57")
+        || state.starts_with("53")
+        || matches!(
+            state,
+            "40001" | "40P01" | "55P03" | "HYT00" | "HYT01" | "40003"
+        )
+    {
+        ErrorKind::Transient
+    } else if state.starts_with("22") || state.starts_with("23") {
+        ErrorKind::BadRecord
+    } else {
+        ErrorKind::Permanent
+    }
+}
+
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;

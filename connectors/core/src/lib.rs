@@ -2,21 +2,24 @@
 //!
 //! Everything a provider crate and the worker agree on lives here, and
 //! nothing heavier: documents and changes ([`change`]), canonical JSON and
-//! fingerprints ([`value`]), the YAML mapping rules ([`mapping`]), the provider
+//! fingerprints ([`value`]), one JSON form per SQL value ([`column_type`]), the YAML mapping rules ([`mapping`]), the provider
 //! traits ([`provider`]), the typed errors that decide retry vs give up
 //! ([`error`]), connection-string redaction ([`redact`]) and metric names
 //! ([`metrics`]). No driver, no runtime, no store: a change here rebuilds
 //! only what truly depends on it.
 
 pub mod change;
+pub mod column_type;
 pub mod error;
 pub mod mapping;
 pub mod metrics;
 pub mod provider;
 pub mod redact;
+pub mod sink_plan;
 pub mod value;
 
 pub use change::{DocChange, DocOp, Fields, RawChange, RawOp, SinkWrite};
+pub use column_type::ColumnType;
 pub use error::{ConnectorError, ErrorKind, Result, Stage};
 pub use mapping::{Inbound, MappingSet, OutboundRow, ProviderMapping, Rejection};
 pub use provider::{Provider, ProviderKind, ProviderSpec, Sink, Snapshot, Source, SourceBatch};

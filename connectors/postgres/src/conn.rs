@@ -117,22 +117,7 @@ impl PgConn {
 pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> ConnectorError {
     let kind = match e.code() {
         None => ErrorKind::Transient, // I/O, closed connection, timeout
-        Some(code) => {
-            let c = code.code();
-            if c.starts_with("08")
-                || c.starts_with("57")
-                || c.starts_with("53")
-                || c == "40001"
-                || c == "40P01"
-                || c == "55P03"
-            {
-                ErrorKind::Transient
-            } else if c.starts_with("22") || c.starts_with("23") {
-                ErrorKind::BadRecord
-            } else {
-                ErrorKind::Permanent
-            }
-        }
+        Some(code) => connector_core::error::kind_for_sqlstate(code.code()),
     };
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),

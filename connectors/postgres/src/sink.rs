@@ -16,12 +16,13 @@
 //! error), it is retried row by row under savepoints: the rejected rows are
 //! returned for the dead-letter table and the rest commit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+use connector_core::sink_plan::{group_rows, GroupOp};
 use connector_core::{
     ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
 };
@@ -77,70 +78,41 @@ impl PgSink {
         })
     }
 
-    /// Groups rows into statements.
+    /// One statement per row group ([`connector_core::sink_plan`]).
     fn plan(&self, rows: &[OutboundRow]) -> Result<Vec<Statement>> {
-        let mut upserts: BTreeMap<(String, Vec<String>), Vec<usize>> = BTreeMap::new();
-        let mut deletes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, row) in rows.iter().enumerate() {
-            let info = self.table(row)?;
-            match &row.row {
-                Some(fields) => {
-                    let mut cols: Vec<String> = fields
-                        .keys()
-                        .filter(|c| info.column(c).is_some())
-                        .cloned()
-                        .collect();
-                    cols.sort();
-                    upserts
-                        .entry((row.table.clone(), cols))
-                        .or_default()
-                        .push(i);
-                }
-                None => deletes.entry(row.table.clone()).or_default().push(i),
-            }
-        }
-        let mut out = Vec::new();
-        for ((table, cols), idx) in upserts {
-            let info = &self.tables[&table];
-            let key: Vec<String> = rows[idx[0]].key.iter().map(|(k, _)| k.clone()).collect();
-            let col_list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let key_list = key.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let updates: Vec<String> = cols
-                .iter()
-                .filter(|c| !key.contains(c))
-                .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
-                .collect();
-            let action = if updates.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
-            };
-            out.push(Statement {
-                sql: format!(
-                    "INSERT INTO {t} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
-                     ON CONFLICT ({key_list}) {action}",
-                    t = info.qualified()
-                ),
-                rows: idx,
-            });
-        }
-        for (table, idx) in deletes {
-            let info = &self.tables[&table];
-            let key_list = rows[idx[0]]
-                .key
-                .iter()
-                .map(|(k, _)| ident(k))
-                .collect::<Vec<_>>()
-                .join(", ");
-            out.push(Statement {
-                sql: format!(
-                    "DELETE FROM {t} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))",
-                    t = info.qualified()
-                ),
-                rows: idx,
-            });
-        }
-        Ok(out)
+        let groups = group_rows(rows, |row, c| {
+            Ok(c.is_empty() || self.table(row)?.column(c).is_some())
+        })?;
+        Ok(groups
+            .into_iter()
+            .map(|g| {
+                let t = self.tables[&g.table].qualified();
+                let key_list = g.key.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+                let sql = match &g.op {
+                    GroupOp::Upsert { columns } => {
+                        let col_list = columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+                        let updates: Vec<String> = columns
+                            .iter()
+                            .filter(|c| !g.key.contains(c))
+                            .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
+                            .collect();
+                        let action = if updates.is_empty() {
+                            "DO NOTHING".to_string()
+                        } else {
+                            format!("DO UPDATE SET {}", updates.join(", "))
+                        };
+                        format!(
+                            "INSERT INTO {t} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
+                             ON CONFLICT ({key_list}) {action}"
+                        )
+                    }
+                    GroupOp::Delete => format!(
+                        "DELETE FROM {t} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))"
+                    ),
+                };
+                Statement { sql, rows: g.rows }
+            })
+            .collect())
     }
 
     fn payload(rows: &[OutboundRow], idx: &[usize]) -> Value {

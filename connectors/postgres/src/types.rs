@@ -7,8 +7,8 @@
 //! JSON → column, is PostgreSQL's own input functions (the sink hands rows
 //! to `jsonb_populate_recordset`), which accept every form produced here.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use serde_json::{Number, Value};
+use connector_core::column_type::{self, ColumnType};
+use serde_json::Value;
 
 pub const BOOL: u32 = 16;
 pub const BYTEA: u32 = 17;
@@ -29,56 +29,24 @@ pub const UUID: u32 = 2950;
 pub const JSONB: u32 = 3802;
 
 /// The JSON value of a column's text form.
-pub fn text_to_json(type_oid: u32, text: &str) -> Value {
-    let parsed = match type_oid {
-        BOOL => match text {
-            "t" | "true" => Some(Value::Bool(true)),
-            "f" | "false" => Some(Value::Bool(false)),
-            _ => None,
-        },
-        INT2 | INT4 | INT8 | OID => text.parse::<i64>().ok().map(Value::from),
-        FLOAT4 | FLOAT8 | NUMERIC => {
-            text.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .and_then(|f| {
-                    // Integral numerics stay integers (no "3.0").
-                    if f.fract() == 0.0
-                        && f.abs() < 9.007_199_254_740_992e15
-                        && !text.contains(['e', 'E'])
-                    {
-                        Some(Value::from(f as i64))
-                    } else {
-                        Number::from_f64(f).map(Value::Number)
-                    }
-                })
-        }
-        JSON | JSONB => serde_json::from_str(text).ok(),
-        TIMESTAMPTZ => parse_timestamptz(text).map(Value::String),
-        TIMESTAMP => NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-            .ok()
-            .map(|t| Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
-        _ => None,
-    };
-    parsed.unwrap_or_else(|| Value::String(text.to_string()))
+/// The logical type of a PostgreSQL type oid.
+pub fn column_type(type_oid: u32) -> ColumnType {
+    match type_oid {
+        BOOL => ColumnType::Bool,
+        INT2 | INT4 | INT8 | OID => ColumnType::Integer,
+        NUMERIC => ColumnType::Decimal,
+        FLOAT4 | FLOAT8 => ColumnType::Float,
+        JSON | JSONB => ColumnType::Json,
+        TIMESTAMPTZ => ColumnType::TimestampTz,
+        TIMESTAMP => ColumnType::Timestamp,
+        DATE => ColumnType::Date,
+        _ => ColumnType::Text,
+    }
 }
 
-/// `2024-01-02 03:04:05.123456+00` (any offset) → `2024-01-02T03:04:05.123456Z`.
-pub fn parse_timestamptz(text: &str) -> Option<String> {
-    let normalized = match text.rfind(['+', '-']) {
-        Some(i) if i > 10 && text[i + 1..].len() == 2 => format!("{text}:00"),
-        Some(i) if i > 10 && text[i + 1..].len() == 4 && !text[i + 1..].contains(':') => {
-            format!("{}:{}", &text[..i + 3], &text[i + 3..])
-        }
-        _ => text.to_string(),
-    };
-    DateTime::parse_from_str(&normalized, "%Y-%m-%d %H:%M:%S%.f%:z")
-        .or_else(|_| DateTime::parse_from_rfc3339(&normalized))
-        .ok()
-        .map(|t| {
-            t.with_timezone(&Utc)
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-        })
+/// A PostgreSQL text value → JSON ([`connector_core::column_type`]).
+pub fn text_to_json(type_oid: u32, text: &str) -> Value {
+    column_type::text_to_json(column_type(type_oid), text)
 }
 
 #[cfg(test)]
@@ -140,7 +108,7 @@ mod tests {
     fn the_iso_form_reads_back_as_the_same_instant() {
         // What the sink writes is what the feed reports, after normalization.
         let iso = text_to_json(TIMESTAMPTZ, "2024-01-02 03:04:05.1+00");
-        let again = parse_timestamptz(iso.as_str().unwrap()).unwrap();
+        let again = column_type::parse_timestamptz(iso.as_str().unwrap()).unwrap();
         assert_eq!(iso, json!(again));
     }
 }

@@ -215,6 +215,24 @@ impl Fleet {
         }
     }
 
+    /// Waits until database `db` returns `expected`.
+    pub fn expect_in(&self, db: &str, sql: &str, expected: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.pg.query(db, sql);
+            if got.as_deref() == Some(expected) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "{sql}: expected {expected:?} in {db}, got {got:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until every synced table has the same rows (by content) in both.
     pub fn wait_in_sync(&self) {
         for t in SYNCED {

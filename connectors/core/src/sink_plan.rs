@@ -1,0 +1,124 @@
+//! How a sink batch is split into statements, for every SQL provider.
+//!
+//! Rows are grouped by table and operation; upserts further by their set of
+//! columns (those the table has), so one statement covers rows of one shape
+//! and a document that lacks a column never overwrites it with NULL. Groups
+//! come out in a fixed order (upserts by table and columns, then deletes by
+//! table) so a batch always runs its statements the same way.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::mapping::OutboundRow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOp {
+    /// Insert or update these columns (sorted; key columns included).
+    Upsert { columns: Vec<String> },
+    /// Delete by key.
+    Delete,
+}
+
+/// Batch rows that one statement writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowGroup {
+    pub table: String,
+    pub op: GroupOp,
+    /// The key columns, in id order.
+    pub key: Vec<String>,
+    /// Indexes into the batch.
+    pub rows: Vec<usize>,
+}
+
+/// Groups a batch; `has_column(row, column)` says whether the row's table
+/// has the column (an error for a table the sink does not know).
+pub fn group_rows(
+    rows: &[OutboundRow],
+    mut has_column: impl FnMut(&OutboundRow, &str) -> Result<bool>,
+) -> Result<Vec<RowGroup>> {
+    let mut upserts: BTreeMap<(String, Vec<String>), Vec<usize>> = BTreeMap::new();
+    let mut deletes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        match &row.row {
+            Some(fields) => {
+                let mut columns = Vec::with_capacity(fields.len());
+                for c in fields.keys() {
+                    if has_column(row, c)? {
+                        columns.push(c.clone());
+                    }
+                }
+                columns.sort();
+                upserts
+                    .entry((row.table.clone(), columns))
+                    .or_default()
+                    .push(i);
+            }
+            None => {
+                has_column(row, "")?;
+                deletes.entry(row.table.clone()).or_default().push(i)
+            }
+        }
+    }
+    let key = |i: usize| rows[i].key.iter().map(|(k, _)| k.clone()).collect();
+    let mut out: Vec<RowGroup> = upserts
+        .into_iter()
+        .map(|((table, columns), idx)| RowGroup {
+            table,
+            op: GroupOp::Upsert { columns },
+            key: key(idx[0]),
+            rows: idx,
+        })
+        .collect();
+    out.extend(deletes.into_iter().map(|(table, idx)| RowGroup {
+        table,
+        op: GroupOp::Delete,
+        key: key(idx[0]),
+        rows: idx,
+    }));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(table: &str, id: i64, fields: Option<serde_json::Value>) -> OutboundRow {
+        OutboundRow {
+            collection: table.into(),
+            table: table.into(),
+            schema: None,
+            key: vec![("id".into(), json!(id))],
+            row: fields.map(|f| f.as_object().unwrap().clone()),
+        }
+    }
+
+    #[test]
+    fn rows_group_by_table_shape_and_operation() {
+        let rows = [
+            row("t", 1, Some(json!({"id": 1, "a": 1, "ghost": 0}))),
+            row("t", 2, None),
+            row("t", 3, Some(json!({"a": 2, "id": 3}))),
+            row("t", 4, Some(json!({"id": 4}))),
+            row("u", 5, None),
+        ];
+        let groups = group_rows(&rows, |_, c| Ok(c != "ghost")).unwrap();
+        let got: Vec<(&str, GroupOp, Vec<usize>)> = groups
+            .iter()
+            .map(|g| (g.table.as_str(), g.op.clone(), g.rows.clone()))
+            .collect();
+        let upsert = |c: &[&str]| GroupOp::Upsert {
+            columns: c.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(
+            got,
+            vec![
+                ("t", upsert(&["a", "id"]), vec![0, 2]),
+                ("t", upsert(&["id"]), vec![3]),
+                ("t", GroupOp::Delete, vec![1]),
+                ("u", GroupOp::Delete, vec![4]),
+            ]
+        );
+        assert!(groups.iter().all(|g| g.key == ["id"]));
+    }
+}

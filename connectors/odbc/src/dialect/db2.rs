@@ -1,0 +1,149 @@
+//! IBM DB2 for Linux, UNIX and Windows 11.5 (through the IBM DB2 ODBC/CLI
+//! driver): `SYSCAT.COLUMNS`, an identity column for the journal's sequence,
+//! `REFERENCING NEW AS N OLD AS O FOR EACH ROW` triggers writing
+//! `JSON_OBJECT` images, `MERGE INTO … USING (VALUES …)` upserts with every
+//! parameter cast to its column's type, `FETCH FIRST n ROWS ONLY`.
+//!
+//! Identifiers are quoted exactly as the mapping writes them: a table that
+//! was created unquoted is upper case in DB2 (`STORES`), and the mapping's
+//! per-provider names say so.
+//!
+//! The journal's identity uses `NO CACHE ORDER`: cached identity values are
+//! lost on a restart (gaps), and without `ORDER` members of a pureScale
+//! cluster hand out values out of order. Gaps from transactions that commit
+//! out of order are handled by the poller ([`crate::journal`]).
+
+use connector_core::ColumnType;
+
+use super::{generic_column_type, literal, non_key, Dialect, TriggerSpec};
+use crate::catalog::{Column, TableInfo};
+
+pub struct Db2;
+
+impl Dialect for Db2 {
+    fn name(&self) -> &'static str {
+        "DB2"
+    }
+
+    fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>) {
+        let (cond, mut params) = match schema {
+            Some(s) => ("TABSCHEMA = ?", vec![s.to_string()]),
+            None => ("TABSCHEMA = CURRENT SCHEMA", vec![]),
+        };
+        params.push(table.into());
+        (
+            format!(
+                "SELECT COLNAME, CASE \
+                 WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
+                 WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') \
+                 THEN TYPENAME || '(' || LENGTH || ')' \
+                 ELSE TYPENAME END \
+                 FROM SYSCAT.COLUMNS WHERE {cond} AND TABNAME = ? ORDER BY COLNO"
+            ),
+            params,
+        )
+    }
+
+    fn column_type(&self, sql_type: &str) -> ColumnType {
+        match sql_type {
+            // DB2 has no JSON type; timestamps hold UTC (see the module docs).
+            t if t.starts_with("TIMESTAMP") => ColumnType::TimestampTz,
+            t => generic_column_type(t),
+        }
+    }
+
+    fn create_journal(&self, journal: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE {journal} (seq BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY \
+             (START WITH 1 INCREMENT BY 1 NO CACHE ORDER), \
+             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(2M), old_image CLOB(2M), \
+             changed_ms BIGINT NOT NULL, PRIMARY KEY (seq))"
+        )]
+    }
+
+    fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
+        let image = |row: &str| {
+            let pairs = spec
+                .table
+                .columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "KEY {} VALUE {row}.{}",
+                        literal(&c.name),
+                        self.quote(&c.name)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(2M))")
+        };
+        TriggerSpec::EVENTS
+            .iter()
+            .map(|(suffix, event, op)| {
+                let (referencing, new, old) = match *op {
+                    "I" => ("REFERENCING NEW AS N", image("N"), "NULL".to_string()),
+                    "U" => ("REFERENCING NEW AS N OLD AS O", image("N"), image("O")),
+                    _ => ("REFERENCING OLD AS O", "NULL".to_string(), image("O")),
+                };
+                format!(
+                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} {referencing} \
+                     FOR EACH ROW INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now})",
+                    name = self.quote(&format!("{}_{suffix}", spec.name)),
+                    table = spec.table.qualified(self),
+                    journal = spec.journal,
+                    cols = TriggerSpec::COLUMNS,
+                    tbl = literal(&spec.table.name),
+                    now = self.now_ms(),
+                )
+            })
+            .collect()
+    }
+
+    fn now_ms(&self) -> &'static str {
+        "(BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE) - DAYS(DATE('1970-01-01'))) * 86400000 \
+         + BIGINT(MIDNIGHT_SECONDS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) * 1000 \
+         + MICROSECOND(CURRENT TIMESTAMP) / 1000)"
+    }
+
+    fn limit(&self, sql: &str, n: usize) -> String {
+        format!("{sql} FETCH FIRST {n} ROWS ONLY")
+    }
+
+    fn placeholder(&self, column: &Column) -> String {
+        format!("CAST(? AS {})", column.sql_type)
+    }
+
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+        let cols = columns.iter().map(|c| self.quote(c)).collect::<Vec<_>>();
+        let values = columns
+            .iter()
+            .map(|c| self.marker(table, c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let on = key
+            .iter()
+            .map(|k| format!("T.{0} = S.{0}", self.quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let updates: Vec<String> = non_key(columns, key)
+            .map(|c| format!("{0} = S.{0}", self.quote(c)))
+            .collect();
+        let matched = if updates.is_empty() {
+            String::new()
+        } else {
+            format!(" WHEN MATCHED THEN UPDATE SET {}", updates.join(", "))
+        };
+        format!(
+            "MERGE INTO {} AS T USING (VALUES ({values})) AS S ({cols}) ON {on}{matched} \
+             WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({svals})",
+            table.qualified(self),
+            cols = cols.join(", "),
+            svals = cols
+                .iter()
+                .map(|c| format!("S.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+}

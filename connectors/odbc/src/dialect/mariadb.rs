@@ -1,0 +1,129 @@
+//! MariaDB (through MariaDB Connector/ODBC): backtick identifiers,
+//! `information_schema` (a `JSON` column is `LONGTEXT` with a `json_valid`
+//! check, `BOOLEAN` is `tinyint(1)`), `JSON_OBJECT` in the triggers,
+//! `ON DUPLICATE KEY UPDATE`. Sessions run in UTC and in strict mode, so a
+//! value too long for its column is an error, not a silent truncation.
+
+use connector_core::ColumnType;
+
+use super::{generic_column_type, literal, non_key, Dialect, TriggerSpec};
+use crate::catalog::TableInfo;
+
+pub struct MariaDb;
+
+impl Dialect for MariaDb {
+    fn name(&self) -> &'static str {
+        "MariaDB"
+    }
+
+    fn quote(&self, ident: &str) -> String {
+        format!("`{}`", ident.replace('`', "``"))
+    }
+
+    fn session_setup(&self) -> Vec<String> {
+        vec![
+            "SET time_zone = '+00:00'".into(),
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".into(),
+        ]
+    }
+
+    fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>) {
+        let (cond, mut params) = match schema {
+            Some(s) => ("c.table_schema = ?", vec![s.to_string()]),
+            None => ("c.table_schema = DATABASE()", vec![]),
+        };
+        params.push(table.into());
+        (
+            format!(
+                "SELECT c.column_name, CASE WHEN EXISTS (SELECT 1 FROM information_schema.check_constraints k \
+                 WHERE k.constraint_schema = c.table_schema AND k.table_name = c.table_name \
+                 AND k.constraint_name = c.column_name AND k.check_clause LIKE '%json_valid%') \
+                 THEN 'json' ELSE c.column_type END \
+                 FROM information_schema.columns c WHERE {cond} AND c.table_name = ? \
+                 ORDER BY c.ordinal_position"
+            ),
+            params,
+        )
+    }
+
+    fn column_type(&self, sql_type: &str) -> ColumnType {
+        if sql_type.eq_ignore_ascii_case("tinyint(1)") {
+            ColumnType::Bool
+        } else {
+            generic_column_type(sql_type)
+        }
+    }
+
+    fn create_journal(&self, journal: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {journal} (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image LONGTEXT, old_image LONGTEXT, \
+             changed_ms BIGINT NOT NULL) ENGINE=InnoDB"
+        )]
+    }
+
+    fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
+        let image = |row: &str| {
+            let pairs = spec
+                .table
+                .columns
+                .iter()
+                .map(|c| format!("{}, {row}.{}", literal(&c.name), self.quote(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("JSON_OBJECT({pairs})")
+        };
+        TriggerSpec::EVENTS
+            .iter()
+            .map(|(suffix, event, op)| {
+                let new = if *op == "D" {
+                    "NULL".into()
+                } else {
+                    image("NEW")
+                };
+                let old = if *op == "I" {
+                    "NULL".into()
+                } else {
+                    image("OLD")
+                };
+                format!(
+                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW \
+                     INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now})",
+                    name = self.quote(&format!("{}_{suffix}", spec.name)),
+                    table = spec.table.qualified(self),
+                    journal = spec.journal,
+                    cols = TriggerSpec::COLUMNS,
+                    tbl = literal(&spec.table.name),
+                    now = self.now_ms(),
+                )
+            })
+            .collect()
+    }
+
+    fn now_ms(&self) -> &'static str {
+        "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+    }
+
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+        let cols = columns
+            .iter()
+            .map(|c| self.quote(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = vec!["?"; columns.len()].join(", ");
+        let mut updates: Vec<String> = non_key(columns, key)
+            .map(|c| format!("{0} = VALUES({0})", self.quote(c)))
+            .collect();
+        if updates.is_empty() {
+            updates = key
+                .iter()
+                .map(|c| format!("{0} = {0}", self.quote(c)))
+                .collect();
+        }
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({values}) ON DUPLICATE KEY UPDATE {}",
+            table.qualified(self),
+            updates.join(", ")
+        )
+    }
+}

@@ -1,0 +1,247 @@
+//! Everything that differs between the SQL of the databases the ODBC
+//! provider speaks to, behind one trait. No SQL outside this module knows
+//! which database it runs on.
+//!
+//! The change journal is the same everywhere: one table (default
+//! `connector_journal`) with an ever-increasing `seq`, the table name, the
+//! operation (`I`, `U`, `D`), the new and old row images as JSON text and the
+//! change time in milliseconds since the Unix epoch (UTC), filled by AFTER
+//! INSERT / UPDATE / DELETE row triggers on every mapped table.
+
+mod db2;
+mod mariadb;
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use connector_core::column_type::{utc_naive_text, ColumnType};
+use connector_core::value::canonical_json;
+
+use crate::catalog::{Column, TableInfo};
+
+pub use db2::Db2;
+pub use mariadb::MariaDb;
+pub use postgres::Postgres;
+pub use sqlite::Sqlite;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialectKind {
+    Db2,
+    Postgres,
+    Sqlite,
+    MariaDb,
+}
+
+impl DialectKind {
+    pub fn dialect(self) -> &'static dyn Dialect {
+        match self {
+            DialectKind::Db2 => &Db2,
+            DialectKind::Postgres => &Postgres,
+            DialectKind::Sqlite => &Sqlite,
+            DialectKind::MariaDb => &MariaDb,
+        }
+    }
+
+    /// From a driver name, a DSN or the DBMS name the driver reports
+    /// (`DB2/LINUXX8664`, `PostgreSQL`, `SQLite`, `MariaDB`, `MySQL`).
+    pub fn detect(name: &str) -> Option<DialectKind> {
+        let n = name.to_ascii_lowercase();
+        if n.contains("db2") {
+            Some(DialectKind::Db2)
+        } else if n.contains("postgres") || n.contains("psql") {
+            Some(DialectKind::Postgres)
+        } else if n.contains("sqlite") {
+            Some(DialectKind::Sqlite)
+        } else if n.contains("mariadb") || n.contains("mysql") {
+            Some(DialectKind::MariaDb)
+        } else {
+            None
+        }
+    }
+}
+
+impl FromStr for DialectKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "db2" => Ok(DialectKind::Db2),
+            "postgres" | "postgresql" => Ok(DialectKind::Postgres),
+            "sqlite" | "sqlite3" => Ok(DialectKind::Sqlite),
+            "mariadb" | "mysql" => Ok(DialectKind::MariaDb),
+            _ => Err(format!(
+                "unknown ODBC dialect `{s}` (expected db2, postgres, sqlite or mariadb)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DialectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dialect().name())
+    }
+}
+
+/// The journal's triggers for one table.
+pub struct TriggerSpec<'a> {
+    pub table: &'a TableInfo,
+    /// The journal table, qualified and quoted.
+    pub journal: &'a str,
+    /// The journal table's own name (for names derived from it).
+    pub journal_name: &'a str,
+    /// Trigger name stem (`connector_<table>`); `_ins`, `_upd`, `_del` follow.
+    pub name: &'a str,
+}
+
+impl TriggerSpec<'_> {
+    /// `(suffix, event, operation code)` of the three row triggers.
+    pub const EVENTS: [(&'static str, &'static str, &'static str); 3] = [
+        ("ins", "INSERT", "I"),
+        ("upd", "UPDATE", "U"),
+        ("del", "DELETE", "D"),
+    ];
+
+    /// The journal's column list, in the order of the trigger's VALUES.
+    pub const COLUMNS: &'static str = "tbl, op, new_image, old_image, changed_ms";
+}
+
+pub trait Dialect: Send + Sync {
+    /// The product name, as in messages ("DB2", "SQLite", …).
+    fn name(&self) -> &'static str;
+
+    /// Quotes an identifier, so a name from YAML can never inject SQL.
+    fn quote(&self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+
+    fn qualified(&self, schema: Option<&str>, table: &str) -> String {
+        match schema {
+            Some(s) => format!("{}.{}", self.quote(s), self.quote(table)),
+            None => self.quote(table),
+        }
+    }
+
+    /// Statements run on every new connection (time zone, strict modes).
+    fn session_setup(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A query with one row per column of `table`, in column order: the
+    /// column name and its SQL type as text. `?` parameters are the values.
+    fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>);
+
+    /// The logical type of a column from the type text `columns_query` gave.
+    fn column_type(&self, sql_type: &str) -> ColumnType {
+        generic_column_type(sql_type)
+    }
+
+    /// DDL creating the journal table (run only when it does not exist).
+    fn create_journal(&self, journal: &str) -> Vec<String>;
+
+    /// DDL (re)creating the three row triggers of a table; running it again
+    /// replaces them, so a changed column list is picked up.
+    fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String>;
+
+    /// An expression for the current time in milliseconds since the Unix
+    /// epoch, UTC (an integer).
+    fn now_ms(&self) -> &'static str;
+
+    /// `sql` limited to `n` rows.
+    fn limit(&self, sql: &str, n: usize) -> String {
+        format!("{sql} LIMIT {n}")
+    }
+
+    /// Insert-or-update of `columns` (key columns included) matching on
+    /// `key`, one `?` per column in `columns` order.
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String;
+
+    /// The parameter marker for a value of `column` (with a cast where the
+    /// database cannot infer a text parameter's type).
+    fn placeholder(&self, _column: &Column) -> String {
+        "?".into()
+    }
+
+    /// Delete by key, one `?` per key column.
+    fn delete(&self, table: &TableInfo, key: &[String]) -> String {
+        let cond = key
+            .iter()
+            .map(|k| format!("{} = {}", self.quote(k), self.marker(table, k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "DELETE FROM {} WHERE {cond}",
+            self.qualified(table.schema.as_deref(), &table.name)
+        )
+    }
+
+    /// The placeholder of a column of `table` by name.
+    fn marker(&self, table: &TableInfo, column: &str) -> String {
+        table
+            .column(column)
+            .map(|c| self.placeholder(c))
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// A JSON value as the text bound to a `?` of a column of type `ty`
+    /// (`None` is SQL NULL).
+    fn param_text(&self, ty: ColumnType, v: &Value) -> Option<String> {
+        generic_param_text(ty, v, true)
+    }
+}
+
+/// Type names common to every SQL database.
+pub fn generic_column_type(sql_type: &str) -> ColumnType {
+    let t = sql_type.trim().to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or("");
+    match base {
+        "bool" | "boolean" => ColumnType::Bool,
+        "int" | "int2" | "int4" | "int8" | "integer" | "smallint" | "bigint" | "mediumint"
+        | "tinyint" | "serial" | "bigserial" => ColumnType::Integer,
+        "numeric" | "decimal" | "dec" | "number" => ColumnType::Decimal,
+        "real" | "float" | "float4" | "float8" | "double" | "decfloat" => ColumnType::Float,
+        "json" | "jsonb" => ColumnType::Json,
+        "timestamptz" | "datetime" => ColumnType::TimestampTz,
+        "timestamp" if t.contains("with time zone") => ColumnType::TimestampTz,
+        // A TIMESTAMP column of a database without zones holds UTC.
+        "timestamp" => ColumnType::TimestampTz,
+        "date" => ColumnType::Date,
+        _ => ColumnType::Text,
+    }
+}
+
+/// The usual parameter text: booleans as `1`/`0` (or `true`/`false`),
+/// timestamps as UTC `YYYY-MM-DD HH:MM:SS.ffffff`, JSON as canonical JSON
+/// text, numbers and strings as they are.
+pub fn generic_param_text(ty: ColumnType, v: &Value, bool_as_int: bool) -> Option<String> {
+    match v {
+        Value::Null => None,
+        _ if ty == ColumnType::Json => Some(canonical_json(v)),
+        Value::Bool(b) => Some(match (bool_as_int, b) {
+            (true, true) => "1".into(),
+            (true, false) => "0".into(),
+            (false, b) => b.to_string(),
+        }),
+        Value::String(s) if ty == ColumnType::TimestampTz => {
+            Some(utc_naive_text(s).unwrap_or_else(|| s.clone()))
+        }
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Array(_) | Value::Object(_) => Some(canonical_json(v)),
+    }
+}
+
+/// `'text'` with quotes doubled (journal table names inside triggers).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The `UPDATE SET` list shared by the upserts: every non-key column.
+pub fn non_key<'a>(columns: &'a [String], key: &'a [String]) -> impl Iterator<Item = &'a String> {
+    columns.iter().filter(move |c| !key.contains(c))
+}
+
+#[cfg(test)]
+mod tests;

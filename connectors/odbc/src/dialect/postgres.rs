@@ -1,0 +1,93 @@
+//! PostgreSQL (through psqlODBC): the catalog's `format_type`, one plpgsql
+//! trigger function writing `row_to_json` images, `ON CONFLICT` upserts with
+//! every parameter cast to its column's type (psqlODBC sends text).
+
+use connector_core::ColumnType;
+
+use super::sqlite::on_conflict;
+use super::{generic_column_type, Dialect, TriggerSpec};
+use crate::catalog::{Column, TableInfo};
+
+pub struct Postgres;
+
+impl Dialect for Postgres {
+    fn name(&self) -> &'static str {
+        "PostgreSQL"
+    }
+
+    fn session_setup(&self) -> Vec<String> {
+        vec![
+            "SET TimeZone = 'UTC'".into(),
+            "SET DateStyle = 'ISO'".into(),
+            "SET extra_float_digits = 3".into(),
+        ]
+    }
+
+    fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>) {
+        let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = ? AND c.relname = ? AND c.relkind IN ('r', 'p') \
+               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+        (
+            sql.into(),
+            vec![schema.unwrap_or("public").into(), table.into()],
+        )
+    }
+
+    fn column_type(&self, sql_type: &str) -> ColumnType {
+        if sql_type.starts_with("timestamp") && !sql_type.contains("with time zone") {
+            ColumnType::Timestamp
+        } else {
+            generic_column_type(sql_type)
+        }
+    }
+
+    fn create_journal(&self, journal: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {journal} (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+             tbl text NOT NULL, op char(1) NOT NULL, new_image text, old_image text, changed_ms bigint NOT NULL)"
+        )]
+    }
+
+    fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
+        let function = self.qualified(
+            spec.table.schema.as_deref(),
+            &format!("{}_row", spec.journal_name),
+        );
+        vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
+                 INSERT INTO {journal} ({cols}) VALUES (TG_TABLE_NAME, left(TG_OP, 1), \
+                 CASE WHEN TG_OP <> 'DELETE' THEN row_to_json(NEW)::text END, \
+                 CASE WHEN TG_OP <> 'INSERT' THEN row_to_json(OLD)::text END, {now}); \
+                 RETURN NULL; END $fn$",
+                journal = spec.journal,
+                cols = TriggerSpec::COLUMNS,
+                now = self.now_ms(),
+            ),
+            format!(
+                "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} \
+                 FOR EACH ROW EXECUTE FUNCTION {function}()",
+                self.quote(spec.name),
+                spec.table.qualified(self)
+            ),
+        ]
+    }
+
+    fn now_ms(&self) -> &'static str {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    }
+
+    fn placeholder(&self, column: &Column) -> String {
+        format!("CAST(? AS {})", column.sql_type)
+    }
+
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+        on_conflict(self, table, columns, key)
+    }
+
+    fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
+        super::generic_param_text(ty, v, false)
+    }
+}

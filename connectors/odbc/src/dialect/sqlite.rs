@@ -1,0 +1,114 @@
+//! SQLite (through the SQLite ODBC driver): `pragma_table_info`, `json_object`
+//! in the triggers, `INSERT … ON CONFLICT DO UPDATE` (SQLite ≥ 3.24).
+
+use super::{literal, non_key, Dialect, TriggerSpec};
+use crate::catalog::TableInfo;
+
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    fn name(&self) -> &'static str {
+        "SQLite"
+    }
+
+    fn qualified(&self, _schema: Option<&str>, table: &str) -> String {
+        self.quote(table)
+    }
+
+    fn columns_query(&self, _schema: Option<&str>, table: &str) -> (String, Vec<String>) {
+        (
+            "SELECT name, type FROM pragma_table_info(?) ORDER BY cid".into(),
+            vec![table.into()],
+        )
+    }
+
+    fn create_journal(&self, journal: &str) -> Vec<String> {
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {journal} (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+             tbl TEXT NOT NULL, op TEXT NOT NULL, new_image TEXT, old_image TEXT, changed_ms INTEGER NOT NULL)"
+        )]
+    }
+
+    fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
+        let image = |row: &str| {
+            let pairs = spec
+                .table
+                .columns
+                .iter()
+                .map(|c| format!("{}, {row}.{}", literal(&c.name), self.quote(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("json_object({pairs})")
+        };
+        let mut out = Vec::new();
+        for (suffix, event, op) in TriggerSpec::EVENTS {
+            let name = self.quote(&format!("{}_{suffix}", spec.name));
+            let new = if op == "D" {
+                "NULL".into()
+            } else {
+                image("NEW")
+            };
+            let old = if op == "I" {
+                "NULL".into()
+            } else {
+                image("OLD")
+            };
+            out.push(format!("DROP TRIGGER IF EXISTS {name}"));
+            out.push(format!(
+                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW BEGIN \
+                 INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now}); END",
+                table = spec.table.qualified(self),
+                journal = spec.journal,
+                cols = TriggerSpec::COLUMNS,
+                tbl = literal(&spec.table.name),
+                now = self.now_ms(),
+            ));
+        }
+        out
+    }
+
+    fn now_ms(&self) -> &'static str {
+        "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+    }
+
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+        on_conflict(self, table, columns, key)
+    }
+}
+
+/// `INSERT … ON CONFLICT (key) DO UPDATE SET c = excluded.c` (SQLite and
+/// PostgreSQL share it).
+pub(super) fn on_conflict(
+    d: &dyn Dialect,
+    table: &TableInfo,
+    columns: &[String],
+    key: &[String],
+) -> String {
+    let cols = columns
+        .iter()
+        .map(|c| d.quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = columns
+        .iter()
+        .map(|c| d.marker(table, c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let keys = key
+        .iter()
+        .map(|c| d.quote(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates: Vec<String> = non_key(columns, key)
+        .map(|c| format!("{0} = excluded.{0}", d.quote(c)))
+        .collect();
+    let action = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "INSERT INTO {} ({cols}) VALUES ({values}) ON CONFLICT ({keys}) {action}",
+        table.qualified(d)
+    )
+}

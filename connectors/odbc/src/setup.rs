@@ -1,0 +1,76 @@
+//! `connector setup` for an ODBC provider: the change journal and the row
+//! triggers that fill it, for every mapped table.
+//!
+//! Idempotent: the journal is created only when missing (found through the
+//! dialect's catalog query); triggers are re-created, so a table that gained
+//! a column is journaled whole again. Every statement is printed; with
+//! `--dry-run` nothing is executed (ops review the DDL before it touches
+//! DB2).
+
+use odbc_api::Connection;
+
+use connector_core::{ProviderMapping, Result, Stage};
+
+use crate::catalog::{mapped_tables, table_info};
+use crate::conn::classify;
+use crate::dialect::{Dialect, TriggerSpec};
+use crate::options::OdbcOptions;
+
+/// The DDL for the mapped tables: (statement, already in place?).
+pub fn plan(
+    c: &Connection<'_>,
+    d: &dyn Dialect,
+    mapping: &ProviderMapping,
+    o: &OdbcOptions,
+) -> Result<Vec<String>> {
+    let journal = d.qualified(o.schema.as_deref(), &o.journal);
+    let mut out = Vec::new();
+    if table_info(c, d, o.schema.as_deref(), &o.journal)?.is_some() {
+        out.push(format!("-- the journal {journal} exists"));
+    } else {
+        out.extend(d.create_journal(&journal));
+    }
+    for (_, info) in mapped_tables(c, d, mapping, o)? {
+        let name = format!("{}_{}", o.journal, info.name);
+        out.extend(d.create_triggers(&TriggerSpec {
+            table: &info,
+            journal: &journal,
+            journal_name: &o.journal,
+            name: &name,
+        }));
+    }
+    Ok(out)
+}
+
+/// Plans and (unless `dry_run`) runs the DDL; returns the lines to print.
+pub fn run(
+    c: &Connection<'_>,
+    d: &dyn Dialect,
+    mapping: &ProviderMapping,
+    o: &OdbcOptions,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    let mut lines = vec![format!(
+        "-- needs: CREATE TABLE and CREATE TRIGGER{} in the schema, SELECT and DELETE on the journal",
+        if d.name() == "PostgreSQL" {
+            ", CREATE FUNCTION"
+        } else {
+            ""
+        }
+    )];
+    for sql in plan(c, d, mapping, o)? {
+        if !sql.starts_with("--") && !dry_run {
+            c.execute(&sql, (), None)
+                .map_err(|e| classify(&e, Stage::Setup, &format!("running `{sql}`")))?;
+        }
+        lines.push(if sql.starts_with("--") {
+            sql
+        } else {
+            format!("{sql};")
+        });
+    }
+    if dry_run {
+        lines.push("-- dry run: nothing was executed".into());
+    }
+    Ok(lines)
+}

@@ -1,0 +1,218 @@
+//! The sink: one transaction per batch, array parameters per statement.
+//!
+//! The batch is grouped as for every SQL sink
+//! ([`connector_core::sink_plan`]); each group is one prepared statement
+//! (the dialect's upsert, or a delete by key) executed once with all its
+//! rows bound as arrays of text parameters — one round trip per group
+//! rather than per row (autocommit row by row is two orders of magnitude
+//! slower). Values are converted to the text each column takes by the
+//! dialect (booleans, UTC timestamps, JSON).
+//!
+//! If the batch fails for a row's own fault (a data or constraint error),
+//! it is rolled back and written again row by row, each row committed on
+//! its own: rows the database rejects are returned for the dead-letter
+//! table and the others are written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use odbc_api::Connection;
+
+use connector_core::sink_plan::{group_rows, GroupOp, RowGroup};
+use connector_core::{
+    ColumnType, ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
+};
+
+use crate::catalog::{mapped_tables, TableInfo};
+use crate::conn::{classify, OdbcConn, Session};
+use crate::dialect::Dialect;
+use crate::options::OdbcOptions;
+use crate::source::open_session;
+
+pub struct OdbcSink {
+    session: Session,
+    d: &'static dyn Dialect,
+    tables: Arc<HashMap<String, TableInfo>>,
+}
+
+/// One statement and its parameter rows (text, `None` = NULL).
+struct Statement {
+    sql: String,
+    table: String,
+    rows: Vec<usize>,
+    params: Vec<Vec<Option<String>>>,
+}
+
+impl OdbcSink {
+    pub async fn open(
+        conn: &OdbcConn,
+        o: &OdbcOptions,
+        mapping: &Arc<ProviderMapping>,
+    ) -> Result<OdbcSink> {
+        let d = o.dialect.dialect();
+        let mut session = open_session(conn, d, Stage::Sink).await?;
+        let (m, o) = (mapping.clone(), o.clone());
+        let found = session
+            .run(move |c| {
+                c.set_autocommit(false)
+                    .map_err(|e| classify(&e, Stage::Sink, "turning autocommit off"))?;
+                mapped_tables(c, d, &m, &o)
+            })
+            .await?;
+        Ok(OdbcSink {
+            session,
+            d,
+            tables: Arc::new(
+                found
+                    .into_iter()
+                    .map(|(_, t)| (t.name.clone(), t))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn table(&self, name: &str) -> Result<&TableInfo> {
+        self.tables.get(name).ok_or_else(|| {
+            ConnectorError::permanent(
+                Stage::Sink,
+                format!("table {name} is not known to this sink"),
+            )
+        })
+    }
+
+    fn plan(&self, rows: &[OutboundRow]) -> Result<Vec<Statement>> {
+        let groups = group_rows(rows, |row, c| {
+            Ok(c.is_empty() || self.table(&row.table)?.column(c).is_some())
+        })?;
+        groups
+            .into_iter()
+            .map(|g| self.statement(rows, g))
+            .collect()
+    }
+
+    fn statement(&self, rows: &[OutboundRow], g: RowGroup) -> Result<Statement> {
+        let d = self.d;
+        let info = self.table(&g.table)?;
+        let (sql, columns) = match &g.op {
+            GroupOp::Upsert { columns } => (d.upsert(info, columns, &g.key), columns.clone()),
+            GroupOp::Delete => (d.delete(info, &g.key), g.key.clone()),
+        };
+        let types: Vec<ColumnType> = columns
+            .iter()
+            .map(|c| info.column(c).map_or(ColumnType::Text, |c| c.ty))
+            .collect();
+        let params = g
+            .rows
+            .iter()
+            .map(|i| {
+                let r = &rows[*i];
+                columns
+                    .iter()
+                    .zip(&types)
+                    .map(|(c, ty)| {
+                        let v = match &r.row {
+                            Some(fields) => fields.get(c),
+                            None => r.key.iter().find(|(k, _)| k == c).map(|(_, v)| v),
+                        };
+                        v.and_then(|v| d.param_text(*ty, v))
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Statement {
+            sql,
+            table: g.table,
+            rows: g.rows,
+            params,
+        })
+    }
+}
+
+/// Executes one statement for the given parameter rows as one array.
+fn execute(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[&Vec<Option<String>>],
+) -> Result<(), odbc_api::Error> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    let ncols = params[0].len();
+    let max_len: Vec<usize> = (0..ncols)
+        .map(|c| {
+            params
+                .iter()
+                .map(|r| r[c].as_ref().map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+                .max(1)
+        })
+        .collect();
+    let prepared = conn.prepare(sql)?;
+    let mut inserter = prepared.into_text_inserter(params.len(), max_len)?;
+    inserter.set_num_rows(params.len());
+    for c in 0..ncols {
+        let mut col = inserter.column_mut(c);
+        for (r, row) in params.iter().enumerate() {
+            col.set_cell(r, row[c].as_deref().map(str::as_bytes));
+        }
+    }
+    inserter.execute()?;
+    Ok(())
+}
+
+fn write_all(conn: &Connection<'_>, statements: &[Statement]) -> Result<()> {
+    let result = statements.iter().try_for_each(|s| {
+        let params: Vec<&Vec<Option<String>>> = s.params.iter().collect();
+        execute(conn, &s.sql, &params)
+            .map_err(|e| classify(&e, Stage::Sink, &format!("writing to {}", s.table)))
+    });
+    match result {
+        Ok(()) => conn
+            .commit()
+            .map_err(|e| classify(&e, Stage::Sink, "COMMIT")),
+        Err(e) => {
+            let _ = conn.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Row by row, each committed alone; returns the rejected rows.
+fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize, String)>> {
+    let mut rejected = Vec::new();
+    for s in statements {
+        for (i, params) in s.rows.iter().zip(&s.params) {
+            match execute(conn, &s.sql, &[params]) {
+                Ok(()) => conn
+                    .commit()
+                    .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?,
+                Err(e) => {
+                    let _ = conn.rollback();
+                    let err = classify(&e, Stage::Sink, &format!("table {}", s.table));
+                    if err.kind != ErrorKind::BadRecord {
+                        return Err(err);
+                    }
+                    rejected.push((*i, err.message));
+                }
+            }
+        }
+    }
+    Ok(rejected)
+}
+
+#[async_trait]
+impl Sink for OdbcSink {
+    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+        let statements = Arc::new(self.plan(rows)?);
+        let all = statements.clone();
+        match self.session.run(move |c| write_all(c, &all)).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) if e.kind == ErrorKind::BadRecord => {
+                self.session.run(move |c| isolate(c, &statements)).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

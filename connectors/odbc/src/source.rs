@@ -1,0 +1,363 @@
+//! The journal poller.
+//!
+//! Each poll reads, in one statement each, the journal rows after the
+//! highest sequence read (at most a batch, in sequence order) and the rows
+//! whose sequences are open gaps ([`crate::journal`]). Rows become
+//! [`RawChange`]s: the new image (insert, update) or the old image (delete),
+//! the old image as the before image (counters need it), the trigger's time
+//! as the commit time; values are normalized by column type so every
+//! database gives the same JSON. A batch that came back full is followed by
+//! the next poll at once; otherwise the next poll waits for the interval.
+//!
+//! Crash/restart: the position (highest sequence and open gaps) is saved by
+//! the store with the batch's changes; journal rows are deleted only in
+//! [`Source::committed`], after the store's commit is durable, and only
+//! rows that were read. A restart re-reads whatever was not merged, and the
+//! store's shadows make a repeated change a no-op.
+//!
+//! A missing journal table (dropped, or `setup` never run) stops the
+//! provider with that diagnosis: polling cannot tell what it missed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use odbc_api::IntoParameter;
+use serde_json::Value;
+use tracing::warn;
+
+use connector_core::column_type::normalize;
+use connector_core::{
+    ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
+    SourceBatch, Stage,
+};
+
+use crate::catalog::{mapped_tables, query_text, TableInfo};
+use crate::conn::{classify, is_missing_table, OdbcConn, Session};
+use crate::dialect::{Dialect, TriggerSpec};
+use crate::journal::JournalPosition;
+use crate::options::OdbcOptions;
+
+/// Open gaps are re-read this many per statement.
+const GAPS_PER_QUERY: usize = 200;
+
+pub struct OdbcSource {
+    session: Session,
+    d: &'static dyn Dialect,
+    journal: String,
+    provider: String,
+    tables: HashMap<String, TableInfo>,
+    position: JournalPosition,
+    gap_timeout: Duration,
+    last_poll: Option<Instant>,
+    full: bool,
+}
+
+/// One journal row as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRow {
+    pub seq: i64,
+    pub table: String,
+    pub op: String,
+    pub new_image: Option<String>,
+    pub old_image: Option<String>,
+    pub changed_ms: Option<i64>,
+}
+
+impl OdbcSource {
+    pub async fn open(
+        conn: &OdbcConn,
+        o: &OdbcOptions,
+        mapping: &Arc<ProviderMapping>,
+        resume: Option<String>,
+    ) -> Result<OdbcSource> {
+        let d = o.dialect.dialect();
+        let provider = mapping.provider().to_string();
+        let position = match &resume {
+            Some(text) => JournalPosition::parse(text).ok_or_else(|| {
+                ConnectorError::permanent(
+                    Stage::Source,
+                    format!("the store's position `{text}` is not a journal position"),
+                )
+            })?,
+            None => JournalPosition::default(),
+        };
+        let mut session = open_session(conn, d, Stage::Source).await?;
+        let mapping_tables = {
+            let o = o.clone();
+            let m = mapping.clone();
+            session
+                .run(move |c| {
+                    let tables = mapped_tables(c, d, &m, &o)?;
+                    let journal =
+                        crate::catalog::table_info(c, d, o.schema.as_deref(), &o.journal)?;
+                    Ok((tables, journal.is_some()))
+                })
+                .await?
+        };
+        let (tables, journal_exists) = mapping_tables;
+        let journal = d.qualified(o.schema.as_deref(), &o.journal);
+        if !journal_exists {
+            return Err(missing_journal(&journal, &provider));
+        }
+        Ok(OdbcSource {
+            session,
+            d,
+            journal,
+            provider,
+            tables: tables
+                .into_iter()
+                .map(|(_, t)| (t.name.clone(), t))
+                .collect(),
+            position,
+            gap_timeout: o.gap_timeout,
+            last_poll: None,
+            full: false,
+        })
+    }
+
+    async fn poll(&mut self, max: usize) -> Result<Vec<JournalRow>> {
+        let d = self.d;
+        let cols = format!("seq, {}", TriggerSpec::COLUMNS);
+        let after = d.limit(
+            &format!(
+                "SELECT {cols} FROM {} WHERE seq > ? ORDER BY seq",
+                self.journal
+            ),
+            max,
+        );
+        let gaps: Vec<i64> = self.position.gaps.keys().copied().collect();
+        let journal = self.journal.clone();
+        let seq = self.position.seq;
+        let result = self
+            .session
+            .run(move |c| {
+                let mut rows = Vec::new();
+                for chunk in gaps.chunks(GAPS_PER_QUERY) {
+                    let marks = vec!["?"; chunk.len()].join(", ");
+                    let sql = format!("SELECT {cols} FROM {journal} WHERE seq IN ({marks})");
+                    let params: Vec<String> = chunk.iter().map(i64::to_string).collect();
+                    rows.extend(query_text(
+                        c,
+                        &sql,
+                        &params,
+                        Stage::Source,
+                        "polling the journal",
+                    )?);
+                }
+                rows.extend(query_text(
+                    c,
+                    &after,
+                    &[seq.to_string()],
+                    Stage::Source,
+                    "polling the journal",
+                )?);
+                Ok(rows)
+            })
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) if is_missing_table(&e) => {
+                return Err(missing_journal(&self.journal, &self.provider))
+            }
+            Err(e) => return Err(e),
+        };
+        rows.into_iter().map(journal_row).collect()
+    }
+
+    fn change(&self, row: &JournalRow) -> Result<RawChange> {
+        let op = match row.op.trim() {
+            "I" => RawOp::Insert,
+            "U" => RawOp::Update,
+            "D" => RawOp::Delete,
+            other => {
+                return Err(ConnectorError::permanent(
+                    Stage::Source,
+                    format!("journal row {}: unknown operation `{other}`", row.seq),
+                ))
+            }
+        };
+        let info = self.tables.get(&row.table);
+        let decode = |image: &Option<String>| -> Result<Option<Fields>> {
+            image
+                .as_deref()
+                .map(|text| decode_image(text, info))
+                .transpose()
+                .map_err(|e| {
+                    ConnectorError::bad_record(
+                        Stage::Source,
+                        format!("journal row {} ({}): {e}", row.seq, row.table),
+                    )
+                })
+        };
+        let new = decode(&row.new_image)?;
+        let old = decode(&row.old_image)?;
+        let (fields, before) = match op {
+            RawOp::Delete => (old.clone().unwrap_or_default(), old),
+            _ => (new.unwrap_or_default(), old),
+        };
+        Ok(RawChange {
+            table: row.table.clone(),
+            schema: info.and_then(|t| t.schema.clone()),
+            op,
+            row: fields,
+            before,
+            commit_ts_ms: row.changed_ms,
+            unchanged: Vec::new(),
+        })
+    }
+}
+
+/// Opens a connection and runs the dialect's session settings.
+pub(crate) async fn open_session(
+    conn: &OdbcConn,
+    d: &'static dyn Dialect,
+    stage: Stage,
+) -> Result<Session> {
+    let mut session = Session::open(conn, d.name(), stage).await?;
+    let setup = d.session_setup();
+    if !setup.is_empty() {
+        session
+            .run(move |c| {
+                for sql in &setup {
+                    c.execute(sql, (), None)
+                        .map_err(|e| classify(&e, stage, "configuring the session"))?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(session)
+}
+
+fn missing_journal(journal: &str, provider: &str) -> ConnectorError {
+    ConnectorError::permanent(
+        Stage::Source,
+        format!(
+            "the change journal {journal} does not exist (dropped, or setup never ran): changes made \
+             meanwhile cannot be recovered from it; run `connector setup --provider {provider}`, then \
+             `connector initial-sync --provider {provider} --restart`"
+        ),
+    )
+}
+
+fn journal_row(cells: Vec<Option<String>>) -> Result<JournalRow> {
+    let mut it = cells.into_iter();
+    let mut next = || it.next().flatten();
+    let bad = |what: &str| ConnectorError::permanent(Stage::Source, format!("journal row: {what}"));
+    let seq = next()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| bad("no sequence"))?;
+    Ok(JournalRow {
+        seq,
+        table: next().ok_or_else(|| bad("no table"))?,
+        op: next().ok_or_else(|| bad("no operation"))?,
+        new_image: next(),
+        old_image: next(),
+        changed_ms: next().and_then(|s| s.trim().parse().ok()),
+    })
+}
+
+/// A row image (JSON text) → fields normalized by the table's column types.
+pub fn decode_image(text: &str, table: Option<&TableInfo>) -> std::result::Result<Fields, String> {
+    let Value::Object(map) = serde_json::from_str::<Value>(text).map_err(|e| e.to_string())? else {
+        return Err("the row image is not a JSON object".into());
+    };
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match table.and_then(|t| t.column(&k)) {
+                Some(col) => normalize(col.ty, v),
+                None => v,
+            };
+            (k, v)
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Source for OdbcSource {
+    async fn next_batch(&mut self, max: usize, max_wait: Duration) -> Result<SourceBatch> {
+        if let (false, Some(last)) = (self.full, self.last_poll) {
+            let due = last + max_wait;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        self.last_poll = Some(Instant::now());
+        let rows = self.poll(max.max(1)).await?;
+        self.full = rows.iter().filter(|r| r.seq > self.position.seq).count() >= max.max(1);
+        let now = connector_now_ms();
+        let before = self.position.clone();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let apply = self.position.read(&seqs, now);
+        let mut changes = Vec::with_capacity(rows.len());
+        for (row, apply) in rows.iter().zip(apply) {
+            if !apply {
+                continue;
+            }
+            match self.change(row) {
+                Ok(c) => changes.push(c),
+                Err(e) if e.kind == ErrorKind::BadRecord => {
+                    // Undecodable: hand it to the mapping as a row it will
+                    // reject, so it reaches the dead letters with its text.
+                    warn!(provider = %self.provider, error = %e, "undecodable journal row");
+                    let mut raw = Fields::new();
+                    raw.insert("journal_seq".into(), Value::from(row.seq));
+                    raw.insert(
+                        "image".into(),
+                        Value::from(row.new_image.clone().or(row.old_image.clone())),
+                    );
+                    changes.push(RawChange {
+                        table: row.table.clone(),
+                        schema: None,
+                        op: RawOp::Insert,
+                        row: raw,
+                        before: None,
+                        commit_ts_ms: row.changed_ms,
+                        unchanged: Vec::new(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let expired = self
+            .position
+            .expire(now, self.gap_timeout.as_millis() as i64);
+        if !expired.is_empty() {
+            warn!(provider = %self.provider, count = expired.len(), first = expired[0],
+                "journal sequence numbers never committed within gap_timeout_s; taken for rolled-back transactions");
+        }
+        let position = (self.position != before).then(|| self.position.encode());
+        Ok(SourceBatch {
+            changes,
+            position,
+            status: None,
+        })
+    }
+
+    async fn committed(&mut self, position: &str) -> Result<()> {
+        let Some(p) = JournalPosition::parse(position) else {
+            return Ok(());
+        };
+        let upto = p.prune_upto();
+        if upto <= 0 {
+            return Ok(());
+        }
+        let sql = format!("DELETE FROM {} WHERE seq <= ?", self.journal);
+        self.session
+            .run(move |c| {
+                let upto = upto.to_string();
+                c.execute(&sql, &[upto.as_str().into_parameter()][..], None)
+                    .map_err(|e| classify(&e, Stage::Source, "pruning the journal"))?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn connector_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,331 @@
+//! The ODBC provider end to end, on real ODBC drivers: PostgreSQL `hq`
+//! (logical replication) ↔ store ↔ `shop`, where `shop` is an SQLite file
+//! through the SQLite ODBC driver, a MariaDB server through MariaDB
+//! Connector/ODBC, or a PostgreSQL database through psqlODBC. Every server
+//! is started and stopped by the test.
+#![cfg(all(feature = "postgres", feature = "odbc"))]
+
+mod fleet;
+
+use std::time::Duration;
+
+use connector_testkit::{MariaDb, OdbcConfig, SqliteDb};
+use fleet::{repo, wait_for, Fleet};
+
+fn ok(out: &std::process::Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// Points the fleet's `shop` at an ODBC connection string.
+fn odbc_shop(f: &mut Fleet, odbc: &OdbcConfig, conn: String) {
+    f.extra_env.extend(odbc.env());
+    f.extra_env.extend([
+        ("CONNECTOR_PROVIDERS".into(), "hq=postgres,shop=odbc".into()),
+        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), conn),
+        ("CONNECTOR_SHOP_OPTIONS".into(), "gap_timeout_s=30".into()),
+        ("DITTO_CLOUD_SYNC_INTERVAL".into(), "100".into()),
+    ]);
+}
+
+fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
+    let db = SqliteDb::new();
+    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.sqlite.sql")).unwrap();
+    db.sql(&schema);
+    db.sql("CREATE TABLE devices (id INTEGER, serial_no TEXT PRIMARY KEY, name TEXT)");
+    odbc_shop(f, odbc, db.odbc());
+    db
+}
+
+/// Waits until `get()` returns `want`.
+fn expect(what: &str, f: &Fleet, want: &str, get: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = get();
+        if got == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{what}: expected {want:?}, got {got:?}\n{}", f.logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn verify_passes(f: &Fleet) {
+    wait_for("connector verify to pass", Duration::from_secs(60), || {
+        f.verify().status.success().then_some(())
+    });
+}
+
+#[test]
+fn postgres_and_sqlite_stay_in_sync_both_ways() {
+    let mut f = Fleet::new("0.002");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+
+    let dry = ok(&f.connector(&["setup", "--provider", "shop", "--dry-run"]));
+    assert!(
+        dry.contains("CREATE TABLE IF NOT EXISTS \"connector_journal\"")
+            && dry.contains(
+                "CREATE TRIGGER \"connector_journal_orders_upd\" AFTER UPDATE ON \"orders\""
+            )
+            && dry.contains("dry run: nothing was executed"),
+        "{dry}"
+    );
+    assert_eq!(
+        shop.sql("SELECT count(*) FROM sqlite_master WHERE name = 'connector_journal'"),
+        "0",
+        "--dry-run executes nothing"
+    );
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    let again = ok(&f.connector(&["setup", "--provider", "shop"]));
+    assert!(
+        again.contains("the journal \"connector_journal\" exists"),
+        "{again}"
+    );
+    assert_eq!(
+        shop.sql("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"),
+        "27",
+        "three triggers per mapped table"
+    );
+
+    f.start();
+    for t in fleet::SYNCED {
+        let filter = if t == "customers" {
+            " WHERE NOT deleted"
+        } else {
+            ""
+        };
+        let want =
+            f.pg.query("hq", &format!("SELECT count(*) FROM {t}{filter}"))
+                .unwrap();
+        expect(&format!("{t} copied"), &f, &want, || {
+            shop.sql(&format!("SELECT count(*) FROM {t}"))
+        });
+    }
+
+    // hq → SQLite
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (900001, 1, 1, '2024-05-01 10:00:00+02', 'new', 10.50)",
+    );
+    f.pg.psql("hq", "UPDATE orders SET status = 'paid' WHERE order_id = 1");
+    f.pg.psql("hq", "DELETE FROM orders WHERE order_id = 2");
+    expect(
+        "an insert from hq",
+        &f,
+        "new|10.5|2024-05-01 08:00:00.000000",
+        || shop.sql("SELECT status, total, order_date FROM orders WHERE order_id = 900001"),
+    );
+    expect("an update from hq", &f, "paid", || {
+        shop.sql("SELECT status FROM orders WHERE order_id = 1")
+    });
+    expect("a delete from hq", &f, "0", || {
+        shop.sql("SELECT count(*) FROM orders WHERE order_id = 2")
+    });
+
+    // SQLite → hq: insert, update, delete, a composite id, JSON, a boolean
+    shop.sql("INSERT INTO store_order_numbers VALUES (3, 17, '2024-06-01 12:00:00', 'first')");
+    shop.sql(
+        "UPDATE store_order_numbers SET note = 'changed' WHERE store_id = 3 AND order_no = 17",
+    );
+    shop.sql("UPDATE products SET attributes = '{\"color\": \"teal\"}' WHERE product_id = 1");
+    shop.sql("UPDATE orders SET status = 'shipped' WHERE order_id = 3");
+    shop.sql("DELETE FROM orders WHERE order_id = 4");
+    f.expect_in(
+        "hq",
+        "SELECT note || ' ' || issued_at FROM store_order_numbers WHERE store_id = 3 AND order_no = 17",
+        "changed 2024-06-01 12:00:00+00",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT attributes->>'color' FROM products WHERE product_id = 1",
+        "teal",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "shipped",
+    );
+    f.expect_in("hq", "SELECT count(*) FROM orders WHERE order_id = 4", "0");
+
+    // Counters: a decrement on each side adds up.
+    let inv =
+        f.pg.query(
+            "hq",
+            "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
+        )
+        .unwrap();
+    let (id, qty) = inv.split_once(' ').unwrap();
+    let qty: i64 = qty.parse().unwrap();
+    f.pg.psql(
+        "hq",
+        &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
+    );
+    shop.sql(&format!(
+        "UPDATE inventory SET quantity = quantity - 3 WHERE id = '{id}'"
+    ));
+    let want = (qty - 5).to_string();
+    f.expect_in(
+        "hq",
+        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        &want,
+    );
+    expect("the counter in SQLite", &f, &want, || {
+        shop.sql(&format!("SELECT quantity FROM inventory WHERE id = '{id}'"))
+    });
+
+    // A NULL id goes to the dead letters; the stream goes on.
+    shop.sql("INSERT INTO devices VALUES (1, NULL, 'no serial')");
+    shop.sql("UPDATE orders SET status = 'after-null' WHERE order_id = 5");
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 5",
+        "after-null",
+    );
+    let dead = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert!(
+        dead.contains("devices") && dead.contains("no serial"),
+        "{dead}"
+    );
+
+    // No echo loop: once quiet, nothing more is written anywhere.
+    std::thread::sleep(Duration::from_secs(2));
+    let journal = || shop.sql("SELECT coalesce(max(seq), 0) FROM connector_journal");
+    let (j1, s1) = (journal(), f.status());
+    std::thread::sleep(Duration::from_secs(3));
+    let (j2, s2) = (journal(), f.status());
+    assert_eq!(j1, j2, "the SQLite journal keeps growing: an echo loop");
+    assert_eq!(
+        s1["store"]["last_seq"], s2["store"]["last_seq"],
+        "the store's log keeps growing: an echo loop"
+    );
+    // Journal rows are pruned once merged.
+    expect("the journal to be pruned", &f, "0", || {
+        shop.sql("SELECT count(*) FROM connector_journal")
+    });
+
+    // kill -9 while polling: nothing lost, nothing doubled.
+    for i in 0..200 {
+        shop.sql(&format!(
+            "INSERT INTO orders VALUES ({}, 1, 1, '2024-07-01 00:00:00', 'burst', {i})",
+            800_000 + i
+        ));
+        if i == 100 {
+            f.kill9();
+        }
+    }
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT count(*) FROM orders WHERE status = 'burst'",
+        "200",
+    );
+    verify_passes(&f);
+    assert_eq!(f.stop(), Some(0));
+}
+
+#[test]
+fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let db = MariaDb::start();
+    db.create_db("shop");
+    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.mariadb.sql")).unwrap();
+    db.sql("shop", &schema);
+    db.sql(
+        "shop",
+        "CREATE TABLE devices (id INT, serial_no VARCHAR(100) PRIMARY KEY, name VARCHAR(100))",
+    );
+    odbc_shop(&mut f, &odbc, db.odbc("shop"));
+    let tested = ok(&f.connector(&["test-connection"]));
+    assert!(tested.contains("MariaDB"), "{tested}");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    let want =
+        f.pg.query("hq", "SELECT count(*) FROM order_items")
+            .unwrap();
+    expect("order_items copied to MariaDB", &f, &want, || {
+        db.sql("shop", "SELECT count(*) FROM order_items")
+    });
+
+    // Both ways, with MariaDB's own types (DATETIME, DECIMAL, BOOLEAN, JSON).
+    f.pg.psql("hq", "UPDATE orders SET status = 'paid', order_date = '2024-05-01 10:00:00+02' WHERE order_id = 1");
+    expect(
+        "an update from hq",
+        &f,
+        "paid\t2024-05-01 08:00:00.000000",
+        || {
+            db.sql(
+                "shop",
+                "SELECT status, order_date FROM orders WHERE order_id = 1",
+            )
+        },
+    );
+    db.sql(
+        "shop",
+        "UPDATE products SET price = 7.25, attributes = '{\"size\": \"L\"}' WHERE product_id = 1",
+    );
+    db.sql(
+        "shop",
+        "UPDATE customers SET email = 'm@example.com' WHERE customer_id = 1",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT price || ' ' || (attributes->>'size') FROM products WHERE product_id = 1",
+        "7.25 L",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT email || ' ' || deleted FROM customers WHERE customer_id = 1",
+        "m@example.com false",
+    );
+
+    // A status too long for MariaDB's VARCHAR(20): dead letter, the rest goes on.
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'this status is far too long for shop' WHERE order_id = 2",
+    );
+    f.pg.psql("hq", "UPDATE orders SET status = 'fits' WHERE order_id = 3");
+    expect("the next change to arrive", &f, "fits", || {
+        db.sql("shop", "SELECT status FROM orders WHERE order_id = 3")
+    });
+    let dead = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert!(dead.contains("orders") && dead.contains("22001"), "{dead}");
+
+    // The journal disappears: shop stops with the reason, hq goes on.
+    db.sql("shop", "DROP TABLE connector_journal");
+    wait_for(
+        "shop to report the missing journal",
+        Duration::from_secs(60),
+        || {
+            let s = f.status();
+            let shop = s["providers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "shop")?
+                .clone();
+            shop["last_error"]
+                .as_str()?
+                .contains("connector_journal` does not exist")
+                .then_some(())
+        },
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'hq-goes-on' WHERE order_id = 6",
+    );
+    wait_for("hq's stream to go on", Duration::from_secs(60), || {
+        let out = f.connector(&["query", "orders", "6"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("hq-goes-on")
+            .then_some(())
+    });
+    drop(db);
+}
