@@ -58,9 +58,21 @@ fn expect(what: &str, f: &Fleet, want: &str, get: impl Fn() -> String) {
 }
 
 fn verify_passes(f: &Fleet) {
-    wait_for("connector verify to pass", Duration::from_secs(60), || {
-        f.verify().status.success().then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = f.verify();
+        if out.status.success() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "connector verify keeps failing:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -328,4 +340,74 @@ fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
             .then_some(())
     });
     drop(db);
+}
+
+#[test]
+fn a_journal_row_committed_after_a_later_one_is_not_lost() {
+    // shop is a PostgreSQL database read through psqlODBC: sequence values
+    // are taken at insert time and become visible at commit, so two
+    // concurrent writers commit them out of order.
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let conn = format!(
+        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
+        f.pg.port
+    );
+    odbc_shop(&mut f, &odbc, conn);
+    let tested = ok(&f.connector(&["test-connection"]));
+    assert!(tested.contains("PostgreSQL"), "{tested}");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
+
+    std::thread::scope(|s| {
+        // A takes the lower sequence number and commits 4 s later.
+        let slow = s.spawn(|| {
+            f.pg.psql(
+                "shop",
+                "BEGIN; UPDATE orders SET status = 'A-late' WHERE order_id = 10; \
+                 SELECT pg_sleep(4); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // B takes the next number and commits at once; the poller reads it
+        // (and passes A's number) while A is still open.
+        f.pg.psql(
+            "shop",
+            "UPDATE orders SET status = 'B-early' WHERE order_id = 11",
+        );
+        f.expect_in(
+            "hq",
+            "SELECT status FROM orders WHERE order_id = 11",
+            "B-early",
+        );
+        assert_ne!(
+            f.pg.query("hq", "SELECT status FROM orders WHERE order_id = 10")
+                .as_deref(),
+            Some("A-late"),
+            "A is not committed yet"
+        );
+        slow.join().unwrap();
+    });
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 10",
+        "A-late",
+    );
+    let seqs =
+        f.pg.query("shop", "SELECT count(*) FROM connector_journal")
+            .unwrap();
+    wait_for(
+        "the journal to be pruned after the gap filled",
+        Duration::from_secs(30),
+        || {
+            (f.pg
+                .query("shop", "SELECT count(*) FROM connector_journal")
+                .as_deref()
+                == Some("0"))
+            .then_some(())
+        },
+    );
+    let _ = seqs;
+    verify_passes(&f);
 }

@@ -16,7 +16,8 @@
 //!   seconds only where non-zero; a value without an offset is UTC (MariaDB
 //!   `DATETIME` and DB2 `TIMESTAMP` columns hold UTC, sessions are pinned);
 //! * timestamps without a time zone → `YYYY-MM-DDTHH:MM:SS[.fff]`;
-//! * everything else (text, dates, UUIDs) → the text as it is.
+//! * UUIDs → lowercase and hyphenated, without braces;
+//! * everything else (text, dates) → the text as it is.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Number, Value};
@@ -31,6 +32,9 @@ pub enum ColumnType {
     TimestampTz,
     Timestamp,
     Date,
+    /// UUIDs: lowercase, hyphenated, without braces (ODBC drivers report
+    /// GUIDs in upper case or in braces).
+    Uuid,
     Text,
 }
 
@@ -56,6 +60,12 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
         ColumnType::TimestampTz => parse_timestamptz(text.trim()).map(Value::String),
         ColumnType::Timestamp => parse_naive(text.trim())
             .map(|t| Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        ColumnType::Uuid => Some(Value::String(
+            text.trim()
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .to_ascii_lowercase(),
+        )),
         ColumnType::Date | ColumnType::Text => None,
     };
     parsed.unwrap_or_else(|| Value::String(text.to_string()))
@@ -78,8 +88,12 @@ pub fn normalize(ty: ColumnType, value: Value) -> Value {
         (ColumnType::Decimal | ColumnType::Float, Value::Number(n)) => {
             number(&n.to_string()).unwrap_or(Value::Number(n))
         }
-        (ColumnType::Text | ColumnType::Date, Value::Number(n)) => Value::String(n.to_string()),
-        (ColumnType::Text | ColumnType::Date, Value::Bool(b)) => Value::String(b.to_string()),
+        (ColumnType::Text | ColumnType::Date | ColumnType::Uuid, Value::Number(n)) => {
+            Value::String(n.to_string())
+        }
+        (ColumnType::Text | ColumnType::Date | ColumnType::Uuid, Value::Bool(b)) => {
+            Value::String(b.to_string())
+        }
         (_, v) => v,
     }
 }
@@ -154,6 +168,11 @@ mod tests {
                 json!({"a": [true, null], "b": 1}),
             ),
             (Date, "2024-02-29", json!("2024-02-29")),
+            (
+                Uuid,
+                "{03912301-EDCA-EB11-47C2-B60DB6199ECF}",
+                json!("03912301-edca-eb11-47c2-b60db6199ecf"),
+            ),
             (
                 TimestampTz,
                 "2024-01-02 03:04:05.123456+00",

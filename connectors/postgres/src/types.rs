@@ -40,6 +40,7 @@ pub fn column_type(type_oid: u32) -> ColumnType {
         TIMESTAMPTZ => ColumnType::TimestampTz,
         TIMESTAMP => ColumnType::Timestamp,
         DATE => ColumnType::Date,
+        UUID => ColumnType::Uuid,
         _ => ColumnType::Text,
     }
 }

@@ -208,6 +208,7 @@ pub fn generic_column_type(sql_type: &str) -> ColumnType {
         // A TIMESTAMP column of a database without zones holds UTC.
         "timestamp" => ColumnType::TimestampTz,
         "date" => ColumnType::Date,
+        "uuid" | "uniqueidentifier" => ColumnType::Uuid,
         _ => ColumnType::Text,
     }
 }
