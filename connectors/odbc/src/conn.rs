@@ -161,6 +161,11 @@ pub fn classify(e: &odbc_api::Error, stage: Stage, context: &str) -> ConnectorEr
             let lower = message.to_ascii_lowercase();
             let kind = if lower.contains("database is locked") || lower.contains("deadlock") {
                 ErrorKind::Transient
+            } else if state == "HY000"
+                && (lower.contains("constraint failed") || lower.contains("datatype mismatch"))
+            {
+                // SQLite's driver reports every statement error as HY000.
+                ErrorKind::BadRecord
             } else {
                 kind_for_sqlstate(&state)
             };

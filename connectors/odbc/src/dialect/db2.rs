@@ -76,7 +76,7 @@ impl Dialect for Db2 {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(2M))")
+            format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(2M) FORMAT JSON)")
         };
         TriggerSpec::EVENTS
             .iter()
@@ -101,9 +101,9 @@ impl Dialect for Db2 {
     }
 
     fn now_ms(&self) -> &'static str {
-        "(BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE) - DAYS(DATE('1970-01-01'))) * 86400000 \
+        "(BIGINT(DAYS(CURRENT TIMESTAMP - CURRENT TIMEZONE) - DAYS('1970-01-01')) * 86400000 \
          + BIGINT(MIDNIGHT_SECONDS(CURRENT TIMESTAMP - CURRENT TIMEZONE)) * 1000 \
-         + MICROSECOND(CURRENT TIMESTAMP) / 1000)"
+         + MICROSECOND(CURRENT TIMESTAMP - CURRENT TIMEZONE) / 1000)"
     }
 
     fn limit(&self, sql: &str, n: usize) -> String {
