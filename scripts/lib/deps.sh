@@ -25,3 +25,9 @@ ensure_postgres() {
     apt_install postgresql
   fi
 }
+
+# unixODBC and the ODBC drivers the ODBC provider is tested with (SQLite,
+# PostgreSQL, MariaDB), and a MariaDB server for the tests to start.
+ensure_odbc() {
+  apt_install unixodbc unixodbc-dev odbc-postgresql libsqliteodbc odbc-mariadb mariadb-server
+}

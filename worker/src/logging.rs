@@ -8,7 +8,13 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat, debug: bool) {
-    let default = if debug { "debug" } else { "info" };
+    // odbc-api logs every driver diagnostic as a warning; the ones that
+    // matter come back as errors, with context, through our own logs.
+    let default = if debug {
+        "debug,odbc_api=error"
+    } else {
+        "info,odbc_api=error"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -407,3 +407,98 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     );
     verify_passes(&f);
 }
+
+/// The real IBM DB2 ODBC driver (`libdb2.so` from the PyPI `ibm_db` wheel,
+/// fetched by scripts/test.sh into the path in `CONNECTOR_DB2_DRIVER`).
+fn db2_driver() -> std::path::PathBuf {
+    let path = std::env::var_os("CONNECTOR_DB2_DRIVER").map(std::path::PathBuf::from).expect(
+        "CONNECTOR_DB2_DRIVER is not set: run scripts/test.sh, which fetches IBM's DB2 ODBC driver",
+    );
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
+
+#[test]
+fn db2_with_no_server_behind_is_a_clear_cannot_connect_and_a_retry() {
+    let odbc = OdbcConfig::new(Some(&db2_driver()));
+    let port = fleet::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut env: Vec<(String, String)> = odbc.env();
+    env.extend([
+        ("DITTO_SYNC_IBMCLOUD".to_string(), "true".to_string()),
+        (
+            "IBMCLOUD_CONNECTION_STRING".to_string(),
+            format!(
+                "Driver={{IBM DB2 ODBC DRIVER}};Database=SAMPLE;Hostname=127.0.0.1;Port={port};Protocol=TCPIP;Uid=db2inst1;Pwd=s3cret-pw;"
+            ),
+        ),
+        (
+            "CONNECTOR_STORE".to_string(),
+            dir.path().join("store.db").display().to_string(),
+        ),
+        (
+            "CONNECTOR_MAPPINGS".to_string(),
+            repo().join("mappings").display().to_string(),
+        ),
+    ]);
+    let command = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_connector"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(dir.path())
+            .args(args)
+            .envs(env.iter().cloned());
+        c
+    };
+    let out = command(&["test-connection"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("cannot connect to DB2 at 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("SQL30081N") || text.contains("08001"),
+        "the driver's own diagnosis: {text}"
+    );
+    assert!(
+        !text.contains("panicked") && !text.contains("s3cret-pw"),
+        "{text}"
+    );
+
+    // `run` keeps retrying with backoff instead of dying.
+    let log = dir.path().join("run.log");
+    let mut child = command(&["run"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let logs = || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("run.err")).unwrap_or_default()
+    };
+    wait_for("two connection attempts", Duration::from_secs(60), || {
+        (logs().matches("cannot connect to DB2").count() >= 2).then_some(())
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "run gave up: {}",
+        logs()
+    );
+    assert!(logs().contains("retrying"), "{}", logs());
+    assert!(
+        !logs().contains("panicked") && !logs().contains("s3cret-pw"),
+        "{}",
+        logs()
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", logs());
+}

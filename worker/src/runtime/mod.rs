@@ -44,6 +44,8 @@ pub struct Shared {
     pub store_path: PathBuf,
     pub batch_size: usize,
     pub interval: Duration,
+    /// Copy a provider's rows before streaming it (CONNECTOR_INITIAL_SYNC).
+    pub auto_initial_sync: bool,
     pub health: Health,
     /// One per sink task in this process; sources wake them after a commit.
     pub sink_wakes: Mutex<Vec<Arc<Notify>>>,
@@ -55,6 +57,7 @@ impl Shared {
             store_path: config.store_path.clone(),
             batch_size: config.batch_size,
             interval: config.sync_interval,
+            auto_initial_sync: config.auto_initial_sync,
             health: Health::default(),
             sink_wakes: Mutex::new(Vec::new()),
         })
@@ -152,9 +155,17 @@ pub async fn run(
         if !first.is_empty() {
             let names: Vec<&str> = first.iter().map(|s| s.name.as_str()).collect();
             info!(providers = ?names, "first start: copying existing rows before streaming (CONNECTOR_INITIAL_SYNC=never skips this)");
-            initial_sync::run(config, first, mappings.clone(), None, false)
-                .await
-                .map_err(|e| format!("initial sync: {e}"))?;
+            for spec in first {
+                // A provider that cannot be copied now (unreachable, say) does
+                // not hold the others back: its source task copies it first,
+                // with the usual retries, or stops it with the reason.
+                let name = spec.name.clone();
+                if let Err(e) =
+                    initial_sync::run(config, vec![spec], mappings.clone(), None, false).await
+                {
+                    warn!(provider = %name, error = %e, "initial sync failed; the provider's task retries it");
+                }
+            }
         }
     }
     let shutdown = shutdown_on_signals();

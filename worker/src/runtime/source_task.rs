@@ -112,6 +112,10 @@ async fn session(
 ) -> Result<()> {
     let name = provider.spec().name.clone();
     let mut store = blocking(|| shared.open_store())?;
+    if shared.auto_initial_sync && blocking(|| super::initial_sync::needed(&store, &name, mapping))?
+    {
+        super::initial_sync::copy_provider(provider, mapping.clone(), shared, None, false).await?;
+    }
     let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
