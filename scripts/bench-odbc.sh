@@ -111,7 +111,8 @@ fan_out() { # fan_out PROVIDER COUNT-COMMAND
   until [ "$("$@")" = "$want" ]; do sleep 0.2; kill -0 $RUN_PID; done
   t3=$(now)
   kill -TERM $RUN_PID; wait $RUN_PID || true; RUN_PID=""
-  echo "$(rate "$ROWS" "$t2" "$t3") $(rate "$ROWS" "$t0" "$t3")"
+  # end to end: the copy into the store plus this fan-out alone
+  echo "$(rate "$ROWS" "$t2" "$t3") $(awk -v n="$ROWS" -v c="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v a="$t2" -v b="$t3" 'BEGIN { printf "%.0f", n / (c + b - a) }')"
 }
 read -r R[fan_lite] R[e2e_lite] <<< "$(fan_out lite sqlite3 "$SQLITE" 'SELECT count(*) FROM order_items')"
 read -r R[fan_maria] R[e2e_maria] <<< "$(fan_out maria maria_sql shop 'SELECT count(*) FROM order_items')"

@@ -15,7 +15,7 @@
 
 use connector_core::ColumnType;
 
-use super::{generic_column_type, literal, non_key, Dialect, TriggerSpec};
+use super::{generic_column_type, non_key, Dialect, TriggerSpec};
 use crate::catalog::{Column, TableInfo};
 
 pub struct Db2;
@@ -63,38 +63,20 @@ impl Dialect for Db2 {
 
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
         let image = |row: &str| {
-            let pairs = spec
-                .table
-                .columns
-                .iter()
-                .map(|c| {
-                    format!(
-                        "KEY {} VALUE {row}.{}",
-                        literal(&c.name),
-                        self.quote(&c.name)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let pairs = spec.pairs(self, row, |k, v| format!("KEY {k} VALUE {v}"));
             format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(2M) FORMAT JSON)")
         };
-        TriggerSpec::EVENTS
-            .iter()
-            .map(|(suffix, event, op)| {
-                let (referencing, new, old) = match *op {
-                    "I" => ("REFERENCING NEW AS N", image("N"), "NULL".to_string()),
-                    "U" => ("REFERENCING NEW AS N OLD AS O", image("N"), image("O")),
-                    _ => ("REFERENCING OLD AS O", "NULL".to_string(), image("O")),
+        spec.events(self, "N", "O", image)
+            .into_iter()
+            .map(|(name, event, op, insert)| {
+                let referencing = match op {
+                    "I" => "REFERENCING NEW AS N",
+                    "U" => "REFERENCING NEW AS N OLD AS O",
+                    _ => "REFERENCING OLD AS O",
                 };
                 format!(
-                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} {referencing} \
-                     FOR EACH ROW INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now})",
-                    name = self.quote(&format!("{}_{suffix}", spec.name)),
-                    table = spec.table.qualified(self),
-                    journal = spec.journal,
-                    cols = TriggerSpec::COLUMNS,
-                    tbl = literal(&spec.table.name),
-                    now = self.now_ms(),
+                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} {referencing} FOR EACH ROW {insert}",
+                    spec.table.qualified(self)
                 )
             })
             .collect()

@@ -6,7 +6,7 @@
 
 use connector_core::ColumnType;
 
-use super::{generic_column_type, literal, non_key, Dialect, TriggerSpec};
+use super::{generic_column_type, non_key, Dialect, TriggerSpec};
 use crate::catalog::TableInfo;
 
 pub struct MariaDb;
@@ -64,37 +64,17 @@ impl Dialect for MariaDb {
 
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
         let image = |row: &str| {
-            let pairs = spec
-                .table
-                .columns
-                .iter()
-                .map(|c| format!("{}, {row}.{}", literal(&c.name), self.quote(&c.name)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("JSON_OBJECT({pairs})")
+            format!(
+                "JSON_OBJECT({})",
+                spec.pairs(self, row, |k, v| format!("{k}, {v}"))
+            )
         };
-        TriggerSpec::EVENTS
-            .iter()
-            .map(|(suffix, event, op)| {
-                let new = if *op == "D" {
-                    "NULL".into()
-                } else {
-                    image("NEW")
-                };
-                let old = if *op == "I" {
-                    "NULL".into()
-                } else {
-                    image("OLD")
-                };
+        spec.events(self, "NEW", "OLD", image)
+            .into_iter()
+            .map(|(name, event, _, insert)| {
                 format!(
-                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW \
-                     INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now})",
-                    name = self.quote(&format!("{}_{suffix}", spec.name)),
-                    table = spec.table.qualified(self),
-                    journal = spec.journal,
-                    cols = TriggerSpec::COLUMNS,
-                    tbl = literal(&spec.table.name),
-                    now = self.now_ms(),
+                    "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW {insert}",
+                    spec.table.qualified(self)
                 )
             })
             .collect()

@@ -106,6 +106,55 @@ impl TriggerSpec<'_> {
 
     /// The journal's column list, in the order of the trigger's VALUES.
     pub const COLUMNS: &'static str = "tbl, op, new_image, old_image, changed_ms";
+
+    /// The row image's `f(key literal, row.column)` pairs, comma-separated.
+    pub fn pairs(&self, d: &dyn Dialect, row: &str, f: impl Fn(&str, &str) -> String) -> String {
+        self.table
+            .columns
+            .iter()
+            .map(|c| f(&literal(&c.name), &format!("{row}.{}", d.quote(&c.name))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Per event: the quoted trigger name, the event, the operation code and
+    /// the journal INSERT, with images built by `image(new)` / `image(old)`.
+    pub fn events(
+        &self,
+        d: &dyn Dialect,
+        new: &str,
+        old: &str,
+        image: impl Fn(&str) -> String,
+    ) -> Vec<(String, &'static str, &'static str, String)> {
+        Self::EVENTS
+            .iter()
+            .map(|(suffix, event, op)| {
+                let n = if *op == "D" {
+                    "NULL".into()
+                } else {
+                    image(new)
+                };
+                let o = if *op == "I" {
+                    "NULL".into()
+                } else {
+                    image(old)
+                };
+                let insert = format!(
+                    "INSERT INTO {} ({}) VALUES ({}, '{op}', {n}, {o}, {})",
+                    self.journal,
+                    Self::COLUMNS,
+                    literal(&self.table.name),
+                    d.now_ms()
+                );
+                (
+                    d.quote(&format!("{}_{suffix}", self.name)),
+                    *event,
+                    *op,
+                    insert,
+                )
+            })
+            .collect()
+    }
 }
 
 pub trait Dialect: Send + Sync {

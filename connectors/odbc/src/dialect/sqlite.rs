@@ -1,7 +1,7 @@
 //! SQLite (through the SQLite ODBC driver): `pragma_table_info`, `json_object`
 //! in the triggers, `INSERT … ON CONFLICT DO UPDATE` (SQLite ≥ 3.24).
 
-use super::{literal, non_key, Dialect, TriggerSpec};
+use super::{non_key, Dialect, TriggerSpec};
 use crate::catalog::TableInfo;
 
 pub struct Sqlite;
@@ -31,37 +31,17 @@ impl Dialect for Sqlite {
 
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
         let image = |row: &str| {
-            let pairs = spec
-                .table
-                .columns
-                .iter()
-                .map(|c| format!("{}, {row}.{}", literal(&c.name), self.quote(&c.name)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("json_object({pairs})")
+            format!(
+                "json_object({})",
+                spec.pairs(self, row, |k, v| format!("{k}, {v}"))
+            )
         };
         let mut out = Vec::new();
-        for (suffix, event, op) in TriggerSpec::EVENTS {
-            let name = self.quote(&format!("{}_{suffix}", spec.name));
-            let new = if op == "D" {
-                "NULL".into()
-            } else {
-                image("NEW")
-            };
-            let old = if op == "I" {
-                "NULL".into()
-            } else {
-                image("OLD")
-            };
+        for (name, event, _, insert) in spec.events(self, "NEW", "OLD", image) {
             out.push(format!("DROP TRIGGER IF EXISTS {name}"));
             out.push(format!(
-                "CREATE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW BEGIN \
-                 INSERT INTO {journal} ({cols}) VALUES ({tbl}, '{op}', {new}, {old}, {now}); END",
-                table = spec.table.qualified(self),
-                journal = spec.journal,
-                cols = TriggerSpec::COLUMNS,
-                tbl = literal(&spec.table.name),
-                now = self.now_ms(),
+                "CREATE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW BEGIN {insert}; END",
+                spec.table.qualified(self)
             ));
         }
         out
