@@ -216,6 +216,57 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a sink whose cursor is `cursor` has missed log entries that
+    /// compaction deleted (the sink was added, or left behind, after them):
+    /// it must then compare every document instead of reading the log.
+    pub fn missed_compacted(&self, cursor: i64) -> Result<bool> {
+        let first: Option<i64> =
+            self.conn
+                .query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
+        let next = match first {
+            Some(f) => f,
+            None => self.last_seq()? + 1,
+        };
+        Ok(next > cursor + 1)
+    }
+
+    /// Every document after `after` (collection, id key) in that order, at
+    /// most `limit`, as log entries for [`Store::pending_writes`]: the
+    /// backfill of a sink that missed compacted entries.
+    pub fn document_entries(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>> {
+        let (c, i) = after.unwrap_or(("", ""));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT collection, id, updated_seq, updated_ms FROM documents
+             WHERE (collection, id) > (?1, ?2) ORDER BY collection, id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![c, i, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (collection, id, seq, at_ms) = row?;
+            out.push(LogEntry {
+                seq,
+                collection,
+                id: serde_json::from_str(&id)?,
+                origin: String::new(),
+                write: crate::apply::touch_write(),
+                at_ms,
+                source_ts_ms: None,
+            });
+        }
+        Ok(out)
+    }
+
     /// Deletes log entries every named cursor has passed. Returns how many.
     pub fn compact_log(&mut self, cursors: &[String]) -> Result<u64> {
         if cursors.is_empty() {

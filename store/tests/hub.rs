@@ -178,6 +178,42 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
 }
 
 #[test]
+fn a_sink_behind_compaction_is_told_and_can_read_every_document() {
+    let (_dir, mut s) = store();
+    for i in 1..=3 {
+        apply(
+            &mut s,
+            "hq",
+            &[upsert(
+                "orders",
+                json!(i),
+                json!({"order_id": i}),
+                None,
+                1000,
+            )],
+            &format!("0/{i}"),
+        );
+    }
+    assert!(!s.missed_compacted(0).unwrap(), "nothing compacted yet");
+    s.sink_committed("hq", 2, &[], &[]).unwrap();
+    assert_eq!(s.compact_log(&["sink:hq".to_string()]).unwrap(), 2);
+    assert!(
+        s.missed_compacted(0).unwrap(),
+        "a new sink missed entries 1 and 2"
+    );
+    assert!(!s.missed_compacted(2).unwrap(), "hq's sink missed nothing");
+    let first = s.document_entries(None, 2).unwrap();
+    let ids: Vec<Value> = first.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, vec![json!(1), json!(2)]);
+    let key = connector_core::value::id_key(&first[1].id);
+    let rest = s.document_entries(Some(("orders", &key)), 2).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, json!(3));
+    let pending = s.pending_writes("shop", &first, |_| true).unwrap();
+    assert_eq!(pending.len(), 2, "shop holds none of them");
+}
+
+#[test]
 fn replaying_a_batch_after_a_crash_changes_nothing() {
     let (_d, mut s) = store();
     let batch = [

@@ -52,6 +52,8 @@ pub struct Config {
     /// `CONNECTOR_INITIAL_SYNC=auto|never`: `run` copies existing rows of a
     /// provider that never streamed before it starts streaming.
     pub auto_initial_sync: bool,
+    /// `CONNECTOR_COMPACT_EVERY_MS`: how often the change log is compacted.
+    pub compact_every: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,6 +258,12 @@ impl Config {
             batch_size: parse_number(env, "DITTO_CLOUD_SYNC_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)?,
             debug: parse_bool(env, "DEBUG_DITTO_SYNC", false)?,
             http_addr: env.get("CONNECTOR_HTTP_ADDR"),
+            compact_every: Duration::from_millis(parse_number(
+                env,
+                "CONNECTOR_COMPACT_EVERY_MS",
+                30_000,
+                100,
+            )?),
             auto_initial_sync: match env.get("CONNECTOR_INITIAL_SYNC").as_deref() {
                 None | Some("auto") => true,
                 Some("never") => false,

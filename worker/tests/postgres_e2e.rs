@@ -497,3 +497,56 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
     );
     f.wait_in_sync();
 }
+
+#[test]
+fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
+    let mut f = Fleet::new("0.001");
+    // First only hq is configured: its sink passes every entry and the log
+    // is compacted away.
+    f.extra_env.extend([
+        ("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()),
+        ("CONNECTOR_COMPACT_EVERY_MS".into(), "200".into()),
+    ]);
+    f.start();
+    let log_rows = |f: &Fleet| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(f.dir.path().join("store.db"))
+            .arg("SELECT count(*) FROM change_log")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'before-shop' WHERE order_id = 1",
+    );
+    wait_for(
+        "the query to show the change",
+        Duration::from_secs(60),
+        || {
+            let out = f.connector(&["query", "orders", "1"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("before-shop")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the change log to be compacted",
+        Duration::from_secs(60),
+        || (log_rows(&f) == "0").then_some(()),
+    );
+    assert_eq!(f.stop(), Some(0));
+    // shop joins: its sink finds the entries gone and compares every document.
+    f.extra_env.retain(|(k, _)| k != "CONNECTOR_PROVIDERS");
+    f.start();
+    f.wait_in_sync();
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 1",
+        "before-shop",
+    );
+    assert!(
+        f.logs().contains("missed compacted change-log entries"),
+        "{}",
+        f.logs()
+    );
+}

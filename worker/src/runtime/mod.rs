@@ -220,9 +220,22 @@ pub async fn run(
     if let Some(addr) = &config.http_addr {
         http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await?;
     }
+    // Entries are kept until every enabled provider of the configuration
+    // has passed them, not only those running in this process (one process
+    // per provider is a supported deployment).
+    let mut everyone: Vec<String> = config
+        .providers
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| p.name.clone())
+        .collect();
+    everyone.extend(names.iter().cloned());
+    everyone.sort();
+    everyone.dedup();
     tasks.spawn(compact_loop(
         shared.clone(),
-        names.clone(),
+        everyone,
+        config.compact_every,
         shutdown.clone(),
     ));
     systemd::notify_ready();
@@ -238,15 +251,19 @@ pub async fn run(
     Ok(0)
 }
 
-/// Drops change-log entries every running sink has passed, twice a minute.
+/// Drops change-log entries every provider's sink has passed, twice a
+/// minute; nothing while one of them has no cursor yet. (A sink that still
+/// finds entries missing — a provider added later — compares every document:
+/// `sink_task::backfill`.)
 async fn compact_loop(
     shared: Arc<Shared>,
     providers: Vec<String>,
+    every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cursors: Vec<String> = providers.iter().map(|p| sink_cursor(p)).collect();
     loop {
-        if sleep_or_shutdown(Duration::from_secs(30), &mut shutdown).await {
+        if sleep_or_shutdown(every, &mut shutdown).await {
             return;
         }
         let result = blocking(|| -> Result<u64, ConnectorError> {

@@ -16,8 +16,9 @@ use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use connector_core::metrics as names;
-use connector_core::{ConnectorError, Provider, ProviderMapping, Result, SinkWrite};
-use connector_store::{sink_cursor, NewDeadLetter, Pending};
+use connector_core::value::id_key;
+use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite};
+use connector_store::{sink_cursor, NewDeadLetter, Pending, Store};
 
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
@@ -78,7 +79,19 @@ async fn session(
     let mut after = blocking(|| store.cursor(&cursor_name))
         .map_err(ConnectorError::from)?
         .unwrap_or(0);
+    if blocking(|| store.missed_compacted(after)).map_err(ConnectorError::from)? {
+        after = backfill(
+            &mut store,
+            &mut *sink,
+            mapping,
+            &name,
+            after,
+            shared.batch_size,
+        )
+        .await?;
+    }
     let mut last_cursor_save = std::time::Instant::now();
+    let mut saved = after;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -94,6 +107,12 @@ async fn session(
                 .map_err(ConnectorError::from)?;
         }
         let Some(last) = entries.last() else {
+            if after != saved && last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY {
+                blocking(|| store.sink_committed(&name, after, &[], &[]))
+                    .map_err(ConnectorError::from)?;
+                saved = after;
+                last_cursor_save = std::time::Instant::now();
+            }
             tokio::select! {
                 _ = shutdown.changed() => return Ok(()),
                 _ = wake.notified() => {},
@@ -102,60 +121,121 @@ async fn session(
             continue;
         };
         let upto = last.seq;
-        let mut rows = Vec::with_capacity(writes.len());
-        let mut mapped: Vec<Pending> = Vec::with_capacity(writes.len());
-        let mut rejected = Vec::new();
-        for p in writes {
-            match mapping.outbound(&p.write) {
-                Ok(row) => {
-                    rows.push(row);
-                    mapped.push(p);
-                }
-                Err(rej) => rejected.push(dead_letter(&p.write, rej.field, rej.reason)),
-            }
-        }
-        // Recorded before the provider write: its echo may come back through
-        // the provider's feed before `sink_committed` stores the shadows.
-        blocking(|| store.record_intents(&name, &mapped)).map_err(ConnectorError::from)?;
-        let refused = if rows.is_empty() {
-            Vec::new()
-        } else {
-            sink.write(&rows).await?
-        };
-        let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
-        for (i, p) in mapped.into_iter().enumerate() {
-            match refused.iter().find(|(idx, _)| *idx == i) {
-                Some((_, reason)) => {
-                    let w = &p.write;
-                    warn!(provider = %name, collection = %w.collection, id = %w.id, %reason, "write rejected; kept as a dead letter");
-                    rejected.push(dead_letter(w, None, reason.clone()));
-                }
-                None => written.push(p),
-            }
-        }
         after = upto;
         // A batch with nothing to write only moves the cursor: kept in
         // memory and saved with the next write (or within a second), since
         // re-reading a few entries after a crash costs nothing.
-        if !written.is_empty()
-            || !rejected.is_empty()
-            || last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY
-        {
-            blocking(|| store.sink_committed(&name, upto, &written, &rejected))
-                .map_err(ConnectorError::from)?;
+        let save_cursor = last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY;
+        let (written, rejected) = deliver(
+            &mut store,
+            &mut *sink,
+            mapping,
+            &name,
+            writes,
+            upto,
+            save_cursor,
+        )
+        .await?;
+        if save_cursor || written > 0 || rejected > 0 {
             last_cursor_save = std::time::Instant::now();
+            saved = upto;
         }
         backoff.reset();
         shared.health.set(&name, "sink", Light::Green, None);
-        counter!(names::SINK_WRITES, "provider" => name.clone()).increment(written.len() as u64);
-        counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(rejected.len() as u64);
+        counter!(names::SINK_WRITES, "provider" => name.clone()).increment(written as u64);
+        counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(rejected as u64);
         let now = connector_store::stamp::now_millis();
         for e in entries.iter().rev().take(1) {
             gauge!(names::FANOUT_LAG_SECONDS, "source" => e.origin.clone(), "sink" => name.clone())
                 .set((now - e.at_ms).max(0) as f64 / 1000.0);
         }
-        debug!(provider = %name, entries = entries.len(), written = written.len(), upto, "sink batch committed");
+        debug!(provider = %name, entries = entries.len(), written, upto, "sink batch committed");
     }
+}
+
+/// Writes the pending documents the provider does not hold, then records
+/// (one store transaction) the shadows, the dead letters and the cursor
+/// `upto` — the cursor alone only when `save_cursor`. Returns how many were
+/// written and rejected.
+async fn deliver(
+    store: &mut Store,
+    sink: &mut dyn Sink,
+    mapping: &ProviderMapping,
+    name: &str,
+    writes: Vec<Pending>,
+    upto: i64,
+    save_cursor: bool,
+) -> Result<(usize, usize)> {
+    let mut rows = Vec::with_capacity(writes.len());
+    let mut mapped: Vec<Pending> = Vec::with_capacity(writes.len());
+    let mut rejected = Vec::new();
+    for p in writes {
+        match mapping.outbound(&p.write) {
+            Ok(row) => {
+                rows.push(row);
+                mapped.push(p);
+            }
+            Err(rej) => rejected.push(dead_letter(&p.write, rej.field, rej.reason)),
+        }
+    }
+    // Recorded before the provider write: its echo may come back through
+    // the provider's feed before `sink_committed` stores the shadows.
+    blocking(|| store.record_intents(name, &mapped)).map_err(ConnectorError::from)?;
+    let refused = if rows.is_empty() {
+        Vec::new()
+    } else {
+        sink.write(&rows).await?
+    };
+    let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
+    for (i, p) in mapped.into_iter().enumerate() {
+        match refused.iter().find(|(idx, _)| *idx == i) {
+            Some((_, reason)) => {
+                let w = &p.write;
+                warn!(provider = %name, collection = %w.collection, id = %w.id, %reason, "write rejected; kept as a dead letter");
+                rejected.push(dead_letter(w, None, reason.clone()));
+            }
+            None => written.push(p),
+        }
+    }
+    if !written.is_empty() || !rejected.is_empty() || save_cursor {
+        blocking(|| store.sink_committed(name, upto, &written, &rejected))
+            .map_err(ConnectorError::from)?;
+    }
+    Ok((written.len(), rejected.len()))
+}
+
+/// A sink that missed change-log entries compaction deleted (added after
+/// them, or left behind) compares every document with what it holds and
+/// writes the difference, then continues from the log's end as of the start.
+/// Interrupted, it starts over: documents already written are up to date.
+async fn backfill(
+    store: &mut Store,
+    sink: &mut dyn Sink,
+    mapping: &ProviderMapping,
+    name: &str,
+    cursor: i64,
+    batch: usize,
+) -> Result<i64> {
+    let mark = blocking(|| store.last_seq()).map_err(ConnectorError::from)?;
+    warn!(provider = %name, cursor, log_end = mark, "this sink missed compacted change-log entries; comparing every document");
+    let mut after: Option<(String, String)> = None;
+    let mut total = 0;
+    loop {
+        let (entries, writes) = blocking(|| -> Result<_> {
+            let entries = store
+                .document_entries(after.as_ref().map(|(c, i)| (c.as_str(), i.as_str())), batch)?;
+            let writes = store.pending_writes(name, &entries, |c| mapping.syncs(c))?;
+            Ok((entries, writes))
+        })?;
+        let Some(last) = entries.last() else { break };
+        after = Some((last.collection.clone(), id_key(&last.id)));
+        total += deliver(store, sink, mapping, name, writes, cursor, false)
+            .await?
+            .0;
+    }
+    blocking(|| store.sink_committed(name, mark, &[], &[])).map_err(ConnectorError::from)?;
+    tracing::info!(provider = %name, written = total, "backfill done");
+    Ok(mark)
 }
 
 fn dead_letter(w: &SinkWrite, field: Option<String>, reason: String) -> NewDeadLetter {
