@@ -550,3 +550,83 @@ fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
         f.logs()
     );
 }
+
+#[test]
+fn tls_with_verify_full_both_ways_and_clear_refusals() {
+    let mut f = Fleet::new("0.001");
+    let (ca, other_ca) = f.pg.enable_tls();
+    let port = f.pg.port;
+    let url = |db: &str, mode: &str, root: &std::path::Path| {
+        format!(
+            "postgres://postgres@localhost:{port}/{db}?sslmode={mode}&sslrootcert={}",
+            root.display()
+        )
+    };
+    let (hq, shop) = (
+        url("hq", "verify-full", &ca),
+        url("shop", "verify-full", &ca),
+    );
+    f.extra_env.extend([
+        ("CONNECTOR_HQ_CONNECTION_STRING".into(), hq),
+        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), shop),
+    ]);
+    ok(&f.connector(&["test-connection"]));
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'over-tls' WHERE order_id = 1",
+    );
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'back-over-tls' WHERE order_id = 2",
+    );
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "over-tls");
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 2",
+        "back-over-tls",
+    );
+    // Every session of the connector, replication included, is encrypted
+    // (plain TCP is refused by pg_hba anyway).
+    let encrypted =
+        f.pg.query(
+            "postgres",
+            "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'connector%'",
+        )
+        .unwrap();
+    let (yes, all) = encrypted.split_once('/').unwrap();
+    assert!(
+        all.parse::<u32>().unwrap() >= 4 && yes == all,
+        "{encrypted}"
+    );
+    assert_eq!(f.stop(), Some(0));
+
+    // Refusals say why.
+    let try_with = |conn: String| {
+        let mut env = f.env();
+        env.push(("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()));
+        env.push(("CONNECTOR_HQ_CONNECTION_STRING".into(), conn));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_connector"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(f.dir.path())
+            .envs(env)
+            .arg("test-connection")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let plain = try_with(url("hq", "disable", &ca));
+    assert!(
+        plain.contains("cannot connect to PostgreSQL") && plain.contains("no encryption"),
+        "{plain}"
+    );
+    let wrong_ca = try_with(url("hq", "verify-full", &other_ca));
+    assert!(
+        wrong_ca.contains("cannot connect to PostgreSQL")
+            && wrong_ca.to_lowercase().contains("certificate"),
+        "{wrong_ca}"
+    );
+}

@@ -9,6 +9,9 @@ use connector_core::{ConnectorError, ErrorKind, Stage};
 use pgwire_replication::{Lsn, ReplicationConfig};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::tls::{SslMode, TlsSettings};
 use tracing::warn;
 
 /// Session settings that make text values parse the same everywhere.
@@ -19,31 +22,38 @@ pub const SESSION_OPTIONS: &str =
 #[derive(Clone)]
 pub struct PgConn {
     config: Config,
+    tls: TlsSettings,
 }
 
 impl PgConn {
     pub fn parse(conn: &str) -> Result<PgConn, ConnectorError> {
-        let mut config = Config::from_str(conn).map_err(|e| {
+        let (conn, tls) = TlsSettings::extract(conn)?;
+        let mut config = Config::from_str(&conn).map_err(|e| {
             ConnectorError::permanent(
                 Stage::Connect,
                 format!("invalid PostgreSQL connection string: {e}"),
             )
         })?;
-        if matches!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Require
-        ) {
-            return Err(ConnectorError::permanent(
-                Stage::Connect,
-                "sslmode=require is not supported by this build's PostgreSQL provider yet; use a TLS-terminating proxy or sslmode=disable/prefer",
-            ));
-        }
         config.options(SESSION_OPTIONS);
         if config.get_application_name().is_none() {
             config.application_name("connector");
         }
         config.connect_timeout(Duration::from_secs(10));
-        Ok(PgConn { config })
+        if tls.mode == SslMode::VerifyFull {
+            if let Some(Host::Tcp(h)) = config.get_hosts().first() {
+                if h.parse::<std::net::IpAddr>().is_ok() {
+                    return Err(ConnectorError::permanent(
+                        Stage::Connect,
+                        format!(
+                            "sslmode=verify-full needs a host name, not the address {h}: the replication \
+                             session cannot check an IP address against the certificate; use the name the \
+                             certificate is for, or sslmode=verify-ca"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(PgConn { config, tls })
     }
 
     pub fn dbname(&self) -> String {
@@ -67,18 +77,33 @@ impl PgConn {
 
     /// A SQL session; its connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, ConnectorError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-            classify(
-                &e,
-                Stage::Connect,
-                &format!("cannot connect to PostgreSQL at {}", self.endpoint()),
-            )
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                warn!(error = %e, "PostgreSQL connection closed");
-            }
-        });
+        let context = || format!("cannot connect to PostgreSQL at {}", self.endpoint());
+        let client = if self.tls.mode == SslMode::Disable {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| classify(&e, Stage::Connect, &context()))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    warn!(error = %e, "PostgreSQL connection closed");
+                }
+            });
+            client
+        } else {
+            let tls = MakeRustlsConnect::new(self.tls.client_config()?);
+            let (client, connection) = self
+                .config
+                .connect(tls)
+                .await
+                .map_err(|e| classify(&e, Stage::Connect, &context()))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    warn!(error = %e, "PostgreSQL connection closed");
+                }
+            });
+            client
+        };
         Ok(client)
     }
 
@@ -108,6 +133,7 @@ impl PgConn {
         .with_wakeup_interval(Duration::from_secs(1))
         .with_options(SESSION_OPTIONS)
         .with_application_name(format!("connector-{slot}"))
+        .with_tls(self.tls.replication())
     }
 }
 
@@ -115,13 +141,25 @@ impl PgConn {
 /// restarts are transient; authentication, missing objects, privileges and
 /// syntax are permanent; data and constraint errors are the record's fault.
 pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> ConnectorError {
-    let kind = match e.code() {
-        None => ErrorKind::Transient, // I/O, closed connection, timeout
-        Some(code) => connector_core::error::kind_for_sqlstate(code.code()),
-    };
     let detail = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The cause (a refused connection, a certificate the TLS
+            // handshake rejected) is in the source chain.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    };
+    let kind = match e.code() {
+        // A certificate that does not verify stays so until ops act.
+        None if detail.contains("certificate") => ErrorKind::Permanent,
+        None => ErrorKind::Transient, // I/O, closed connection, timeout
+        Some(code) => connector_core::error::kind_for_sqlstate(code.code()),
     };
     ConnectorError::new(kind, stage, format!("{context}: {detail}"))
 }
@@ -192,10 +230,13 @@ mod tests {
             (r.port, r.database.as_str(), r.slot.as_str()),
             (5544, "shop", "slot_a")
         );
-        match PgConn::parse("postgres://h/db?sslmode=require") {
-            Err(e) => assert!(e.message.contains("sslmode=require")),
-            Ok(_) => panic!("sslmode=require accepted"),
-        }
+        assert!(PgConn::parse("postgres://10.0.0.1/db?sslmode=verify-full")
+            .is_err_and(|e| e.message.contains("needs a host name")));
+        let t = PgConn::parse("postgres://h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(
+            t.replication("s", "p", Lsn(0)).tls.mode,
+            pgwire_replication::SslMode::VerifyFull
+        );
         assert!(PgConn::parse("not a connection string ===").is_err());
     }
 }

@@ -27,6 +27,7 @@ pub mod setup;
 pub mod sink;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 pub mod types;
 
 use std::sync::Arc;
