@@ -84,11 +84,7 @@ impl PgConn {
                 .connect(NoTls)
                 .await
                 .map_err(|e| classify(&e, Stage::Connect, &context()))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    warn!(error = %e, "PostgreSQL connection closed");
-                }
-            });
+            drive(connection);
             client
         } else {
             let tls = MakeRustlsConnect::new(self.tls.client_config()?);
@@ -97,11 +93,7 @@ impl PgConn {
                 .connect(tls)
                 .await
                 .map_err(|e| classify(&e, Stage::Connect, &context()))?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    warn!(error = %e, "PostgreSQL connection closed");
-                }
-            });
+            drive(connection);
             client
         };
         Ok(client)
@@ -135,6 +127,18 @@ impl PgConn {
         .with_application_name(format!("connector-{slot}"))
         .with_tls(self.tls.replication())
     }
+}
+
+/// Runs a connection's I/O in the background until it closes.
+fn drive<F>(connection: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
 }
 
 /// Classifies a tokio-postgres error: connection trouble and server
