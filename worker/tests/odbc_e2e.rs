@@ -577,3 +577,84 @@ fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
     });
     verify_passes(&f);
 }
+
+/// Live DB2: runs only when asked (`cargo test --features postgres,odbc
+/// --test odbc_e2e -- --ignored live_db2`) with `IBMCLOUD_CONNECTION_STRING`
+/// pointing at a DB2 11.5 database the test may create tables in. No DB2
+/// server can run on the machines this project is built on.
+#[test]
+#[ignore = "needs a DB2 server: set IBMCLOUD_CONNECTION_STRING and run with --ignored"]
+fn live_db2_round_trip() {
+    let conn = std::env::var("IBMCLOUD_CONNECTION_STRING")
+        .expect("IBMCLOUD_CONNECTION_STRING: an ODBC string for a DB2 database");
+    let odbc = OdbcConfig::new(Some(&db2_driver()));
+    for (k, v) in odbc.env() {
+        // Before the first ODBC call of this process; this test runs alone.
+        std::env::set_var(k, v);
+    }
+    let db2 = connector_odbc::conn::OdbcConn::parse(&conn)
+        .unwrap()
+        .connect("DB2")
+        .unwrap();
+    let exec = |sql: &str| {
+        let _ = db2.execute(sql, (), None);
+    };
+    for t in fleet::SYNCED
+        .iter()
+        .chain(["devices", "connector_journal"].iter())
+    {
+        exec(&format!("DROP TABLE \"{t}\""));
+    }
+    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.db2.sql")).unwrap();
+    for stmt in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let sql: String = stmt
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !sql.trim().is_empty() {
+            db2.execute(&sql, (), None)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+    exec("CREATE TABLE \"devices\" (\"id\" INTEGER, \"serial_no\" VARCHAR(100) NOT NULL PRIMARY KEY, \"name\" VARCHAR(100))");
+    let count = |sql: &str| {
+        connector_odbc::catalog::query_text(&db2, sql, &[], connector_core::Stage::Verify, "test")
+            .unwrap()
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .unwrap_or_default()
+    };
+
+    let mut f = Fleet::new("0.001");
+    f.extra_env.extend(odbc.env());
+    f.extra_env.extend([
+        ("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()),
+        ("DITTO_SYNC_IBMCLOUD".into(), "true".into()),
+        ("IBMCLOUD_CONNECTION_STRING".into(), conn.clone()),
+    ]);
+    ok(&f.connector(&["test-connection"]));
+    ok(&f.connector(&["setup", "--provider", "ibmcloud"]));
+    f.start();
+    let want =
+        f.pg.query("hq", "SELECT count(*) FROM order_items")
+            .unwrap();
+    expect("order_items copied to DB2", &f, &want, || {
+        count("SELECT COUNT(*) FROM \"order_items\"")
+    });
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'to-db2' WHERE order_id = 1",
+    );
+    expect("an update from hq", &f, "to-db2", || {
+        count("SELECT \"status\" FROM \"orders\" WHERE \"order_id\" = 1")
+    });
+    exec("UPDATE \"orders\" SET \"status\" = 'from-db2' WHERE \"order_id\" = 2");
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 2",
+        "from-db2",
+    );
+    verify_passes(&f);
+    assert_eq!(f.stop(), Some(0));
+}

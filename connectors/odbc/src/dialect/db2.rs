@@ -4,6 +4,9 @@
 //! `JSON_OBJECT` images, `MERGE INTO … USING (VALUES …)` upserts with every
 //! parameter cast to its column's type, `FETCH FIRST n ROWS ONLY`.
 //!
+//! DB2 has no JSON column type: a column whose comment is `json` (`COMMENT
+//! ON COLUMN t.c IS 'json'`) holds JSON text and is read and written as JSON.
+//!
 //! Identifiers are quoted exactly as the mapping writes them: a table that
 //! was created unquoted is upper case in DB2 (`STORES`), and the mapping's
 //! per-provider names say so.
@@ -34,6 +37,7 @@ impl Dialect for Db2 {
         (
             format!(
                 "SELECT COLNAME, CASE \
+                 WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON' \
                  WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
                  WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') \
                  THEN TYPENAME || '(' || LENGTH || ')' \

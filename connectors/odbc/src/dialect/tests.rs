@@ -55,7 +55,7 @@ fn db2_reads_the_catalog_from_syscat_columns() {
     let (sql, params) = Db2.columns_query(Some("RETAIL"), "orders");
     assert_eq!(
         sql,
-        "SELECT COLNAME, CASE WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
+        "SELECT COLNAME, CASE WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON' WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
          WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') THEN TYPENAME || '(' || LENGTH || ')' \
          ELSE TYPENAME END FROM SYSCAT.COLUMNS WHERE TABSCHEMA = ? AND TABNAME = ? ORDER BY COLNO"
     );
@@ -76,6 +76,7 @@ fn db2_reads_the_catalog_from_syscat_columns() {
         ]
     );
     assert_eq!(Db2.column_type("BOOLEAN"), ColumnType::Bool);
+    assert_eq!(Db2.column_type("JSON"), ColumnType::Json);
     assert_eq!(Db2.column_type("DATE"), ColumnType::Date);
 }
 
