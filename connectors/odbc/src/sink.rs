@@ -5,7 +5,9 @@
 //! (the dialect's upsert, or a delete by key) executed once with all its
 //! rows bound as arrays of text parameters — one round trip per group
 //! rather than per row (autocommit row by row is two orders of magnitude
-//! slower). Values are converted to the text each column takes by the
+//! slower). Where the driver would prepare the statement again for every
+//! array row (SQLite's), the dialect asks for many rows in one statement's
+//! VALUES list instead. Values are converted to the text each column takes by the
 //! dialect (booleans, UTC timestamps, JSON).
 //!
 //! If the batch fails for a row's own fault (a data or constraint error),
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use odbc_api::Connection;
+use odbc_api::{Connection, IntoParameter};
 
 use connector_core::sink_plan::{group_rows, GroupOp, RowGroup};
 use connector_core::{
@@ -36,9 +38,13 @@ pub struct OdbcSink {
     tables: Arc<HashMap<String, TableInfo>>,
 }
 
-/// One statement and its parameter rows (text, `None` = NULL).
+/// One row group's statements and parameter rows (text, `None` = NULL).
 struct Statement {
-    sql: String,
+    /// The one-row statement (array execution, and row-by-row isolation).
+    sql_one: String,
+    /// Where the dialect wants several rows per statement: the statements
+    /// and the parameter rows each covers.
+    multi: Vec<(String, std::ops::Range<usize>)>,
     table: String,
     rows: Vec<usize>,
     params: Vec<Vec<Option<String>>>,
@@ -94,9 +100,25 @@ impl OdbcSink {
     fn statement(&self, rows: &[OutboundRow], g: RowGroup) -> Result<Statement> {
         let d = self.d;
         let info = self.table(&g.table)?;
-        let (sql, columns) = match &g.op {
-            GroupOp::Upsert { columns } => (d.upsert(info, columns, &g.key), columns.clone()),
-            GroupOp::Delete => (d.delete(info, &g.key), g.key.clone()),
+        let columns = match &g.op {
+            GroupOp::Upsert { columns } => columns.clone(),
+            GroupOp::Delete => g.key.clone(),
+        };
+        let sql = |rows: usize| match &g.op {
+            GroupOp::Upsert { columns } => d.upsert(info, columns, &g.key, rows),
+            GroupOp::Delete => d.delete(info, &g.key, rows),
+        };
+        let per = d.rows_per_statement(columns.len());
+        let multi = if per > 1 {
+            (0..g.rows.len())
+                .step_by(per)
+                .map(|start| {
+                    let end = (start + per).min(g.rows.len());
+                    (sql(end - start), start..end)
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
         let types: Vec<ColumnType> = columns
             .iter()
@@ -121,7 +143,8 @@ impl OdbcSink {
             })
             .collect();
         Ok(Statement {
-            sql,
+            sql_one: sql(1),
+            multi,
             table: g.table,
             rows: g.rows,
             params,
@@ -162,11 +185,31 @@ fn execute(
     Ok(())
 }
 
+/// Executes one statement once with every parameter row flattened.
+fn execute_flat(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[Vec<Option<String>>],
+) -> Result<(), odbc_api::Error> {
+    let flat: Vec<_> = params
+        .iter()
+        .flat_map(|r| r.iter().map(|v| v.as_deref().into_parameter()))
+        .collect();
+    conn.execute(sql, flat.as_slice(), None)?;
+    Ok(())
+}
+
 fn write_all(conn: &Connection<'_>, statements: &[Statement]) -> Result<()> {
     let result = statements.iter().try_for_each(|s| {
-        let params: Vec<&Vec<Option<String>>> = s.params.iter().collect();
-        execute(conn, &s.sql, &params)
-            .map_err(|e| classify(&e, Stage::Sink, &format!("writing to {}", s.table)))
+        let run = if s.multi.is_empty() {
+            let params: Vec<&Vec<Option<String>>> = s.params.iter().collect();
+            execute(conn, &s.sql_one, &params)
+        } else {
+            s.multi
+                .iter()
+                .try_for_each(|(sql, range)| execute_flat(conn, sql, &s.params[range.clone()]))
+        };
+        run.map_err(|e| classify(&e, Stage::Sink, &format!("writing to {}", s.table)))
     });
     match result {
         Ok(()) => conn
@@ -184,7 +227,7 @@ fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize
     let mut rejected = Vec::new();
     for s in statements {
         for (i, params) in s.rows.iter().zip(&s.params) {
-            match execute(conn, &s.sql, &[params]) {
+            match execute(conn, &s.sql_one, &[params]) {
                 Ok(()) => conn
                     .commit()
                     .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?,

@@ -18,7 +18,7 @@
 
 use connector_core::ColumnType;
 
-use super::{generic_column_type, non_key, Dialect, TriggerSpec};
+use super::{generic_column_type, non_key, values_rows, Dialect, TriggerSpec};
 use crate::catalog::{Column, TableInfo};
 
 pub struct Db2;
@@ -100,13 +100,9 @@ impl Dialect for Db2 {
         format!("CAST(? AS {})", column.sql_type)
     }
 
-    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
         let cols = columns.iter().map(|c| self.quote(c)).collect::<Vec<_>>();
-        let values = columns
-            .iter()
-            .map(|c| self.marker(table, c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = values_rows(self, table, columns, rows);
         let on = key
             .iter()
             .map(|k| format!("T.{0} = S.{0}", self.quote(k)))
@@ -121,7 +117,7 @@ impl Dialect for Db2 {
             format!(" WHEN MATCHED THEN UPDATE SET {}", updates.join(", "))
         };
         format!(
-            "MERGE INTO {} AS T USING (VALUES ({values})) AS S ({cols}) ON {on}{matched} \
+            "MERGE INTO {} AS T USING (VALUES {values}) AS S ({cols}) ON {on}{matched} \
              WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({svals})",
             table.qualified(self),
             cols = cols.join(", "),

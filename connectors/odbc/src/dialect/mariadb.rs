@@ -6,7 +6,7 @@
 
 use connector_core::ColumnType;
 
-use super::{generic_column_type, non_key, Dialect, TriggerSpec};
+use super::{generic_column_type, non_key, values_rows, Dialect, TriggerSpec};
 use crate::catalog::TableInfo;
 
 pub struct MariaDb;
@@ -84,13 +84,13 @@ impl Dialect for MariaDb {
         "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
     }
 
-    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
         let cols = columns
             .iter()
             .map(|c| self.quote(c))
             .collect::<Vec<_>>()
             .join(", ");
-        let values = vec!["?"; columns.len()].join(", ");
+        let values = values_rows(self, table, columns, rows);
         let mut updates: Vec<String> = non_key(columns, key)
             .map(|c| format!("{0} = VALUES({0})", self.quote(c)))
             .collect();
@@ -101,7 +101,7 @@ impl Dialect for MariaDb {
                 .collect();
         }
         format!(
-            "INSERT INTO {} ({cols}) VALUES ({values}) ON DUPLICATE KEY UPDATE {}",
+            "INSERT INTO {} ({cols}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
             table.qualified(self),
             updates.join(", ")
         )

@@ -203,9 +203,17 @@ pub trait Dialect: Send + Sync {
         format!("{sql} LIMIT {n}")
     }
 
-    /// Insert-or-update of `columns` (key columns included) matching on
-    /// `key`, one `?` per column in `columns` order.
-    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String;
+    /// Insert-or-update of `rows` rows of `columns` (key columns included)
+    /// matching on `key`: one `?` per column in `columns` order, row after row.
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String;
+
+    /// How many rows one statement should carry. 1 (the default): one row
+    /// per statement, executed with array parameters. More: for drivers that
+    /// prepare the statement again for every array row (the SQLite ODBC
+    /// driver), several rows in one statement's VALUES list instead.
+    fn rows_per_statement(&self, _columns: usize) -> usize {
+        1
+    }
 
     /// The parameter marker for a value of `column` (with a cast where the
     /// database cannot infer a text parameter's type).
@@ -213,13 +221,18 @@ pub trait Dialect: Send + Sync {
         "?".into()
     }
 
-    /// Delete by key, one `?` per key column.
-    fn delete(&self, table: &TableInfo, key: &[String]) -> String {
-        let cond = key
+    /// Delete of `rows` rows by key, one `?` per key column, row after row.
+    fn delete(&self, table: &TableInfo, key: &[String], rows: usize) -> String {
+        let one = key
             .iter()
             .map(|k| format!("{} = {}", self.quote(k), self.marker(table, k)))
             .collect::<Vec<_>>()
             .join(" AND ");
+        let cond = if rows == 1 {
+            one
+        } else {
+            vec![format!("({one})"); rows].join(" OR ")
+        };
         format!(
             "DELETE FROM {} WHERE {cond}",
             self.qualified(table.schema.as_deref(), &table.name)
@@ -281,6 +294,16 @@ pub fn generic_param_text(ty: ColumnType, v: &Value, bool_as_int: bool) -> Optio
         Value::Number(n) => Some(n.to_string()),
         Value::Array(_) | Value::Object(_) => Some(canonical_json(v)),
     }
+}
+
+/// `(m, m), (m, m)`: `rows` rows of the columns' parameter markers.
+pub fn values_rows(d: &dyn Dialect, table: &TableInfo, columns: &[String], rows: usize) -> String {
+    let one = columns
+        .iter()
+        .map(|c| d.marker(table, c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![format!("({one})"); rows].join(", ")
 }
 
 /// `'text'` with quotes doubled (journal table names inside triggers).

@@ -83,8 +83,8 @@ impl Dialect for Postgres {
         format!("CAST(? AS {})", column.sql_type)
     }
 
-    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
-        on_conflict(self, table, columns, key)
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
+        on_conflict(self, table, columns, key, rows)
     }
 
     fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {

@@ -1,7 +1,7 @@
 //! SQLite (through the SQLite ODBC driver): `pragma_table_info`, `json_object`
 //! in the triggers, `INSERT … ON CONFLICT DO UPDATE` (SQLite ≥ 3.24).
 
-use super::{non_key, Dialect, TriggerSpec};
+use super::{non_key, values_rows, Dialect, TriggerSpec};
 use crate::catalog::TableInfo;
 
 pub struct Sqlite;
@@ -51,8 +51,15 @@ impl Dialect for Sqlite {
         "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
     }
 
-    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String]) -> String {
-        on_conflict(self, table, columns, key)
+    fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
+        on_conflict(self, table, columns, key, rows)
+    }
+
+    /// The SQLite ODBC driver prepares the statement again for every row of
+    /// an array (compiling its triggers each time): many rows per statement
+    /// instead, within SQLite's 32,766 parameters.
+    fn rows_per_statement(&self, columns: usize) -> usize {
+        (30_000 / columns.max(1)).clamp(1, 500)
     }
 }
 
@@ -63,17 +70,14 @@ pub(super) fn on_conflict(
     table: &TableInfo,
     columns: &[String],
     key: &[String],
+    rows: usize,
 ) -> String {
     let cols = columns
         .iter()
         .map(|c| d.quote(c))
         .collect::<Vec<_>>()
         .join(", ");
-    let values = columns
-        .iter()
-        .map(|c| d.marker(table, c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = values_rows(d, table, columns, rows);
     let keys = key
         .iter()
         .map(|c| d.quote(c))
@@ -88,7 +92,7 @@ pub(super) fn on_conflict(
         format!("DO UPDATE SET {}", updates.join(", "))
     };
     format!(
-        "INSERT INTO {} ({cols}) VALUES ({values}) ON CONFLICT ({keys}) {action}",
+        "INSERT INTO {} ({cols}) VALUES {values} ON CONFLICT ({keys}) {action}",
         table.qualified(d)
     )
 }

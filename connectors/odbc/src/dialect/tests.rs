@@ -140,7 +140,7 @@ fn db2_upserts_with_merge_and_casts_every_parameter() {
     let t = db2_orders();
     let cols = strings(&["customer_id", "order_id", "status", "total"]);
     assert_eq!(
-        Db2.upsert(&t, &cols, &strings(&["order_id"])),
+        Db2.upsert(&t, &cols, &strings(&["order_id"]), 1),
         "MERGE INTO \"RETAIL\".\"orders\" AS T USING (VALUES (CAST(? AS INTEGER), CAST(? AS BIGINT), \
          CAST(? AS VARCHAR(20)), CAST(? AS DECIMAL(12,2)))) AS S (\"customer_id\", \"order_id\", \"status\", \"total\") \
          ON T.\"order_id\" = S.\"order_id\" \
@@ -151,13 +151,13 @@ fn db2_upserts_with_merge_and_casts_every_parameter() {
     let k = db2_store_order_numbers();
     let key = strings(&["store_id", "order_no"]);
     assert_eq!(
-        Db2.upsert(&k, &strings(&["order_no", "store_id"]), &key),
+        Db2.upsert(&k, &strings(&["order_no", "store_id"]), &key, 1),
         "MERGE INTO \"store_order_numbers\" AS T USING (VALUES (CAST(? AS INTEGER), CAST(? AS INTEGER))) \
          AS S (\"order_no\", \"store_id\") ON T.\"store_id\" = S.\"store_id\" AND T.\"order_no\" = S.\"order_no\" \
          WHEN NOT MATCHED THEN INSERT (\"order_no\", \"store_id\") VALUES (S.\"order_no\", S.\"store_id\")"
     );
     assert_eq!(
-        Db2.delete(&k, &key),
+        Db2.delete(&k, &key, 1),
         "DELETE FROM \"store_order_numbers\" WHERE \"store_id\" = CAST(? AS INTEGER) AND \"order_no\" = CAST(? AS INTEGER)"
     );
 }
@@ -220,18 +220,29 @@ fn the_other_dialects_upsert_their_own_way() {
     let cols = strings(&["order_id", "status"]);
     let key = strings(&["order_id"]);
     assert_eq!(
-        Sqlite.upsert(&t, &cols, &key),
+        Sqlite.upsert(&t, &cols, &key, 1),
         "INSERT INTO \"orders\" (\"order_id\", \"status\") VALUES (?, ?) ON CONFLICT (\"order_id\") \
          DO UPDATE SET \"status\" = excluded.\"status\""
     );
     assert_eq!(
-        MariaDb.upsert(&t, &cols, &key),
+        MariaDb.upsert(&t, &cols, &key, 1),
         "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `status` = VALUES(`status`)"
     );
     assert_eq!(
-        MariaDb.upsert(&t, &key, &key),
+        MariaDb.upsert(&t, &key, &key, 1),
         "INSERT INTO `orders` (`order_id`) VALUES (?) ON DUPLICATE KEY UPDATE `order_id` = `order_id`"
     );
+    assert_eq!(
+        Sqlite.upsert(&t, &cols, &key, 2),
+        "INSERT INTO \"orders\" (\"order_id\", \"status\") VALUES (?, ?), (?, ?) ON CONFLICT (\"order_id\") \
+         DO UPDATE SET \"status\" = excluded.\"status\""
+    );
+    assert_eq!(
+        Sqlite.delete(&t, &key, 2),
+        "DELETE FROM \"orders\" WHERE (\"order_id\" = ?) OR (\"order_id\" = ?)"
+    );
+    assert_eq!(Sqlite.rows_per_statement(5), 500);
+    assert_eq!(MariaDb.rows_per_statement(5), 1);
     assert_eq!(MariaDb.column_type("tinyint(1)"), ColumnType::Bool);
     assert_eq!(MariaDb.column_type("datetime(6)"), ColumnType::TimestampTz);
     assert_eq!(
