@@ -344,14 +344,19 @@ impl Source for OdbcSource {
             return Ok(());
         }
         let sql = format!("DELETE FROM {} WHERE seq <= ?", self.journal);
-        self.session
+        let result = self
+            .session
             .run(move |c| {
                 let upto = upto.to_string();
                 c.execute(&sql, &[upto.as_str().into_parameter()][..], None)
                     .map_err(|e| classify(&e, Stage::Source, "pruning the journal"))?;
                 Ok(())
             })
-            .await
+            .await;
+        match result {
+            Err(e) if is_missing_table(&e) => Err(missing_journal(&self.journal, &self.provider)),
+            other => other,
+        }
     }
 }
 
