@@ -222,6 +222,17 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
     expect("the journal to be pruned", &f, "0", || {
         shop.sql("SELECT count(*) FROM connector_journal")
     });
+    // `status` shows the journal and how far it was read.
+    wait_for(
+        "status to show the journal",
+        Duration::from_secs(30),
+        || {
+            let out = f.connector(&["status"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("journal \"connector_journal\": 0 rows kept")
+                .then_some(())
+        },
+    );
 
     // kill -9 while polling: nothing lost, nothing doubled.
     for i in 0..200 {

@@ -52,7 +52,11 @@ pub struct OdbcSource {
     gap_timeout: Duration,
     last_poll: Option<Instant>,
     full: bool,
+    last_details: Option<Instant>,
 }
+
+/// How often the journal's size is read for `connector status`.
+const DETAILS_EVERY: Duration = Duration::from_secs(10);
 
 /// One journal row as read.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +118,7 @@ impl OdbcSource {
             gap_timeout: o.gap_timeout,
             last_poll: None,
             full: false,
+            last_details: None,
         })
     }
 
@@ -164,6 +169,27 @@ impl OdbcSource {
             Err(e) => return Err(e),
         };
         rows.into_iter().map(journal_row).collect()
+    }
+
+    /// The journal's size and the poller's place in it, for `status`.
+    async fn details(&mut self) -> Result<Value> {
+        let sql = format!("SELECT COUNT(*), MAX(seq) FROM {}", self.journal);
+        let rows = self
+            .session
+            .run(move |c| query_text(c, &sql, &[], Stage::Source, "reading the journal's size"))
+            .await?;
+        let cell = |i: usize| {
+            rows.first()
+                .and_then(|r| r.get(i).cloned().flatten())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        Ok(serde_json::json!({
+            "journal": self.journal,
+            "journal_rows": cell(0),
+            "journal_max_seq": cell(1),
+            "read_up_to": self.position.seq,
+            "open_gaps": self.position.gaps.len(),
+        }))
     }
 
     fn change(&self, row: &JournalRow) -> Result<RawChange> {
@@ -328,10 +354,19 @@ impl Source for OdbcSource {
                 "journal sequence numbers never committed within gap_timeout_s; taken for rolled-back transactions");
         }
         let position = (self.position != before).then(|| self.position.encode());
+        let status = if self
+            .last_details
+            .is_none_or(|t| t.elapsed() >= DETAILS_EVERY)
+        {
+            self.last_details = Some(Instant::now());
+            Some(self.details().await?)
+        } else {
+            None
+        };
         Ok(SourceBatch {
             changes,
             position,
-            status: None,
+            status,
         })
     }
 

@@ -216,9 +216,24 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// One line for provider details; for a PostgreSQL slot, its retained WAL
-/// and a warning when `max_slot_wal_keep_size` is close to invalidating it.
+/// One line for provider details: for a PostgreSQL slot, its retained WAL
+/// and a warning when `max_slot_wal_keep_size` is close to invalidating it;
+/// for an ODBC journal, its size and how far it has been read.
 pub fn describe_details(d: &Value) -> String {
+    if let Some(journal) = d.get("journal").and_then(Value::as_str) {
+        let n = |k: &str| {
+            d.get(k)
+                .and_then(Value::as_i64)
+                .map_or("?".to_string(), |v| v.to_string())
+        };
+        return format!(
+            "journal {journal}: {} rows kept (up to seq {}), read up to {}, {} open gaps",
+            n("journal_rows"),
+            n("journal_max_seq"),
+            n("read_up_to"),
+            n("open_gaps")
+        );
+    }
     let Some(slot) = d.get("slot").and_then(Value::as_str) else {
         return d.to_string();
     };
