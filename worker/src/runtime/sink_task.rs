@@ -97,7 +97,7 @@ async fn session(
             return Ok(());
         }
         let (entries, writes) = blocking(|| -> Result<_> {
-            let entries = store.read_log(after, shared.batch_size)?;
+            let entries = store.read_log_heads(after, shared.batch_size)?;
             let writes = store.pending_writes(&name, &entries, |c| mapping.syncs(c))?;
             Ok((entries, writes))
         })?;
