@@ -29,6 +29,7 @@ while [ $# -gt 0 ]; do
 done
 source scripts/lib/deps.sh
 source scripts/lib/pg.sh
+source scripts/lib/bench.sh
 source scripts/lib/mariadb.sh
 ensure_build_deps
 ensure_postgres
@@ -42,8 +43,6 @@ cleanup() {
   pg_stop "$WORK/pg"; maria_stop "$WORK/maria"; rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 declare -A R
 
 # Drivers from a private odbcinst.ini.

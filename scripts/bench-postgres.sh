@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
 done
 source scripts/lib/deps.sh
 source scripts/lib/pg.sh
+source scripts/lib/bench.sh
 ensure_build_deps
 ensure_postgres
 apt_install postgresql-contrib pgloader
@@ -40,8 +41,6 @@ cleanup() {
   pg_stop "$WORK/pg"; rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 declare -A R
 
 PORT=$(pg_free_port)

@@ -59,13 +59,7 @@ impl PartialOrd for Stamp {
     }
 }
 
-/// Milliseconds since the Unix epoch on this host.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use connector_core::clock::now_millis;
 
 /// The base HLC for a change: its commit time when the feed gives one
 /// (clamped to at most [`MAX_FUTURE_MS`] ahead of `now_ms`), else `now_ms`.

@@ -50,10 +50,6 @@ impl OdbcConfig {
             ),
         ]
     }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
 }
 
 /// An SQLite database file reachable through the SQLite3 ODBC driver.

@@ -42,21 +42,6 @@ fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
     db
 }
 
-/// Waits until `get()` returns `want`.
-fn expect(what: &str, f: &Fleet, want: &str, get: impl Fn() -> String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = get();
-        if got == want {
-            return;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!("{what}: expected {want:?}, got {got:?}\n{}", f.logs());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn verify_passes(f: &Fleet) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -117,7 +102,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
         let want =
             f.pg.query("hq", &format!("SELECT count(*) FROM {t}{filter}"))
                 .unwrap();
-        expect(&format!("{t} copied"), &f, &want, || {
+        f.expect_text(&format!("{t} copied"), &want, || {
             shop.sql(&format!("SELECT count(*) FROM {t}"))
         });
     }
@@ -129,16 +114,15 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
     );
     f.pg.psql("hq", "UPDATE orders SET status = 'paid' WHERE order_id = 1");
     f.pg.psql("hq", "DELETE FROM orders WHERE order_id = 2");
-    expect(
+    f.expect_text(
         "an insert from hq",
-        &f,
         "new|10.5|2024-05-01 08:00:00.000000",
         || shop.sql("SELECT status, total, order_date FROM orders WHERE order_id = 900001"),
     );
-    expect("an update from hq", &f, "paid", || {
+    f.expect_text("an update from hq", "paid", || {
         shop.sql("SELECT status FROM orders WHERE order_id = 1")
     });
-    expect("a delete from hq", &f, "0", || {
+    f.expect_text("a delete from hq", "0", || {
         shop.sql("SELECT count(*) FROM orders WHERE order_id = 2")
     });
 
@@ -189,7 +173,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
         &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
         &want,
     );
-    expect("the counter in SQLite", &f, &want, || {
+    f.expect_text("the counter in SQLite", &want, || {
         shop.sql(&format!("SELECT quantity FROM inventory WHERE id = '{id}'"))
     });
 
@@ -219,7 +203,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
         "the store's log keeps growing: an echo loop"
     );
     // Journal rows are pruned once merged.
-    expect("the journal to be pruned", &f, "0", || {
+    f.expect_text("the journal to be pruned", "0", || {
         shop.sql("SELECT count(*) FROM connector_journal")
     });
     // `status` shows the journal and how far it was read.
@@ -274,15 +258,14 @@ fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
     let want =
         f.pg.query("hq", "SELECT count(*) FROM order_items")
             .unwrap();
-    expect("order_items copied to MariaDB", &f, &want, || {
+    f.expect_text("order_items copied to MariaDB", &want, || {
         db.sql("shop", "SELECT count(*) FROM order_items")
     });
 
     // Both ways, with MariaDB's own types (DATETIME, DECIMAL, BOOLEAN, JSON).
     f.pg.psql("hq", "UPDATE orders SET status = 'paid', order_date = '2024-05-01 10:00:00+02' WHERE order_id = 1");
-    expect(
+    f.expect_text(
         "an update from hq",
-        &f,
         "paid\t2024-05-01 08:00:00.000000",
         || {
             db.sql(
@@ -316,7 +299,7 @@ fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
         "UPDATE orders SET status = 'this status is far too long for shop' WHERE order_id = 2",
     );
     f.pg.psql("hq", "UPDATE orders SET status = 'fits' WHERE order_id = 3");
-    expect("the next change to arrive", &f, "fits", || {
+    f.expect_text("the next change to arrive", "fits", || {
         db.sql("shop", "SELECT status FROM orders WHERE order_id = 3")
     });
     let dead = ok(&f.connector(&["dead-letters", "list", "--json"]));
@@ -328,12 +311,7 @@ fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
         "shop to report the missing journal",
         Duration::from_secs(60),
         || {
-            let s = f.status();
-            let shop = s["providers"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == "shop")?
-                .clone();
+            let shop = f.provider_status("shop")?;
             shop["last_error"]
                 .as_str()?
                 .contains("connector_journal` does not exist")
@@ -531,12 +509,7 @@ fn kill_9_during_an_odbc_initial_sync_resumes_and_loses_nothing() {
         "shop's copy to make progress",
         Duration::from_secs(60),
         || {
-            let s = f.status();
-            let shop = s["providers"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == "shop")?
-                .clone();
+            let shop = f.provider_status("shop")?;
             (shop["applied"].as_u64()? >= 5000).then_some(())
         },
     );
@@ -565,7 +538,7 @@ fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
     let shop = sqlite_shop(&mut f, &odbc);
     ok(&f.connector(&["setup", "--provider", "shop"]));
     f.start();
-    expect("orders copied", &f, "200", || {
+    f.expect_text("orders copied", "200", || {
         shop.sql("SELECT count(*) FROM orders")
     });
     assert_eq!(f.stop(), Some(0));
@@ -583,7 +556,7 @@ fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
         "SELECT total || ' ' || customer_id || ' ' || status FROM orders WHERE order_id = 7",
         "5.25 42 sqlite-later",
     );
-    expect("SQLite to converge", &f, "5.25|42|sqlite-later", || {
+    f.expect_text("SQLite to converge", "5.25|42|sqlite-later", || {
         shop.sql("SELECT total, customer_id, status FROM orders WHERE order_id = 7")
     });
     verify_passes(&f);
@@ -650,14 +623,14 @@ fn live_db2_round_trip() {
     let want =
         f.pg.query("hq", "SELECT count(*) FROM order_items")
             .unwrap();
-    expect("order_items copied to DB2", &f, &want, || {
+    f.expect_text("order_items copied to DB2", &want, || {
         count("SELECT COUNT(*) FROM \"order_items\"")
     });
     f.pg.psql(
         "hq",
         "UPDATE orders SET status = 'to-db2' WHERE order_id = 1",
     );
-    expect("an update from hq", &f, "to-db2", || {
+    f.expect_text("an update from hq", "to-db2", || {
         count("SELECT \"status\" FROM \"orders\" WHERE \"order_id\" = 1")
     });
     exec("UPDATE \"orders\" SET \"status\" = 'from-db2' WHERE \"order_id\" = 2");

@@ -447,12 +447,7 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
         "hq to report the lost slot",
         Duration::from_secs(60),
         || {
-            let s = f.status();
-            let hq = s["providers"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == "hq")?
-                .clone();
+            let hq = f.provider_status("hq")?;
             hq["last_error"]
                 .as_str()?
                 .contains("does not exist")

@@ -9,6 +9,7 @@
 //! only what truly depends on it.
 
 pub mod change;
+pub mod clock;
 pub mod column_type;
 pub mod error;
 pub mod mapping;

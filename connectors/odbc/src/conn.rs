@@ -120,9 +120,8 @@ impl OdbcConn {
             .map_err(|e| {
                 let mut err = classify(&e, Stage::Connect, "");
                 let reason = err.message.trim_start_matches(": ").to_string();
-                if err.kind == ErrorKind::Transient
-                    || matches!(err.kind, ErrorKind::Permanent) && is_unreachable(&reason)
-                {
+                // A server that cannot be reached may come back.
+                if is_unreachable(&reason) {
                     err.kind = ErrorKind::Transient;
                 }
                 err.message = format!(

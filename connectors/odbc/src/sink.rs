@@ -35,7 +35,7 @@ use crate::source::open_session;
 pub struct OdbcSink {
     session: Session,
     d: &'static dyn Dialect,
-    tables: Arc<HashMap<String, TableInfo>>,
+    tables: HashMap<String, TableInfo>,
 }
 
 /// One row group's statements and parameter rows (text, `None` = NULL).
@@ -69,12 +69,10 @@ impl OdbcSink {
         Ok(OdbcSink {
             session,
             d,
-            tables: Arc::new(
-                found
-                    .into_iter()
-                    .map(|(_, t)| (t.name.clone(), t))
-                    .collect(),
-            ),
+            tables: found
+                .into_iter()
+                .map(|(_, t)| (t.name.clone(), t))
+                .collect(),
         })
     }
 
@@ -156,7 +154,7 @@ impl OdbcSink {
 fn execute(
     conn: &Connection<'_>,
     sql: &str,
-    params: &[&Vec<Option<String>>],
+    params: &[Vec<Option<String>>],
 ) -> Result<(), odbc_api::Error> {
     if params.is_empty() {
         return Ok(());
@@ -202,8 +200,7 @@ fn execute_flat(
 fn write_all(conn: &Connection<'_>, statements: &[Statement]) -> Result<()> {
     let result = statements.iter().try_for_each(|s| {
         let run = if s.multi.is_empty() {
-            let params: Vec<&Vec<Option<String>>> = s.params.iter().collect();
-            execute(conn, &s.sql_one, &params)
+            execute(conn, &s.sql_one, &s.params)
         } else {
             s.multi
                 .iter()
@@ -227,7 +224,7 @@ fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize
     let mut rejected = Vec::new();
     for s in statements {
         for (i, params) in s.rows.iter().zip(&s.params) {
-            match execute(conn, &s.sql_one, &[params]) {
+            match execute(conn, &s.sql_one, std::slice::from_ref(params)) {
                 Ok(()) => conn
                     .commit()
                     .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use connector_core::clock::now_millis;
 use connector_core::column_type::text_to_json;
 use connector_core::provider::SnapshotChunk;
 use connector_core::{
@@ -42,10 +43,7 @@ impl OdbcSnapshot {
         mapping: &Arc<ProviderMapping>,
     ) -> Result<OdbcSnapshot> {
         let d = o.dialect.dialect();
-        let as_of_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.as_millis() as i64)
-            .unwrap_or(0);
+        let as_of_ms = now_millis();
         let mut session = open_session(conn, d, Stage::Snapshot).await?;
         let (m, o) = (mapping.clone(), o.clone());
         let found = session.run(move |c| mapped_tables(c, d, &m, &o)).await?;

@@ -27,6 +27,7 @@ use odbc_api::IntoParameter;
 use serde_json::Value;
 use tracing::warn;
 
+use connector_core::clock::now_millis;
 use connector_core::column_type::normalize;
 use connector_core::{
     ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
@@ -161,23 +162,29 @@ impl OdbcSource {
                 Ok(rows)
             })
             .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) if is_missing_table(&e) => {
-                return Err(missing_journal(&self.journal, &self.provider))
-            }
-            Err(e) => return Err(e),
-        };
-        rows.into_iter().map(journal_row).collect()
+        self.journal_result(result)?
+            .into_iter()
+            .map(journal_row)
+            .collect()
+    }
+
+    /// A statement on the journal failing because the journal is gone (in a
+    /// poll, a prune or a size query) says so, with the fix.
+    fn journal_result<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Err(e) if is_missing_table(&e) => Err(missing_journal(&self.journal, &self.provider)),
+            other => other,
+        }
     }
 
     /// The journal's size and the poller's place in it, for `status`.
     async fn details(&mut self) -> Result<Value> {
         let sql = format!("SELECT COUNT(*), MAX(seq) FROM {}", self.journal);
-        let rows = self
+        let result = self
             .session
             .run(move |c| query_text(c, &sql, &[], Stage::Source, "reading the journal's size"))
-            .await?;
+            .await;
+        let rows = self.journal_result(result)?;
         let cell = |i: usize| {
             rows.first()
                 .and_then(|r| r.get(i).cloned().flatten())
@@ -312,7 +319,7 @@ impl Source for OdbcSource {
         self.last_poll = Some(Instant::now());
         let rows = self.poll(max.max(1)).await?;
         self.full = rows.iter().filter(|r| r.seq > self.position.seq).count() >= max.max(1);
-        let now = connector_now_ms();
+        let now = now_millis();
         let before = self.position.clone();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let apply = self.position.read(&seqs, now);
@@ -329,6 +336,7 @@ impl Source for OdbcSource {
                     warn!(provider = %self.provider, error = %e, "undecodable journal row");
                     let mut raw = Fields::new();
                     raw.insert("journal_seq".into(), Value::from(row.seq));
+                    raw.insert("decode_error".into(), Value::from(e.message.clone()));
                     raw.insert(
                         "image".into(),
                         Value::from(row.new_image.clone().or(row.old_image.clone())),
@@ -388,16 +396,6 @@ impl Source for OdbcSource {
                 Ok(())
             })
             .await;
-        match result {
-            Err(e) if is_missing_table(&e) => Err(missing_journal(&self.journal, &self.provider)),
-            other => other,
-        }
+        self.journal_result(result)
     }
-}
-
-fn connector_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -196,41 +196,54 @@ impl Fleet {
         )
     }
 
-    /// Waits until both databases return `expected` (agreeing on something
-    /// else on the way is not enough: a conflict may still be settling).
-    pub fn expect_both(&self, sql: &str, expected: &str) {
+    /// Waits until `get()` returns `want`, or panics with the last value and
+    /// the connector's logs.
+    pub fn expect<T: PartialEq + std::fmt::Debug>(&self, what: &str, want: T, get: impl Fn() -> T) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let (a, b) = (self.pg.query("hq", sql), self.pg.query("shop", sql));
-            if a.as_deref() == Some(expected) && b.as_deref() == Some(expected) {
+            let got = get();
+            if got == want {
                 return;
             }
             if std::time::Instant::now() > deadline {
-                panic!(
-                    "{sql}: expected {expected:?} in both, hq has {a:?}, shop has {b:?}\n{}",
-                    self.logs()
-                );
+                panic!("{what}: expected {want:?}, got {got:?}\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
+    /// [`Fleet::expect`] for text, e.g. a query's output.
+    pub fn expect_text(&self, what: &str, want: &str, get: impl Fn() -> String) {
+        self.expect(what, want.to_string(), get);
+    }
+
+    /// Waits until both databases return `expected` (agreeing on something
+    /// else on the way is not enough: a conflict may still be settling).
+    pub fn expect_both(&self, sql: &str, expected: &str) {
+        let want = Some(expected.to_string());
+        self.expect(
+            &format!("{sql} in hq and shop"),
+            (want.clone(), want),
+            || (self.pg.query("hq", sql), self.pg.query("shop", sql)),
+        );
+    }
+
     /// Waits until database `db` returns `expected`.
     pub fn expect_in(&self, db: &str, sql: &str, expected: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = self.pg.query(db, sql);
-            if got.as_deref() == Some(expected) {
-                return;
-            }
-            if std::time::Instant::now() > deadline {
-                panic!(
-                    "{sql}: expected {expected:?} in {db}, got {got:?}\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.expect(
+            &format!("{sql} in {db}"),
+            Some(expected.to_string()),
+            || self.pg.query(db, sql),
+        );
+    }
+
+    /// One provider's entry of `connector status --json`.
+    pub fn provider_status(&self, provider: &str) -> Option<Value> {
+        self.status()["providers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == provider)
+            .cloned()
     }
 
     /// Waits until every synced table has the same rows (by content) in both.
