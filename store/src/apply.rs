@@ -6,7 +6,11 @@
 //! crash the position is either before the batch (it is read again from the
 //! source, and merging is idempotent) or after it (nothing to redo).
 //!
-//! Per change, against the origin's shadows (see the schema: `seen` is the
+//! A change the provider itself marks as written by our sink
+//! ([`DocChange::own_write`], e.g. a PostgreSQL replication origin) is an
+//! echo by definition: its image becomes the origin's `seen` shadow (`held`
+//! stays what the sink last wrote) and nothing is read or merged. Otherwise,
+//! per change, against the origin's shadows (see the schema: `seen` is the
 //! provider's own feed history, `held` what it is believed to hold):
 //! 1. an image equal to a write its sink recorded (an intent) is our echo;
 //!    an image equal to `seen` is a no-op: both dropped (and if the store's
@@ -39,7 +43,7 @@ use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::Result;
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
-use crate::sqlite::{load_shadows, load_state, save_seen, save_state, Store};
+use crate::sqlite::{load_shadows, load_state, save_own_echo, save_seen, save_state, Store};
 use crate::stamp::{base_hlc, now_millis, Stamp};
 
 /// One source batch, as mapped by the worker.
@@ -89,6 +93,15 @@ impl Store {
                     out.applied += n;
                     out.last_seq = Some(seq);
                 }
+                continue;
+            }
+            if change.own_write && change.unchanged.is_empty() {
+                let image = match change.op {
+                    DocOp::Delete => Shadow::Deleted,
+                    _ => Shadow::of(&change.fields, &change.counters),
+                };
+                save_own_echo(&tx, origin, &change.collection, &id_key(&change.id), &image)?;
+                out.echoes += 1;
                 continue;
             }
             match plan_change(&tx, origin, change, now, intents)? {

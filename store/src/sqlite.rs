@@ -217,6 +217,24 @@ pub(crate) fn save_seen(
     Ok(())
 }
 
+/// The provider's feed reported our own sink's write `image`: it is seen;
+/// `held` keeps what the sink recorded last (it may have written again
+/// since), or stays "same as seen" if the sink's commit was never recorded.
+pub(crate) fn save_own_echo(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+    image: &Shadow,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO shadows (provider, collection, id, held, seen) VALUES (?1, ?2, ?3, NULL, ?4)
+         ON CONFLICT (provider, collection, id) DO UPDATE SET seen = excluded.seen",
+    )?
+    .execute(params![provider, collection, id, image.encode()])?;
+    Ok(())
+}
+
 /// A sink wrote `image` to the provider: it is held (seen comes with the echo).
 pub(crate) fn save_held(
     tx: &Connection,

@@ -29,7 +29,14 @@ fn upsert(coll: &str, id: Value, fields: Value, before: Option<Value>, ts: i64) 
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
         snapshot: false,
+        own_write: false,
     }
+}
+
+/// The change as the provider's feed reports a write of our own sink.
+fn own(mut c: DocChange) -> DocChange {
+    c.own_write = true;
+    c
 }
 
 fn counted(mut c: DocChange) -> DocChange {
@@ -48,6 +55,7 @@ fn delete(coll: &str, id: Value, ts: i64) -> DocChange {
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
         snapshot: false,
+        own_write: false,
     }
 }
 
@@ -941,6 +949,83 @@ fn a_sink_write_landing_after_an_unseen_user_change_loses_neither() {
     assert_eq!(fix[0].doc.as_ref().unwrap()["total"], json!(99.99));
     assert_eq!(
         deliver(&mut s, "hq")[0].doc.as_ref().unwrap()["total"],
+        json!(99.99)
+    );
+}
+
+#[test]
+fn a_write_the_feed_marks_as_ours_is_an_echo_without_intents() {
+    let (_d, mut s) = store();
+    let a = json!({"order_id": 3, "status": "delivered", "total": 451.36});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(3), a, None, 1000)],
+        "1",
+    );
+    // shop's sink writes without recording intents (its feed tags our writes)
+    let after = s
+        .cursor(&connector_store::sink_cursor("shop"))
+        .unwrap()
+        .unwrap_or(0);
+    let entries = s.read_log(after, 100).unwrap();
+    let writes = s.pending_writes("shop", &entries, |_| true).unwrap();
+    assert_eq!(writes.len(), 1);
+    s.sink_committed("shop", entries.last().unwrap().seq, &writes, &[])
+        .unwrap();
+    let log_end = s.last_seq().unwrap();
+    // hq ships the order; shop's sink writes it …
+    let shipped = json!({"order_id": 3, "status": "shipped", "total": 451.36});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(3), shipped.clone(), None, 2000)],
+        "2",
+    );
+    let entries = s.read_log(log_end, 100).unwrap();
+    let writes = s.pending_writes("shop", &entries, |_| true).unwrap();
+    s.sink_committed("shop", entries.last().unwrap().seq, &writes, &[])
+        .unwrap();
+    // … while shop's user had changed the total just before our write landed.
+    let user = apply(
+        &mut s,
+        "shop",
+        &[
+            own(upsert(
+                "orders",
+                json!(3),
+                json!({"order_id": 3, "status": "delivered", "total": 451.36}),
+                None,
+                1500,
+            )),
+            upsert(
+                "orders",
+                json!(3),
+                json!({"order_id": 3, "status": "delivered", "total": 99.99}),
+                None,
+                2100,
+            ),
+            own(upsert("orders", json!(3), shipped, None, 2200)),
+        ],
+        "b",
+    );
+    assert_eq!(
+        (user.applied, user.echoes),
+        (1, 2),
+        "our two writes are echoes, the user's is a change"
+    );
+    let doc = s.get("orders", &json!(3)).unwrap().unwrap();
+    assert_eq!(
+        (doc["status"].clone(), doc["total"].clone()),
+        (json!("shipped"), json!(99.99)),
+        "both changes survive: the user's total was diffed against our first write, not our second"
+    );
+    // shop holds our stale write: its sink corrects it, hq gets the total
+    let fix = drain_sink(&mut s, "shop");
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].doc.as_ref().unwrap()["total"], json!(99.99));
+    assert_eq!(
+        drain_sink(&mut s, "hq")[0].doc.as_ref().unwrap()["total"],
         json!(99.99)
     );
 }

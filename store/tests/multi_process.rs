@@ -44,6 +44,7 @@ fn child_writer() {
                 counters: Arc::from(Vec::<String>::new()),
                 unchanged: vec![],
                 snapshot: false,
+                own_write: false,
             })
             .collect();
         store

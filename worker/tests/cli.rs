@@ -111,6 +111,7 @@ fn fill(store_path: &Path) {
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
         snapshot: false,
+        own_write: false,
     };
     let changes = vec![
         change("orders", json!(1), json!({"order_id": 1, "status": "paid"})),

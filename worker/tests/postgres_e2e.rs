@@ -201,6 +201,22 @@ fn writes(f: &Fleet, db: &str) -> i64 {
 #[test]
 fn no_echo_loop_after_a_burst() {
     let mut f = Fleet::new("0.001");
+    // shop's role may not use replication origins: its echoes are
+    // recognised by recorded intents; hq's (superuser) by origin tags.
+    f.pg.psql(
+        "shop",
+        "CREATE ROLE syncer LOGIN REPLICATION;
+         GRANT CREATE ON DATABASE shop TO syncer;
+         DO $$ DECLARE t record; BEGIN
+           FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+             EXECUTE format('ALTER TABLE public.%I OWNER TO syncer', t.tablename);
+           END LOOP;
+         END $$;",
+    );
+    let shop_url = f.pg.url("shop").replacen("postgres@", "syncer@", 1);
+    assert!(shop_url.contains("syncer@"), "{shop_url}");
+    f.extra_env
+        .push(("CONNECTOR_SHOP_CONNECTION_STRING".into(), shop_url));
     f.start();
     f.wait_in_sync();
     for i in 0..50 {
@@ -252,6 +268,18 @@ fn no_echo_loop_after_a_burst() {
     assert!(
         echoes >= 100,
         "our own writes came back and were recognised: {echoes}"
+    );
+    let logs = f.logs();
+    let tagged = |p: &str| {
+        let quoted = format!("\"{p}\"");
+        logs.lines()
+            .any(|l| l.contains("sink writes carry replication origin") && l.contains(&quoted))
+    };
+    assert!(tagged("hq"), "hq's sink tags its writes:\n{logs}");
+    assert!(!tagged("shop"), "shop's role may not tag:\n{logs}");
+    assert!(
+        logs.contains("sink writes are not tagged with a replication origin"),
+        "{logs}"
     );
 }
 

@@ -48,6 +48,11 @@ pub struct RawChange {
     /// (PostgreSQL's unchanged TOAST values): the store keeps its values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<String>,
+    /// Written by this fleet's own sink, as the provider itself says
+    /// (PostgreSQL: the transaction carries the sink's replication origin).
+    /// The store records it as what the provider holds and merges nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_write: bool,
 }
 
 /// The store-side operation.
@@ -78,6 +83,8 @@ pub struct DocChange {
     pub unchanged: Vec<String>,
     /// A snapshot row (initial sync) rather than a live change.
     pub snapshot: bool,
+    /// See [`RawChange::own_write`].
+    pub own_write: bool,
 }
 
 /// A merged document on its way to one provider: `doc` is `None` for a delete.

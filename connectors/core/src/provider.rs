@@ -163,6 +163,13 @@ pub trait Sink: Send {
     /// deletes by key). Rows the provider rejects for their own fault are
     /// returned as `(index, reason)` and are not written; the others are.
     async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>>;
+
+    /// Whether the provider's own feed marks what this sink writes
+    /// ([`crate::RawChange::own_write`]). Then the store need not record
+    /// what the sink is about to write to recognise the echoes.
+    fn tags_own_writes(&self) -> bool {
+        false
+    }
 }
 
 /// One chunk of an initial sync of one collection, in key order.

@@ -172,6 +172,7 @@ impl Snapshot for OdbcSnapshot {
                 before: None,
                 commit_ts_ms: Some(self.as_of_ms),
                 unchanged: Vec::new(),
+                own_write: false,
             });
         }
         let last_key = out.last().map(|r| {

@@ -238,6 +238,7 @@ impl OdbcSource {
             before,
             commit_ts_ms: row.changed_ms,
             unchanged: Vec::new(),
+            own_write: false,
         })
     }
 }
@@ -349,6 +350,7 @@ impl Source for OdbcSource {
                         before: None,
                         commit_ts_ms: row.changed_ms,
                         unchanged: Vec::new(),
+                        own_write: false,
                     });
                 }
                 Err(e) => return Err(e),

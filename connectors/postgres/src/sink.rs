@@ -15,12 +15,22 @@
 //! per table. If the batch fails for a row's own fault (a data or constraint
 //! error), it is retried row by row under savepoints: the rejected rows are
 //! returned for the dead-letter table and the rest commit.
+//!
+//! Echoes: the session is tagged with a replication origin named after the
+//! provider's slot (`pg_replication_origin_session_setup`), so every
+//! transaction the sink commits carries it through logical decoding, and the
+//! source marks those changes as our own writes: the store records them as
+//! what the database holds without a lookup of what the sink intended. Where
+//! the role may not use replication origins (they need superuser, or EXECUTE
+//! on the `pg_replication_origin_*` functions), the sink says so once and the
+//! store's recorded intents recognise the echoes instead.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio_postgres::Client;
+use tracing::{info, warn};
 
 use connector_core::sink_plan::{group_rows, GroupOp};
 use connector_core::{
@@ -34,6 +44,8 @@ use crate::setup;
 
 pub struct PgSink {
     client: Client,
+    /// Whether this session's transactions carry our replication origin.
+    tagged: bool,
     /// (table name) → catalog info, for the mapped tables.
     tables: HashMap<String, TableInfo>,
 }
@@ -66,7 +78,12 @@ impl PgSink {
             }
             tables.insert(info.name.clone(), info);
         }
-        Ok(PgSink { client, tables })
+        let tagged = tag_session(&client, &origin_name(o), mapping.provider()).await;
+        Ok(PgSink {
+            client,
+            tagged,
+            tables,
+        })
     }
 
     fn table(&self, row: &OutboundRow) -> Result<&TableInfo> {
@@ -190,8 +207,46 @@ impl PgSink {
     }
 }
 
+/// The replication origin the sink tags its transactions with (the slot's name).
+pub fn origin_name(o: &PgOptions) -> String {
+    o.slot.clone()
+}
+
+/// Tags the session's transactions with `origin`, creating it if needed.
+/// `false` (and a warning) where the role may not, or another session holds it.
+async fn tag_session(client: &Client, origin: &str, provider: &str) -> bool {
+    let tagged = client
+        .batch_execute(&format!(
+            "SELECT pg_replication_origin_create({0}) WHERE pg_replication_origin_oid({0}) IS NULL;
+             SELECT pg_replication_origin_session_setup({0})",
+            crate::conn::literal(origin)
+        ))
+        .await;
+    match tagged {
+        Ok(()) => {
+            info!(provider, origin, "sink writes carry replication origin");
+            true
+        }
+        Err(e) => {
+            let reason = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            warn!(
+                provider, origin, %reason,
+                "sink writes are not tagged with a replication origin; echoes are recognised by recorded intents instead (grant EXECUTE on pg_replication_origin_create, pg_replication_origin_oid and pg_replication_origin_session_setup to use origins)"
+            );
+            false
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for PgSink {
+    fn tags_own_writes(&self) -> bool {
+        self.tagged
+    }
+
     async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
         let statements = self.plan(rows)?;
         match self.run_all(&statements, rows).await {

@@ -263,6 +263,7 @@ impl Snapshot for PgSnapshot {
                 before: None,
                 commit_ts_ms: Some(self.as_of_ms),
                 unchanged: Vec::new(),
+                own_write: false,
             });
             last_key = Some(Value::Array(
                 key_idx

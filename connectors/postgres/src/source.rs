@@ -52,6 +52,8 @@ const PG_EPOCH_MS: i64 = 946_684_800_000;
 struct Txn {
     commit_ms: i64,
     skip: bool,
+    /// Made by our own sink: it carries the sink's replication origin.
+    own_write: bool,
     changes: Vec<RawChange>,
 }
 
@@ -59,6 +61,8 @@ pub struct PgSource {
     client: ReplicationClient,
     sql: Client,
     slot: String,
+    /// The replication origin our sink tags its transactions with.
+    origin: String,
     relations: HashMap<u32, Relation>,
     /// Primary key columns per (schema, table) of the mapped tables.
     keys: HashMap<(String, String), Vec<String>>,
@@ -187,6 +191,7 @@ impl PgSource {
             client,
             sql,
             slot: o.slot.clone(),
+            origin: crate::sink::origin_name(o),
             relations: HashMap::new(),
             keys,
             resume: start,
@@ -262,6 +267,7 @@ impl PgSource {
             before,
             commit_ts_ms: Some(commit_ms),
             unchanged,
+            own_write: self.txn.as_ref().is_some_and(|t| t.own_write),
         }
     }
 
@@ -280,6 +286,12 @@ impl PgSource {
         match msg {
             Message::Relation(rel) => {
                 self.relations.insert(rel.oid, rel);
+            }
+            Message::Origin { name, .. } => {
+                let own = name == self.origin;
+                if let Some(txn) = &mut self.txn {
+                    txn.own_write = own;
+                }
             }
             _ if skip => {}
             Message::Insert { relation, new } => {
@@ -349,7 +361,7 @@ impl PgSource {
                     }
                 }
             }
-            Message::Type { .. } | Message::Origin { .. } | Message::Other(_) => {}
+            Message::Type { .. } | Message::Other(_) => {}
         }
         if let Some(txn) = &mut self.txn {
             txn.changes.extend(out);
@@ -415,6 +427,7 @@ impl Source for PgSource {
                     self.txn = Some(Txn {
                         commit_ms: commit_time_micros / 1000 + PG_EPOCH_MS,
                         skip: final_lsn < self.resume,
+                        own_write: false,
                         changes: Vec::new(),
                     });
                 }

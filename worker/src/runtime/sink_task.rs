@@ -180,7 +180,10 @@ async fn deliver(
     }
     // Recorded before the provider write: its echo may come back through
     // the provider's feed before `sink_committed` stores the shadows.
-    blocking(|| store.record_intents(name, &mapped)).map_err(ConnectorError::from)?;
+    // Unneeded where the feed itself marks our writes.
+    if !sink.tags_own_writes() {
+        blocking(|| store.record_intents(name, &mapped)).map_err(ConnectorError::from)?;
+    }
     let refused = if rows.is_empty() {
         Vec::new()
     } else {

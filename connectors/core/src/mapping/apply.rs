@@ -206,6 +206,7 @@ impl ProviderMapping {
                 counters: rule.counters.clone(),
                 unchanged: Vec::new(),
                 snapshot: false,
+                own_write: false,
             });
         }
         let reject = |field: Option<&str>, reason: String| {
@@ -309,6 +310,7 @@ impl ProviderMapping {
                 .map(|c| b.inbound.get(c).cloned().unwrap_or_else(|| c.clone()))
                 .collect(),
             snapshot: raw.op == RawOp::Snapshot,
+            own_write: raw.own_write,
         })
     }
 

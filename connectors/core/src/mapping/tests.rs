@@ -20,6 +20,7 @@ fn raw(table: &str, op: RawOp, row: Value) -> RawChange {
         before: None,
         commit_ts_ms: Some(1_700_000_000_000),
         unchanged: vec![],
+        own_write: false,
     }
 }
 
