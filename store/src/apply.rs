@@ -8,8 +8,11 @@
 //!
 //! A change the provider itself marks as written by our sink
 //! ([`DocChange::own_write`], e.g. a PostgreSQL replication origin) is an
-//! echo by definition: its image becomes the origin's `seen` shadow (`held`
-//! stays what the sink last wrote) and nothing is read or merged. Otherwise,
+//! echo by definition: nothing is merged. Its image becomes the origin's
+//! `seen` shadow; if it is also the store's document, `held` stays what the
+//! sink last wrote, else (the store has moved on, e.g. our write overwrote a
+//! change of the provider's own that arrives before it) the provider holds
+//! the image and the document is put back on the log for its sink. Otherwise,
 //! per change, against the origin's shadows (see the schema: `seen` is the
 //! provider's own feed history, `held` what it is believed to hold):
 //! 1. an image equal to a write its sink recorded (an intent) is our echo;
@@ -34,7 +37,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use connector_core::value::{fingerprint, id_key};
 use connector_core::{DocChange, DocOp};
@@ -43,7 +46,9 @@ use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::Result;
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
-use crate::sqlite::{load_shadows, load_state, save_own_echo, save_seen, save_state, Store};
+use crate::sqlite::{
+    load_body, load_shadows, load_state, save_own_echo, save_seen, save_state, Store,
+};
 use crate::stamp::{base_hlc, now_millis, Stamp};
 
 /// One source batch, as mapped by the worker.
@@ -96,11 +101,30 @@ impl Store {
                 continue;
             }
             if change.own_write && change.unchanged.is_empty() {
+                let key = id_key(&change.id);
                 let image = match change.op {
                     DocOp::Delete => Shadow::Deleted,
                     _ => Shadow::of(&change.fields, &change.counters),
                 };
-                save_own_echo(&tx, origin, &change.collection, &id_key(&change.id), &image)?;
+                let body = load_body(&tx, &change.collection, &key)?;
+                if origin_holds(body.as_ref(), change) {
+                    save_own_echo(&tx, origin, &change.collection, &key, &image)?;
+                } else {
+                    // The store moved on (a change of the provider's own that
+                    // our write overwrote, or a newer one): the provider holds
+                    // this image; its sink must correct it.
+                    save_seen(&tx, origin, &change.collection, &key, &image)?;
+                    let seq = append_log(
+                        &tx,
+                        &change.collection,
+                        &key,
+                        &touch_write(),
+                        now,
+                        None,
+                        false,
+                    )?;
+                    out.last_seq = Some(seq);
+                }
                 out.echoes += 1;
                 continue;
             }
@@ -111,8 +135,15 @@ impl Store {
                     if touch {
                         // The provider holds something else than the store:
                         // wake its sink for this document.
-                        let seq =
-                            append_log(&tx, &change.collection, &key, &touch_write(), now, None)?;
+                        let seq = append_log(
+                            &tx,
+                            &change.collection,
+                            &key,
+                            &touch_write(),
+                            now,
+                            None,
+                            false,
+                        )?;
                         out.last_seq = Some(seq);
                     }
                 }
@@ -127,6 +158,7 @@ impl Store {
                     shadow,
                 } => {
                     state.apply(&write);
+                    let body = state.materialize();
                     let seq = append_log(
                         &tx,
                         &change.collection,
@@ -134,8 +166,17 @@ impl Store {
                         &write,
                         now,
                         change.commit_ts_ms,
+                        origin_holds(body.as_ref(), change),
                     )?;
-                    save_state(&tx, &change.collection, &key, &state, seq, now)?;
+                    save_state(
+                        &tx,
+                        &change.collection,
+                        &key,
+                        &state,
+                        body.as_ref(),
+                        seq,
+                        now,
+                    )?;
                     save_seen(&tx, origin, &change.collection, &key, &shadow)?;
                     out.applied += 1;
                     out.last_seq = Some(seq);
@@ -195,8 +236,9 @@ impl Store {
             let key = id_key(id);
             let mut state = load_state(&tx, collection, &key)?;
             if state.apply(write) {
-                let seq = append_log(&tx, collection, &key, write, now, None)?;
-                save_state(&tx, collection, &key, &state, seq, now)?;
+                let seq = append_log(&tx, collection, &key, write, now, None, false)?;
+                let body = state.materialize();
+                save_state(&tx, collection, &key, &state, body.as_ref(), seq, now)?;
                 changed += 1;
             }
         }
@@ -205,6 +247,17 @@ impl Store {
     }
 }
 
+/// Whether the merged document `body` is the origin's image in `change`:
+/// then the origin holds it and its sink can pass the log entry by.
+fn origin_holds(body: Option<&Map<String, Value>>, change: &DocChange) -> bool {
+    match (body, change.op) {
+        (None, DocOp::Delete) => true,
+        (Some(doc), DocOp::Upsert) => change.unchanged.is_empty() && *doc == change.fields,
+        _ => false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn append_log(
     tx: &Connection,
     collection: &str,
@@ -212,10 +265,11 @@ pub(crate) fn append_log(
     write: &Write,
     now: i64,
     source_ts: Option<i64>,
+    origin_holds: bool,
 ) -> Result<i64> {
     tx.prepare_cached(
-        "INSERT INTO change_log (collection, id, origin, write, at_ms, source_ts_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO change_log (collection, id, origin, write, at_ms, source_ts_ms, origin_holds)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         collection,
@@ -223,7 +277,8 @@ pub(crate) fn append_log(
         write.stamp.origin,
         serde_json::to_string(write)?,
         now,
-        source_ts
+        source_ts,
+        origin_holds
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -249,8 +304,17 @@ fn truncate(
     for key in &keys {
         let mut state = load_state(tx, &c.collection, key)?;
         if state.apply(&write) {
-            let seq = append_log(tx, &c.collection, key, &write, now, c.commit_ts_ms)?;
-            save_state(tx, &c.collection, key, &state, seq, now)?;
+            let body = state.materialize();
+            let seq = append_log(
+                tx,
+                &c.collection,
+                key,
+                &write,
+                now,
+                c.commit_ts_ms,
+                body.is_none(),
+            )?;
+            save_state(tx, &c.collection, key, &state, body.as_ref(), seq, now)?;
             last = Some(seq);
         }
         save_seen(tx, origin, &c.collection, key, &Shadow::Deleted)?;
@@ -327,11 +391,11 @@ fn plan_change(
     let state = load_state(tx, &c.collection, &key)?;
     let seen = load_shadows(tx, origin, &c.collection, &key)?.seen;
     let current = state.materialize();
-    let current_shadow = Shadow::of_option(current.as_ref(), &c.counters);
-    let saw_current = seen.as_ref().is_some_and(|s| s.same_image(&current_shadow));
+    // Fingerprinting the whole document is needed only for echoes and deletes.
+    let current_shadow = || Shadow::of_option(current.as_ref(), &c.counters);
     let mut hlc = base_hlc(c.commit_ts_ms, now);
     let echo = |key: String, image: Shadow| {
-        let touch = !image.same_image(&current_shadow);
+        let touch = !image.same_image(&current_shadow());
         Plan::Echo { key, image, touch }
     };
 
@@ -344,7 +408,10 @@ fn plan_change(
         if noop || (intents && take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)?) {
             return Ok(echo(key, Shadow::Deleted));
         }
-        if saw_current {
+        if seen
+            .as_ref()
+            .is_some_and(|s| s.same_image(&current_shadow()))
+        {
             if let Some(s) = state.max_stamp() {
                 hlc = hlc.max(s.hlc + 1);
             }

@@ -96,7 +96,8 @@ impl Store {
 
     /// Dead letters, oldest first, optionally of one provider.
     pub fn dead_letters(&self, provider: Option<&str>, limit: usize) -> Result<Vec<DeadLetter>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR provider = ?1 ORDER BY id LIMIT ?2"
         ))?;
         let rows = stmt.query_map(params![provider, limit as i64], from_row)?;
@@ -111,7 +112,7 @@ impl Store {
 
     pub fn dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {
         let row = self
-            .conn
+            .conn()
             .query_row(
                 &format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1"),
                 [id],
@@ -128,7 +129,7 @@ impl Store {
     }
 
     pub fn dead_letter_count(&self, provider: Option<&str>) -> Result<u64> {
-        Ok(self.conn.query_row(
+        Ok(self.conn().query_row(
             "SELECT count(*) FROM dead_letters WHERE ?1 IS NULL OR provider = ?1",
             [provider],
             |r| r.get::<_, i64>(0),
@@ -148,7 +149,7 @@ impl Store {
 
     /// Notes a failed retry: the new reason, one more attempt.
     pub fn dead_letter_failed_again(&mut self, id: i64, reason: &str) -> Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE dead_letters SET reason = ?2, attempts = attempts + 1 WHERE id = ?1",
             params![id, reason],
         )?;
@@ -177,6 +178,7 @@ impl Store {
             &crate::apply::touch_write(),
             now,
             None,
+            false,
         )?;
         tx.execute("DELETE FROM dead_letters WHERE id = ?1", [dead_letter.id])?;
         tx.commit()?;

@@ -14,7 +14,7 @@ impl Store {
     /// One live document (without `_id`), or `None` if absent or deleted.
     pub fn get(&self, collection: &str, id: &Value) -> Result<Option<Map<String, Value>>> {
         let body: Option<Option<String>> = self
-            .conn
+            .conn()
             .prepare_cached("SELECT body FROM documents WHERE collection = ?1 AND id = ?2")?
             .query_row(params![collection, id_key(id)], |r| r.get(0))
             .optional()?;
@@ -29,7 +29,8 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(Value, Map<String, Value>)>> {
-        let mut stmt = self.conn.prepare_cached(
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
             "SELECT id, body FROM documents
              WHERE collection = ?1 AND body IS NOT NULL AND (?2 IS NULL OR id > ?2)
              ORDER BY id LIMIT ?3",
@@ -56,8 +57,8 @@ impl Store {
 
     /// Calls `f(id_key, doc_hash)` for every live document of a collection.
     pub fn for_each_hash(&self, collection: &str, mut f: impl FnMut(String, u64)) -> Result<()> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare("SELECT id, body FROM documents WHERE collection = ?1 AND body IS NOT NULL")?;
         let mut rows = stmt.query([collection])?;
         while let Some(r) = rows.next()? {

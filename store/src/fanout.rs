@@ -37,6 +37,9 @@ pub struct LogEntry {
     pub at_ms: i64,
     /// The source's commit time, if the feed gave one.
     pub source_ts_ms: Option<i64>,
+    /// The merged document was exactly the origin's image: the origin's
+    /// own sink has nothing to write for this entry.
+    pub origin_holds: bool,
 }
 
 /// A document a sink must write, with the shadow it will leave.
@@ -65,11 +68,12 @@ impl Store {
     }
 
     fn read_entries(&self, after: i64, limit: usize, writes: bool) -> Result<Vec<LogEntry>> {
-        let mut stmt = self.conn.prepare_cached(if writes {
-            "SELECT seq, collection, id, origin, at_ms, source_ts_ms, write
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(if writes {
+            "SELECT seq, collection, id, origin, at_ms, source_ts_ms, origin_holds, write
              FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
         } else {
-            "SELECT seq, collection, id, origin, at_ms, source_ts_ms
+            "SELECT seq, collection, id, origin, at_ms, source_ts_ms, origin_holds
              FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT ?2"
         })?;
         let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -80,8 +84,9 @@ impl Store {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, Option<i64>>(5)?,
+                r.get::<_, bool>(6)?,
                 if writes {
-                    Some(r.get::<_, String>(6)?)
+                    Some(r.get::<_, String>(7)?)
                 } else {
                     None
                 },
@@ -89,7 +94,7 @@ impl Store {
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, collection, id, origin, at_ms, source_ts_ms, write) = row?;
+            let (seq, collection, id, origin, at_ms, source_ts_ms, origin_holds, write) = row?;
             out.push(LogEntry {
                 seq,
                 collection,
@@ -101,6 +106,7 @@ impl Store {
                 },
                 at_ms,
                 source_ts_ms,
+                origin_holds,
             });
         }
         Ok(out)
@@ -109,7 +115,7 @@ impl Store {
     /// The highest sequence number ever assigned (0 for an empty store).
     pub fn last_seq(&self) -> Result<i64> {
         Ok(self
-            .conn
+            .conn()
             .query_row(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'change_log'",
                 [],
@@ -121,7 +127,7 @@ impl Store {
 
     pub fn cursor(&self, name: &str) -> Result<Option<i64>> {
         Ok(self
-            .conn
+            .conn()
             .prepare_cached("SELECT seq FROM cursors WHERE name = ?1")?
             .query_row([name], |r| r.get(0))
             .optional()?)
@@ -144,10 +150,14 @@ impl Store {
         entries: &[LogEntry],
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<Pending>> {
+        let conn = self.read()?;
         let mut seen: HashMap<(&str, String), ()> = HashMap::new();
         let mut out = Vec::new();
         for e in entries {
-            if !wanted(&e.collection) {
+            // The provider's own change, merged as it reported it: it holds
+            // the document as of this entry (a later entry, if any, is
+            // looked at on its own).
+            if !wanted(&e.collection) || (e.origin_holds && e.origin == provider) {
                 continue;
             }
             let key = id_key(&e.id);
@@ -157,9 +167,9 @@ impl Store {
             {
                 continue;
             }
-            let (body, counters) = self.document_row(&e.collection, &key)?;
+            let (body, counters) = document_row(&conn, &e.collection, &key)?;
             let shadow = Shadow::of_option(body.as_ref(), &counters);
-            let held = load_shadows(&self.conn, provider, &e.collection, &key)?.held;
+            let held = load_shadows(&conn, provider, &e.collection, &key)?.held;
             let up_to_date = match &held {
                 Some(h) => h.same_image(&shadow),
                 // Never seen by this provider: a deleted document needs no delete.
@@ -202,7 +212,7 @@ impl Store {
     /// Drops intents older than `max_age_ms` (their echo will not come: the
     /// write failed, or the provider coalesced it).
     pub fn expire_intents(&mut self, provider: &str, max_age_ms: i64) -> Result<u64> {
-        let n = self.conn.execute(
+        let n = self.conn().execute(
             "DELETE FROM sink_intents WHERE provider = ?1 AND at_ms < ?2",
             params![provider, now_millis() - max_age_ms],
         )?;
@@ -242,7 +252,7 @@ impl Store {
     /// it must then compare every document instead of reading the log.
     pub fn missed_compacted(&self, cursor: i64) -> Result<bool> {
         let first: Option<i64> =
-            self.conn
+            self.conn()
                 .query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
         let next = match first {
             Some(f) => f,
@@ -260,7 +270,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<LogEntry>> {
         let (c, i) = after.unwrap_or(("", ""));
-        let mut stmt = self.conn.prepare_cached(
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
             "SELECT collection, id, updated_seq, updated_ms FROM documents
              WHERE (collection, id) > (?1, ?2) ORDER BY collection, id LIMIT ?3",
         )?;
@@ -283,6 +294,7 @@ impl Store {
                 write: crate::apply::touch_write(),
                 at_ms,
                 source_ts_ms: None,
+                origin_holds: false,
             });
         }
         Ok(out)
@@ -307,27 +319,26 @@ impl Store {
         tx.commit()?;
         Ok(n as u64)
     }
+}
 
-    fn document_row(&self, collection: &str, key: &str) -> Result<DocumentRow> {
-        let row: Option<(Option<String>, String)> = self
-            .conn
-            .prepare_cached("SELECT body, state FROM documents WHERE collection = ?1 AND id = ?2")?
-            .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        Ok(match row {
-            None => (None, Vec::new()),
-            Some((body, state)) => {
-                // Only counter names are needed here: skip parsing the whole
-                // merge state when it cannot hold a counter (no `"c":` key).
-                let counters = if state.contains("\"c\":") {
-                    counter_names(&serde_json::from_str::<DocState>(&state)?)
-                } else {
-                    Vec::new()
-                };
-                (parse_body(body)?, counters)
-            }
-        })
-    }
+fn document_row(conn: &rusqlite::Connection, collection: &str, key: &str) -> Result<DocumentRow> {
+    let row: Option<(Option<String>, String)> = conn
+        .prepare_cached("SELECT body, state FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        None => (None, Vec::new()),
+        Some((body, state)) => {
+            // Only counter names are needed here: skip parsing the whole
+            // merge state when it cannot hold a counter (no `"c":` key).
+            let counters = if state.contains("\"c\":") {
+                counter_names(&serde_json::from_str::<DocState>(&state)?)
+            } else {
+                Vec::new()
+            };
+            (parse_body(body)?, counters)
+        }
+    })
 }
 
 /// A document's body (`None` when deleted) and its counter fields.

@@ -7,7 +7,15 @@
 //! names say. Writers take the lock up front (`BEGIN IMMEDIATE`), so several
 //! processes append to one gap-free log.
 
-pub const VERSION: i64 = 1;
+/// 2: `change_log.origin_holds`.
+pub const VERSION: i64 = 2;
+
+/// Upgrades a store of an older schema, after [`DDL`] (which creates what is
+/// missing). `(from version, statements)`.
+pub const UPGRADES: &[(i64, &str)] = &[(
+    1,
+    "ALTER TABLE change_log ADD COLUMN origin_holds INTEGER NOT NULL DEFAULT 0",
+)];
 
 pub const DDL: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -30,7 +38,10 @@ CREATE TABLE IF NOT EXISTS change_log (
     origin       TEXT NOT NULL,
     write        TEXT NOT NULL,     -- merge::Write as JSON
     at_ms        INTEGER NOT NULL,  -- when the store committed it
-    source_ts_ms INTEGER            -- the source's commit time
+    source_ts_ms INTEGER,           -- the source's commit time
+    -- the merged document equals what the origin reported: its own sink
+    -- has nothing to write for this entry
+    origin_holds INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS cursors (
     name       TEXT PRIMARY KEY,

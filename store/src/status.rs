@@ -53,7 +53,7 @@ impl Store {
             provider: provider.to_string(),
             ..Default::default()
         };
-        self.conn
+        self.conn()
             .query_row(
                 "SELECT received, applied, echoes, filtered, sink_writes, errors,
                         last_change_ms, last_source_lag_ms, last_error, last_error_ms, details
@@ -78,7 +78,7 @@ impl Store {
             )
             .optional()?;
         if let Some((pos, at, commit)) = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT position, updated_ms, last_commit_ms FROM positions WHERE provider = ?1",
                 [provider],
@@ -100,7 +100,7 @@ impl Store {
     /// The saved source position of a provider.
     pub fn position(&self, provider: &str) -> Result<Option<String>> {
         Ok(self
-            .conn
+            .conn()
             .query_row(
                 "SELECT position FROM positions WHERE provider = ?1",
                 [provider],
@@ -142,7 +142,7 @@ impl Store {
     /// Forgets a provider's stream position and initial-sync progress: its
     /// next source starts at its (new) slot's beginning after a full copy.
     pub fn forget_positions(&mut self, provider: &str) -> Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "DELETE FROM positions WHERE provider = ?1 OR provider LIKE 'initial-sync:' || ?1 || ':%'",
             [provider],
         )?;
@@ -151,7 +151,7 @@ impl Store {
 
     /// Records an error for `status` (the message must already be redacted).
     pub fn record_error(&mut self, provider: &str, stage: &str, message: &str) -> Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO provider_stats (provider, errors, last_error, last_error_ms) VALUES (?1, 1, ?2, ?3)
              ON CONFLICT (provider) DO UPDATE SET errors = errors + 1,
                last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
@@ -166,7 +166,7 @@ impl Store {
         provider: &str,
         details: &serde_json::Value,
     ) -> Result<()> {
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO provider_stats (provider, details) VALUES (?1, ?2)
              ON CONFLICT (provider) DO UPDATE SET details = excluded.details",
             params![provider, details.to_string()],
@@ -176,7 +176,8 @@ impl Store {
 
     /// Every provider name the store has heard of.
     pub fn known_providers(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
             "SELECT provider FROM provider_stats UNION SELECT provider FROM positions
              UNION SELECT provider FROM dead_letters ORDER BY 1",
         )?;
@@ -191,7 +192,8 @@ impl Store {
     /// Initial-sync progress of a provider: (collections done, collections
     /// started, rows copied).
     pub fn initial_sync_progress(&self, provider: &str) -> Result<(u64, u64, u64)> {
-        let mut stmt = self.conn.prepare(
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
             "SELECT position FROM positions WHERE provider LIKE 'initial-sync:' || ?1 || ':%'",
         )?;
         let rows = stmt.query_map([provider], |r| r.get::<_, String>(0))?;
@@ -206,7 +208,8 @@ impl Store {
     }
 
     pub fn collection_counts(&self) -> Result<Vec<CollectionCount>> {
-        let mut stmt = self.conn.prepare(
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
             "SELECT collection, sum(body IS NOT NULL), sum(body IS NULL)
              FROM documents GROUP BY collection ORDER BY collection",
         )?;

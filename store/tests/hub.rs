@@ -1050,3 +1050,167 @@ fn initial_sync_progress_is_not_a_provider() {
     assert_eq!(s.initial_sync_progress("hq").unwrap(), (1, 2, 20));
     assert_eq!(s.initial_sync_progress("shop").unwrap(), (0, 0, 0));
 }
+
+#[test]
+fn a_store_of_schema_1_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        apply(
+            &mut s,
+            "hq",
+            &[upsert(
+                "orders",
+                json!(1),
+                json!({"order_id": 1}),
+                None,
+                1000,
+            )],
+            "1",
+        );
+    }
+    // as schema 1 left it
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE change_log DROP COLUMN origin_holds;
+         UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let mut s = Store::open(&path).unwrap();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(2),
+            json!({"order_id": 2}),
+            None,
+            2000,
+        )],
+        "2",
+    );
+    let log = s.read_log(0, 10).unwrap();
+    assert_eq!(log.len(), 2);
+    assert!(
+        !log[0].origin_holds,
+        "entries from before the upgrade are checked"
+    );
+    assert!(log[1].origin_holds);
+    // hq holds both (its shadows say so); shop needs both
+    assert!(drain_sink(&mut s, "hq").is_empty());
+    assert_eq!(drain_sink(&mut s, "shop").len(), 2);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, "2");
+}
+
+#[test]
+fn the_origins_sink_passes_by_its_own_changes_unless_they_lost() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(5),
+            json!({"order_id": 5, "status": "paid"}),
+            None,
+            5000,
+        )],
+        "1",
+    );
+    // hq's older change, made before it got shop's, loses the field: hq
+    // must be corrected, shop not
+    let out = apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(5),
+            json!({"order_id": 5, "status": "new"}),
+            None,
+            4000,
+        )],
+        "h1",
+    );
+    assert_eq!(out.applied, 1);
+    let log = s.read_log(0, 100).unwrap();
+    assert!(!log.last().unwrap().origin_holds);
+    let fix = drain_sink(&mut s, "hq");
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].doc.as_ref().unwrap()["status"], json!("paid"));
+    // a winning change: hq holds the result, shop gets it
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(5),
+            json!({"order_id": 5, "status": "shipped"}),
+            None,
+            6000,
+        )],
+        "h2",
+    );
+    assert!(s.read_log(0, 100).unwrap().last().unwrap().origin_holds);
+    assert!(drain_sink(&mut s, "hq").is_empty());
+    assert_eq!(
+        drain_sink(&mut s, "shop")[0].doc.as_ref().unwrap()["status"],
+        json!("shipped")
+    );
+}
+
+#[test]
+fn a_tagged_echo_that_overwrote_a_newer_own_change_is_corrected() {
+    let (_d, mut s) = store();
+    let v = |status: &str| json!({"order_id": 4, "status": status});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(4), v("new"), None, 1000)],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    apply(
+        &mut s,
+        "shop",
+        &[own(upsert("orders", json!(4), v("new"), None, 1100))],
+        "a",
+    );
+    // hq changes the order; shop's user changes it later, but our sink's
+    // write of hq's value lands in shop after the user's commit
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(4), v("hq"), None, 2000)],
+        "2",
+    );
+    let written = drain_sink(&mut s, "shop");
+    assert_eq!(written[0].doc.as_ref().unwrap()["status"], json!("hq"));
+    let back = apply(
+        &mut s,
+        "shop",
+        &[
+            upsert("orders", json!(4), v("shop-later"), None, 2100),
+            own(upsert("orders", json!(4), v("hq"), None, 2200)),
+        ],
+        "b",
+    );
+    assert_eq!((back.applied, back.echoes), (1, 1));
+    assert_eq!(
+        s.get("orders", &json!(4)).unwrap().unwrap()["status"],
+        json!("shop-later")
+    );
+    // shop now holds hq's value: its sink writes the winner back
+    let fix = drain_sink(&mut s, "shop");
+    assert_eq!(fix.len(), 1);
+    assert_eq!(fix[0].doc.as_ref().unwrap()["status"], json!("shop-later"));
+}

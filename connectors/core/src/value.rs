@@ -61,9 +61,67 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// The fingerprint of one field value.
+/// The fingerprint of one field value: [`fnv1a`] of its canonical JSON,
+/// hashed as it is written (no string is built).
 pub fn fingerprint(value: &Value) -> u64 {
-    fnv1a(canonical_json(value).as_bytes())
+    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+    hash_canonical(value, &mut h);
+    h.0
+}
+
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        Fnv1a::write(self, bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Feeds the bytes [`canonical_json`] would produce.
+fn hash_canonical(value: &Value, h: &mut Fnv1a) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            h.write(b"{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    h.write(b",");
+                }
+                // serde_json's string escaping, as `Value::String(k).to_string()`
+                let _ = serde_json::to_writer(&mut *h, k);
+                h.write(b":");
+                hash_canonical(&map[k], h);
+            }
+            h.write(b"}");
+        }
+        Value::Array(items) => {
+            h.write(b"[");
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    h.write(b",");
+                }
+                hash_canonical(v, h);
+            }
+            h.write(b"]");
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *h, other);
+        }
+    }
 }
 
 /// The order-independent digest term of one document: providers and the
@@ -86,6 +144,23 @@ pub fn parse_id_arg(text: &str) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_fingerprint_is_the_hash_of_the_canonical_text() {
+        for v in [
+            json!(null),
+            json!(true),
+            json!(-12),
+            json!(18446744073709551615u64),
+            json!(0.1),
+            json!(1e300),
+            json!("tab\t \"quoted\" é \u{1}"),
+            json!([1, "a", {"z": 1, "a": [null]}]),
+            json!({"b": {"y": 2, "x": 1}, "a\n": "v"}),
+        ] {
+            assert_eq!(fingerprint(&v), fnv1a(canonical_json(&v).as_bytes()), "{v}");
+        }
+    }
 
     #[test]
     fn canonical_form_sorts_keys_at_every_depth() {

@@ -49,6 +49,8 @@ pub struct Shared {
     pub health: Health,
     /// One per sink task in this process; sources wake them after a commit.
     pub sink_wakes: Mutex<Vec<Arc<Notify>>>,
+    /// The process's one store connection, opened on first use.
+    store: Mutex<Option<Store>>,
 }
 
 impl Shared {
@@ -60,11 +62,20 @@ impl Shared {
             auto_initial_sync: config.auto_initial_sync,
             health: Health::default(),
             sink_wakes: Mutex::new(Vec::new()),
+            store: Mutex::new(None),
         })
     }
 
+    /// A handle on the process's store connection (see [`Store::share`]).
     pub fn open_store(&self) -> Result<Store, ConnectorError> {
-        Store::open(&self.store_path).map_err(ConnectorError::from)
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &*store {
+            return Ok(s.share());
+        }
+        let opened = Store::open(&self.store_path).map_err(ConnectorError::from)?;
+        let handle = opened.share();
+        *store = Some(opened);
+        Ok(handle)
     }
 
     pub fn wake_sinks(&self) {
