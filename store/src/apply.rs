@@ -114,16 +114,7 @@ impl Store {
                     // our write overwrote, or a newer one): the provider holds
                     // this image; its sink must correct it.
                     save_seen(&tx, origin, &change.collection, &key, &image)?;
-                    let seq = append_log(
-                        &tx,
-                        &change.collection,
-                        &key,
-                        &touch_write(),
-                        now,
-                        None,
-                        false,
-                    )?;
-                    out.last_seq = Some(seq);
+                    out.last_seq = Some(requeue(&tx, &change.collection, &key, now)?);
                 }
                 out.echoes += 1;
                 continue;
@@ -135,16 +126,7 @@ impl Store {
                     if touch {
                         // The provider holds something else than the store:
                         // wake its sink for this document.
-                        let seq = append_log(
-                            &tx,
-                            &change.collection,
-                            &key,
-                            &touch_write(),
-                            now,
-                            None,
-                            false,
-                        )?;
-                        out.last_seq = Some(seq);
+                        out.last_seq = Some(requeue(&tx, &change.collection, &key, now)?);
                     }
                 }
                 Plan::Reject(dl) => {
@@ -348,6 +330,12 @@ fn take_intent(
         }
     }
     Ok(false)
+}
+
+/// Puts a document back on the log (an empty write: it changes nothing in
+/// any replica), so every sink compares it with what its provider holds.
+pub(crate) fn requeue(tx: &Connection, collection: &str, key: &str, now: i64) -> Result<i64> {
+    append_log(tx, collection, key, &touch_write(), now, None, false)
 }
 
 /// The empty write that only puts a document back on the log (it changes

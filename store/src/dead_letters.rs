@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use connector_core::value::id_key;
 
-use crate::apply::append_log;
+use crate::apply::requeue;
 use crate::error::Result;
 use crate::sqlite::Store;
 use crate::stamp::now_millis;
@@ -171,15 +171,7 @@ impl Store {
             "UPDATE shadows SET held = x'' WHERE provider = ?1 AND collection = ?2 AND id = ?3",
             params![dead_letter.provider, collection, key],
         )?;
-        append_log(
-            &tx,
-            collection,
-            &key,
-            &crate::apply::touch_write(),
-            now,
-            None,
-            false,
-        )?;
+        requeue(&tx, collection, &key, now)?;
         tx.execute("DELETE FROM dead_letters WHERE id = ?1", [dead_letter.id])?;
         tx.commit()?;
         Ok(true)

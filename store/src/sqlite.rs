@@ -43,15 +43,17 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// A write transaction holding the store's write lock from its start
-/// (`BEGIN IMMEDIATE`) and this process's connection until it ends; rolled
-/// back unless committed.
-pub(crate) struct WriteTx<'a> {
+/// A transaction holding this process's connection until it ends; rolled
+/// back unless committed. [`Store::write`] takes the store's write lock from
+/// the start (`BEGIN IMMEDIATE`); [`Store::read`] gives many lookups one
+/// snapshot and one round of file locking, instead of one per statement in
+/// autocommit mode.
+pub(crate) struct Tx<'a> {
     conn: MutexGuard<'a, Connection>,
     open: bool,
 }
 
-impl WriteTx<'_> {
+impl Tx<'_> {
     pub fn commit(mut self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
@@ -59,33 +61,14 @@ impl WriteTx<'_> {
     }
 }
 
-/// A read transaction: one snapshot and one round of file locking for many
-/// lookups, instead of one per statement in autocommit mode.
-pub(crate) struct ReadTx<'a> {
-    conn: MutexGuard<'a, Connection>,
-}
-
-impl Deref for ReadTx<'_> {
+impl Deref for Tx<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
         &self.conn
     }
 }
 
-impl Drop for ReadTx<'_> {
-    fn drop(&mut self) {
-        let _ = self.conn.execute_batch("ROLLBACK");
-    }
-}
-
-impl Deref for WriteTx<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        &self.conn
-    }
-}
-
-impl Drop for WriteTx<'_> {
+impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if self.open {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -210,25 +193,24 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A read transaction (see [`ReadTx`]).
-    pub(crate) fn read(&self) -> Result<ReadTx<'_>> {
-        let conn = self.conn();
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        conn.execute_batch("BEGIN")?;
-        Ok(ReadTx { conn })
+    /// A read transaction (see [`Tx`]).
+    pub(crate) fn read(&self) -> Result<Tx<'_>> {
+        self.begin("BEGIN")
     }
 
     /// A write transaction that holds the write lock from its start.
-    pub(crate) fn write(&mut self) -> Result<WriteTx<'_>> {
+    pub(crate) fn write(&mut self) -> Result<Tx<'_>> {
+        self.begin("BEGIN IMMEDIATE")
+    }
+
+    fn begin(&self, begin: &str) -> Result<Tx<'_>> {
         let conn = self.conn();
         if !conn.is_autocommit() {
             // left open by a call that panicked
             let _ = conn.execute_batch("ROLLBACK");
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(WriteTx { conn, open: true })
+        conn.execute_batch(begin)?;
+        Ok(Tx { conn, open: true })
     }
 }
 
