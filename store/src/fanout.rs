@@ -49,6 +49,9 @@ pub struct Pending {
     pub shadow: Shadow,
 }
 
+/// Log entries [`Store::compact_log`] deletes per transaction.
+pub const COMPACT_SLICE: i64 = 10_000;
+
 /// The cursor name of a provider's sink.
 pub fn sink_cursor(provider: &str) -> String {
     format!("sink:{provider}")
@@ -301,23 +304,30 @@ impl Store {
     }
 
     /// Deletes log entries every named cursor has passed. Returns how many.
+    /// Deleted in slices of [`COMPACT_SLICE`] entries, one transaction each,
+    /// so the other tasks of the process get the store in between (after an
+    /// initial sync, one transaction deleting 650,000 entries stalled every
+    /// stream for seconds).
     pub fn compact_log(&mut self, cursors: &[String]) -> Result<u64> {
         if cursors.is_empty() {
             return Ok(0);
         }
-        let tx = self.write()?;
-        let mut min = i64::MAX;
+        let mut upto = i64::MAX;
         for name in cursors {
-            let seq: Option<i64> = tx
-                .query_row("SELECT seq FROM cursors WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            min = min.min(seq.unwrap_or(0));
+            upto = upto.min(self.cursor(name)?.unwrap_or(0));
         }
-        let n = tx.execute("DELETE FROM change_log WHERE seq <= ?1", [min])?;
-        tx.commit()?;
-        Ok(n as u64)
+        let mut deleted = 0;
+        loop {
+            let tx = self.write()?;
+            let first: Option<i64> =
+                tx.query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
+            let Some(first) = first.filter(|f| *f <= upto) else {
+                return Ok(deleted);
+            };
+            let end = upto.min(first.saturating_add(COMPACT_SLICE - 1));
+            deleted += tx.execute("DELETE FROM change_log WHERE seq <= ?1", [end])? as u64;
+            tx.commit()?;
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 //! for each other, so the change log stays gap-free.
 
 mod apply;
+mod checkpoint;
 mod dead_letters;
 mod documents;
 mod error;
@@ -34,6 +35,7 @@ pub mod stamp;
 mod status;
 
 pub use apply::{Applied, SourceApply};
+pub use checkpoint::Checkpointer;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use error::{Result, StoreError};
 pub use fanout::{sink_cursor, LogEntry, Pending};

@@ -712,6 +712,27 @@ fn compaction_keeps_what_a_cursor_still_needs() {
     assert_eq!(s.last_seq().unwrap(), 6);
 }
 
+#[test]
+fn compaction_of_more_than_one_slice_deletes_every_passed_entry() {
+    let (_d, mut s) = store();
+    // 25,000 entries: two and a half compaction slices.
+    for chunk in 0..5 {
+        let changes: Vec<DocChange> = (0..5_000)
+            .map(|i| {
+                let id = chunk * 5_000 + i;
+                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
+            })
+            .collect();
+        apply(&mut s, "hq", &changes, &chunk.to_string());
+    }
+    let cursor = connector_store::sink_cursor("shop");
+    s.set_cursor(&cursor, 24_000).unwrap();
+    assert_eq!(s.compact_log(&[cursor]).unwrap(), 24_000);
+    let left = s.read_log(0, 100_000).unwrap();
+    assert_eq!(left.len(), 1_000);
+    assert_eq!(left.first().map(|e| e.seq), Some(24_001));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 

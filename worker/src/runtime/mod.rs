@@ -33,7 +33,10 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
-use connector_store::{sink_cursor, Store};
+use connector_store::{sink_cursor, Checkpointer, Store};
+
+/// How often the store's WAL is checked for frames to checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 use crate::config::Config;
 use crate::registry;
@@ -49,8 +52,9 @@ pub struct Shared {
     pub health: Health,
     /// One per sink task in this process; sources wake them after a commit.
     pub sink_wakes: Mutex<Vec<Arc<Notify>>>,
-    /// The process's one store connection, opened on first use.
-    store: Mutex<Option<Store>>,
+    /// The process's one store connection, opened on first use, and the
+    /// thread that checkpoints its WAL.
+    store: Mutex<Option<(Store, Checkpointer)>>,
 }
 
 impl Shared {
@@ -69,12 +73,15 @@ impl Shared {
     /// A handle on the process's store connection (see [`Store::share`]).
     pub fn open_store(&self) -> Result<Store, ConnectorError> {
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = &*store {
+        if let Some((s, _)) = &*store {
             return Ok(s.share());
         }
         let opened = Store::open(&self.store_path).map_err(ConnectorError::from)?;
+        let checkpointer = opened
+            .checkpoint_in_background(CHECKPOINT_EVERY)
+            .map_err(ConnectorError::from)?;
         let handle = opened.share();
-        *store = Some(opened);
+        *store = Some((opened, checkpointer));
         Ok(handle)
     }
 
