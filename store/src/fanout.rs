@@ -50,7 +50,7 @@ pub struct Pending {
 }
 
 /// Log entries [`Store::compact_log`] deletes per transaction.
-pub const COMPACT_SLICE: i64 = 10_000;
+pub const COMPACT_SLICE: i64 = 2_000;
 
 /// The cursor name of a provider's sink.
 pub fn sink_cursor(provider: &str) -> String {
@@ -304,11 +304,22 @@ impl Store {
     }
 
     /// Deletes log entries every named cursor has passed. Returns how many.
-    /// Deleted in slices of [`COMPACT_SLICE`] entries, one transaction each,
-    /// so the other tasks of the process get the store in between (after an
-    /// initial sync, one transaction deleting 650,000 entries stalled every
-    /// stream for seconds).
     pub fn compact_log(&mut self, cursors: &[String]) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            match self.compact_log_slice(cursors)? {
+                0 => return Ok(deleted),
+                n => deleted += n,
+            }
+        }
+    }
+
+    /// Deletes at most [`COMPACT_SLICE`] of the log entries every named
+    /// cursor has passed, the oldest, in one transaction; 0 when none are
+    /// left. A caller that loops over slices lets the other tasks of the
+    /// process have the store in between (after an initial sync, one
+    /// transaction deleting 650,000 entries stalled every stream).
+    pub fn compact_log_slice(&mut self, cursors: &[String]) -> Result<u64> {
         if cursors.is_empty() {
             return Ok(0);
         }
@@ -316,18 +327,16 @@ impl Store {
         for name in cursors {
             upto = upto.min(self.cursor(name)?.unwrap_or(0));
         }
-        let mut deleted = 0;
-        loop {
-            let tx = self.write()?;
-            let first: Option<i64> =
-                tx.query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
-            let Some(first) = first.filter(|f| *f <= upto) else {
-                return Ok(deleted);
-            };
-            let end = upto.min(first.saturating_add(COMPACT_SLICE - 1));
-            deleted += tx.execute("DELETE FROM change_log WHERE seq <= ?1", [end])? as u64;
-            tx.commit()?;
-        }
+        let tx = self.write()?;
+        let first: Option<i64> =
+            tx.query_row("SELECT min(seq) FROM change_log", [], |r| r.get(0))?;
+        let Some(first) = first.filter(|f| *f <= upto) else {
+            return Ok(0);
+        };
+        let end = upto.min(first.saturating_add(COMPACT_SLICE - 1));
+        let n = tx.execute("DELETE FROM change_log WHERE seq <= ?1", [end])?;
+        tx.commit()?;
+        Ok(n as u64)
     }
 }
 

@@ -715,7 +715,7 @@ fn compaction_keeps_what_a_cursor_still_needs() {
 #[test]
 fn compaction_of_more_than_one_slice_deletes_every_passed_entry() {
     let (_d, mut s) = store();
-    // 25,000 entries: two and a half compaction slices.
+    // 25,000 entries: many compaction slices (and not a whole number of them).
     for chunk in 0..5 {
         let changes: Vec<DocChange> = (0..5_000)
             .map(|i| {

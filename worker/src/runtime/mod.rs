@@ -35,6 +35,8 @@ use tracing::{error, info, warn};
 use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
 use connector_store::{sink_cursor, Checkpointer, Store};
 
+/// The pause between two compaction slices.
+const COMPACT_PAUSE: Duration = Duration::from_millis(5);
 /// How often the store's WAL is checked for frames to checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
@@ -284,19 +286,39 @@ async fn compact_loop(
         if sleep_or_shutdown(every, &mut shutdown).await {
             return;
         }
-        let result = blocking(|| -> Result<u64, ConnectorError> {
-            let mut store = shared.open_store()?;
-            for c in &cursors {
-                if store.cursor(c).map_err(ConnectorError::from)?.is_none() {
-                    return Ok(0);
-                }
-            }
-            store.compact_log(&cursors).map_err(ConnectorError::from)
-        });
+        let result = compact(&shared, &cursors, &mut shutdown).await;
         match result {
             Ok(0) => {}
             Ok(n) => info!(entries = n, "compacted the change log"),
             Err(e) => warn!(error = %e, "change-log compaction failed; will retry"),
+        }
+    }
+}
+
+/// One compaction: slice after slice, pausing between them so the streams
+/// get the store; nothing while a sink has no cursor yet.
+async fn compact(
+    shared: &Shared,
+    cursors: &[String],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<u64, ConnectorError> {
+    let mut store = shared.open_store()?;
+    for c in cursors {
+        if blocking(|| store.cursor(c))
+            .map_err(ConnectorError::from)?
+            .is_none()
+        {
+            return Ok(0);
+        }
+    }
+    let mut deleted = 0;
+    loop {
+        match blocking(|| store.compact_log_slice(cursors)).map_err(ConnectorError::from)? {
+            0 => return Ok(deleted),
+            n => deleted += n,
+        }
+        if sleep_or_shutdown(COMPACT_PAUSE, shutdown).await {
+            return Ok(deleted);
         }
     }
 }
