@@ -40,6 +40,6 @@ pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use error::{Result, StoreError};
 pub use fanout::{sink_cursor, LogEntry, Pending};
 pub use merge::{DocState, Write, WriteKind};
-pub use sqlite::{Durability, Store};
+pub use sqlite::{sync_wal_of, Durability, Store};
 pub use stamp::Stamp;
 pub use status::{CollectionCount, ProviderStats};

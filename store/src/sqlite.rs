@@ -83,16 +83,7 @@ impl Store {
 
     /// Makes every transaction committed so far durable (fsync of the WAL).
     pub fn sync_wal(&self) -> Result<()> {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        match std::fs::File::open(&wal) {
-            Ok(f) => f.sync_data().map_err(|e| StoreError::Open {
-                path: self.path.display().to_string(),
-                message: format!("fsync of the WAL failed: {e}"),
-            }),
-            // No WAL (just checkpointed and removed): the database file is synced.
-            Err(_) => Ok(()),
-        }
+        sync_wal_of(&self.path)
     }
 
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Store> {
@@ -362,4 +353,19 @@ pub(crate) fn parse_body(text: Option<String>) -> Result<Option<Map<String, Valu
         },
         None => None,
     })
+}
+
+/// [`Store::sync_wal`] for the store file at `path`, without the
+/// connection: a task can run it on another thread while it goes on.
+pub fn sync_wal_of(path: &Path) -> Result<()> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::File::open(&wal) {
+        Ok(f) => f.sync_data().map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("fsync of the WAL failed: {e}"),
+        }),
+        // No WAL (just checkpointed and removed): the database file is synced.
+        Err(_) => Ok(()),
+    }
 }

@@ -44,11 +44,18 @@ use crate::setup;
 
 pub struct PgSink {
     client: Client,
+    /// Statements prepared on this session, by SQL text: a batch of the
+    /// same shape as an earlier one skips a round trip and the planning.
+    prepared: HashMap<String, tokio_postgres::Statement>,
     /// Whether this session's transactions carry our replication origin.
     tagged: bool,
     /// (table name) → catalog info, for the mapped tables.
     tables: HashMap<String, TableInfo>,
 }
+
+/// Prepared statements kept per session before the cache starts over (a
+/// mapping with many column sets makes many shapes).
+const MAX_PREPARED: usize = 256;
 
 /// One statement of a batch and the batch rows it covers.
 struct Statement {
@@ -81,6 +88,7 @@ impl PgSink {
         let tagged = tag_session(&client, &origin_name(o), mapping.provider()).await;
         Ok(PgSink {
             client,
+            prepared: HashMap::new(),
             tagged,
             tables,
         })
@@ -146,19 +154,46 @@ impl PgSink {
         )
     }
 
+    /// The prepared form of every statement, preparing those not seen yet.
+    async fn prepare(
+        &mut self,
+        statements: &[Statement],
+    ) -> Result<Vec<tokio_postgres::Statement>> {
+        if self.prepared.len() > MAX_PREPARED {
+            self.prepared.clear();
+        }
+        let mut out = Vec::with_capacity(statements.len());
+        for s in statements {
+            let prepared = match self.prepared.get(&s.sql) {
+                Some(p) => p.clone(),
+                None => {
+                    let p =
+                        self.client.prepare(&s.sql).await.map_err(|e| {
+                            classify(&e, Stage::Sink, "preparing a batch statement")
+                        })?;
+                    self.prepared.insert(s.sql.clone(), p.clone());
+                    p
+                }
+            };
+            out.push(prepared);
+        }
+        Ok(out)
+    }
+
     async fn run_all(
         &mut self,
         statements: &[Statement],
         rows: &[OutboundRow],
     ) -> Result<(), (ConnectorError, bool)> {
+        let prepared = self.prepare(statements).await.map_err(|e| (e, false))?;
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| (classify(&e, Stage::Sink, "BEGIN"), false))?;
-        for s in statements {
+        for (s, prepared) in statements.iter().zip(&prepared) {
             let payload = Self::payload(rows, &s.rows);
-            if let Err(e) = tx.execute(&s.sql, &[&payload]).await {
+            if let Err(e) = tx.execute(prepared, &[&payload]).await {
                 let err = classify(&e, Stage::Sink, "writing a batch");
                 return Err((err, true));
             }
@@ -175,18 +210,19 @@ impl PgSink {
         rows: &[OutboundRow],
     ) -> Result<Vec<(usize, String)>> {
         let mut rejected = Vec::new();
+        let prepared = self.prepare(statements).await?;
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
-        for s in statements {
+        for (s, prepared) in statements.iter().zip(&prepared) {
             for i in &s.rows {
                 tx.batch_execute("SAVEPOINT row")
                     .await
                     .map_err(|e| classify(&e, Stage::Sink, "SAVEPOINT"))?;
                 let payload = Self::payload(rows, std::slice::from_ref(i));
-                match tx.execute(&s.sql, &[&payload]).await {
+                match tx.execute(prepared, &[&payload]).await {
                     Ok(_) => tx.batch_execute("RELEASE SAVEPOINT row").await,
                     Err(e) => {
                         let err = classify(&e, Stage::Sink, &format!("table {}", rows[*i].table));

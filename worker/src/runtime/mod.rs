@@ -16,6 +16,7 @@
 //! backoff; permanent → that provider stops (red in `/health`), the others
 //! go on.
 
+pub mod ack;
 pub mod health;
 pub mod http;
 pub mod initial_sync;

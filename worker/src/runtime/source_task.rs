@@ -3,8 +3,9 @@
 //! Each batch is mapped (rejected records become dead letters, filtered
 //! ones are counted) and merged in one store transaction together with the
 //! source position; only then is the provider told the position is safe
-//! (e.g. the PostgreSQL slot is acknowledged). A crash before the store
-//! commit replays the batch; a crash after it resumes past it.
+//! (e.g. the PostgreSQL slot is acknowledged, once an fsync covers the
+//! commit: [`super::ack`]). A crash before the store commit replays the
+//! batch; a crash after it resumes past it.
 
 use std::sync::Arc;
 
@@ -16,12 +17,10 @@ use connector_core::metrics as names;
 use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
 use connector_store::{NewDeadLetter, SourceApply};
 
+use super::ack::{Acks, ACK_EVERY};
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, Shared};
-
-/// How often a source makes its commits durable and acknowledges them.
-const ACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub async fn run(
     provider: Arc<dyn Provider>,
@@ -119,29 +118,17 @@ async fn session(
     let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
-    let mut unacked: Option<String> = None;
-    let mut last_sync = std::time::Instant::now();
+    let mut acks = Acks::new(store.path().to_path_buf());
     loop {
-        // The provider may discard what it acknowledged: only acknowledge
-        // positions whose commits are durable (one WAL fsync covers them all).
-        if unacked.is_some() && last_sync.elapsed() >= ACK_EVERY {
-            blocking(|| store.sync_wal()).map_err(ConnectorError::from)?;
-            last_sync = std::time::Instant::now();
-            if let Some(position) = unacked.take() {
-                source.committed(&position).await?;
-            }
-        }
-        let wait = if unacked.is_some() {
+        acks.advance(&mut *source).await?;
+        let wait = if acks.pending() {
             ACK_EVERY.min(shared.interval)
         } else {
             shared.interval
         };
         let batch = tokio::select! {
             _ = shutdown.changed() => {
-                if let Some(position) = unacked.take() {
-                    blocking(|| store.sync_wal()).map_err(ConnectorError::from)?;
-                    source.committed(&position).await?;
-                }
+                acks.flush(&mut *source).await?;
                 return Ok(());
             }
             b = source.next_batch(shared.batch_size, wait) => b?,
@@ -185,7 +172,7 @@ async fn session(
             shared.wake_sinks();
         }
         if let Some(position) = batch.position {
-            unacked = Some(position);
+            acks.merged(position);
         }
     }
 }
