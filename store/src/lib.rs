@@ -38,7 +38,7 @@ pub use apply::{Applied, SourceApply};
 pub use checkpoint::Checkpointer;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use error::{Result, StoreError};
-pub use fanout::{sink_cursor, LogEntry, Pending};
+pub use fanout::{sink_cursor, LogEntry, Pending, SinkRead, SINK_SCAN};
 pub use merge::{DocState, Write, WriteKind};
 pub use sqlite::{sync_wal_of, Durability, Store};
 pub use stamp::Stamp;

@@ -713,6 +713,61 @@ fn compaction_keeps_what_a_cursor_still_needs() {
 }
 
 #[test]
+fn a_sink_reads_past_its_providers_own_changes_without_returning_them() {
+    let (_d, mut s) = store();
+    let order = |id: i64| upsert("orders", json!(id), json!({"order_id": id}), None, 1000);
+    apply(&mut s, "hq", &[order(1), order(2)], "1");
+    apply(&mut s, "shop", &[order(3)], "1");
+    let seqs = |r: &connector_store::SinkRead| r.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+
+    // hq holds its own changes as merged: its sink sees only shop's.
+    let read = s.read_log_for_sink("hq", 0, 100).unwrap();
+    assert_eq!((seqs(&read), read.upto), (vec![3], 3));
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    assert_eq!((seqs(&read), read.upto), (vec![1, 2], 3));
+    // A full batch: the cursor may move only to its last entry.
+    let read = s.read_log_for_sink("shop", 0, 1).unwrap();
+    assert_eq!((seqs(&read), read.upto), (vec![1], 1));
+    // Nothing new.
+    let read = s.read_log_for_sink("hq", 3, 100).unwrap();
+    assert_eq!((seqs(&read), read.upto), (vec![], 3));
+}
+
+#[test]
+fn a_sink_scans_a_bounded_window_and_misses_nothing_beyond_it() {
+    let (_d, mut s) = store();
+    let window = connector_store::SINK_SCAN;
+    for chunk in 0..window / 5_000 {
+        let changes: Vec<DocChange> = (0..5_000)
+            .map(|i| {
+                let id = chunk * 5_000 + i;
+                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
+            })
+            .collect();
+        apply(&mut s, "hq", &changes, &chunk.to_string());
+    }
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(-1),
+            json!({"order_id": -1}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    let read = s.read_log_for_sink("hq", 0, 100).unwrap();
+    assert!(read.entries.is_empty());
+    assert_eq!(read.upto, window, "the cursor stops at the window's end");
+    let read = s.read_log_for_sink("hq", read.upto, 100).unwrap();
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.entries[0].seq, window + 1);
+    assert_eq!(read.entries[0].origin, "shop");
+}
+
+#[test]
 fn compaction_of_more_than_one_slice_deletes_every_passed_entry() {
     let (_d, mut s) = store();
     // 25,000 entries: many compaction slices (and not a whole number of them).

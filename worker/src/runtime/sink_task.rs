@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use connector_core::metrics as names;
 use connector_core::value::id_key;
 use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite};
-use connector_store::{sink_cursor, NewDeadLetter, Pending, Store};
+use connector_store::{sink_cursor, NewDeadLetter, Pending, SinkRead, Store};
 
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
@@ -96,17 +96,17 @@ async fn session(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let (entries, writes) = blocking(|| -> Result<_> {
-            let entries = store.read_log_heads(after, shared.batch_size)?;
-            let writes = store.pending_writes(&name, &entries, |c| mapping.syncs(c))?;
-            Ok((entries, writes))
+        let (SinkRead { entries, upto }, writes) = blocking(|| -> Result<_> {
+            let read = store.read_log_for_sink(&name, after, shared.batch_size)?;
+            let writes = store.pending_writes(&name, &read.entries, |c| mapping.syncs(c))?;
+            Ok((read, writes))
         })?;
         if last_expiry.elapsed() > INTENT_TTL {
             last_expiry = std::time::Instant::now();
             blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
                 .map_err(ConnectorError::from)?;
         }
-        let Some(last) = entries.last() else {
+        if upto == after {
             if after != saved && last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY {
                 blocking(|| store.sink_committed(&name, after, &[], &[]))
                     .map_err(ConnectorError::from)?;
@@ -119,8 +119,7 @@ async fn session(
                 _ = tokio::time::sleep(POLL) => {},
             }
             continue;
-        };
-        let upto = last.seq;
+        }
         after = upto;
         // A batch with nothing to write only moves the cursor: kept in
         // memory and saved with the next write (or within a second), since
