@@ -712,6 +712,19 @@ fn compaction_keeps_what_a_cursor_still_needs() {
     assert_eq!(s.last_seq().unwrap(), 6);
 }
 
+/// `n` new orders from hq, in batches of 5,000: log entries 1 to `n`.
+fn hq_orders(s: &mut Store, n: i64) {
+    for chunk in 0..n / 5_000 {
+        let changes: Vec<DocChange> = (0..5_000)
+            .map(|i| {
+                let id = chunk * 5_000 + i;
+                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
+            })
+            .collect();
+        apply(s, "hq", &changes, &chunk.to_string());
+    }
+}
+
 #[test]
 fn a_sink_reads_past_its_providers_own_changes_without_returning_them() {
     let (_d, mut s) = store();
@@ -737,15 +750,7 @@ fn a_sink_reads_past_its_providers_own_changes_without_returning_them() {
 fn a_sink_scans_a_bounded_window_and_misses_nothing_beyond_it() {
     let (_d, mut s) = store();
     let window = connector_store::SINK_SCAN;
-    for chunk in 0..window / 5_000 {
-        let changes: Vec<DocChange> = (0..5_000)
-            .map(|i| {
-                let id = chunk * 5_000 + i;
-                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
-            })
-            .collect();
-        apply(&mut s, "hq", &changes, &chunk.to_string());
-    }
+    hq_orders(&mut s, window);
     apply(
         &mut s,
         "shop",
@@ -771,15 +776,7 @@ fn a_sink_scans_a_bounded_window_and_misses_nothing_beyond_it() {
 fn compaction_of_more_than_one_slice_deletes_every_passed_entry() {
     let (_d, mut s) = store();
     // 25,000 entries: many compaction slices (and not a whole number of them).
-    for chunk in 0..5 {
-        let changes: Vec<DocChange> = (0..5_000)
-            .map(|i| {
-                let id = chunk * 5_000 + i;
-                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
-            })
-            .collect();
-        apply(&mut s, "hq", &changes, &chunk.to_string());
-    }
+    hq_orders(&mut s, 25_000);
     let cursor = connector_store::sink_cursor("shop");
     s.set_cursor(&cursor, 24_000).unwrap();
     assert_eq!(s.compact_log(&[cursor]).unwrap(), 24_000);
