@@ -167,6 +167,19 @@ impl PgCluster {
     /// a private CA signs a server certificate for `localhost` and
     /// 127.0.0.1. Returns (the CA's PEM file, an unrelated CA's PEM file).
     pub fn enable_tls(&self) -> (PathBuf, PathBuf) {
+        self.tls(false)
+    }
+
+    /// As [`Pg::enable_tls`], and every session must also present a client
+    /// certificate signed by the CA whose CN is its user (`pg_hba` method
+    /// `cert`). Returns (CA, the client certificate for `postgres`, its key).
+    pub fn enable_tls_with_client_certs(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let (ca, _) = self.tls(true);
+        let dir = self.dir.path().join("tls");
+        (ca, dir.join("client.crt"), dir.join("client.key"))
+    }
+
+    fn tls(&self, client_certs: bool) -> (PathBuf, PathBuf) {
         let dir = self.dir.path().join("tls");
         std::fs::create_dir_all(&dir).unwrap();
         let openssl = |args: &[&str]| {
@@ -237,19 +250,60 @@ impl PgCluster {
             "-extfile",
             "server.ext",
         ]);
+        if client_certs {
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=postgres",
+            ]);
+            std::fs::write(
+                dir.join("client.ext"),
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=clientAuth\n",
+            )
+            .unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                "client.crt",
+                "-extfile",
+                "client.ext",
+            ]);
+        }
+        let method = if client_certs { "cert" } else { "trust" };
         std::fs::write(
             self.dir.path().join("data/pg_hba.conf"),
-            "local all all trust\n\
-             hostssl all all 127.0.0.1/32 trust\n\
-             hostssl replication all 127.0.0.1/32 trust\n\
-             hostnossl all all 127.0.0.1/32 reject\n\
-             hostnossl replication all 127.0.0.1/32 reject\n",
+            format!(
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 {method}\n\
+                 hostssl replication all 127.0.0.1/32 {method}\n\
+                 hostnossl all all 127.0.0.1/32 reject\n\
+                 hostnossl replication all 127.0.0.1/32 reject\n"
+            ),
         )
         .unwrap();
         let conf = self.dir.path().join("data/postgresql.auto.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
         text.push_str(&format!(
-            "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n\
+             ssl_ca_file = '{0}/ca.pem'\n",
             dir.display()
         ));
         std::fs::write(&conf, text).unwrap();
@@ -261,11 +315,12 @@ impl PgCluster {
                 .unwrap();
         }
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            dir.join("server.key"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        for key in ["server.key", "client.key"] {
+            if dir.join(key).exists() {
+                std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+            }
+        }
         self.restart();
         (dir.join("ca.pem"), dir.join("other-ca.pem"))
     }
@@ -300,6 +355,12 @@ impl PgCluster {
             ])
             .arg("-p")
             .arg(self.port.to_string());
+        // The server wants client certificates: psql shows the test's.
+        let tls = self.dir.path().join("tls");
+        if tls.join("client.crt").exists() {
+            cmd.env("PGSSLCERT", tls.join("client.crt"))
+                .env("PGSSLKEY", tls.join("client.key"));
+        }
         cmd
     }
 

@@ -653,3 +653,66 @@ fn tls_with_verify_full_both_ways_and_clear_refusals() {
         "{wrong_ca}"
     );
 }
+
+#[test]
+fn tls_client_certificates_authenticate_every_session() {
+    let mut f = Fleet::new("0.001");
+    let (ca, cert, key) = f.pg.enable_tls_with_client_certs();
+    let port = f.pg.port;
+    let url = |db: &str, with_cert: bool| {
+        let mut url = format!(
+            "postgres://postgres@localhost:{port}/{db}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        );
+        if with_cert {
+            url += &format!("&sslcert={}&sslkey={}", cert.display(), key.display());
+        }
+        url
+    };
+    f.extra_env.extend([
+        ("CONNECTOR_HQ_CONNECTION_STRING".into(), url("hq", true)),
+        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), url("shop", true)),
+    ]);
+    ok(&f.connector(&["test-connection"]));
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'by-cert' WHERE order_id = 1",
+    );
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'back-by-cert' WHERE order_id = 2",
+    );
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "by-cert");
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 2",
+        "back-by-cert",
+    );
+    // The replication sessions authenticated by certificate too.
+    let by_cert =
+        f.pg.query(
+            "postgres",
+            "SELECT count(*) FILTER (WHERE s.client_dn = '/CN=postgres') || '/' || count(*) \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name LIKE 'connector%' AND a.backend_type = 'walsender'",
+        )
+        .unwrap();
+    let (yes, all) = by_cert.split_once('/').unwrap();
+    assert!(all.parse::<u32>().unwrap() >= 2 && yes == all, "{by_cert}");
+    assert_eq!(f.stop(), Some(0));
+
+    // Without the certificate the server refuses, and the error says why.
+    f.extra_env.extend([
+        ("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()),
+        ("CONNECTOR_HQ_CONNECTION_STRING".into(), url("hq", false)),
+    ]);
+    let out = f.connector(&["test-connection"]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot connect to PostgreSQL") && text.contains("certificate"),
+        "{text}"
+    );
+}

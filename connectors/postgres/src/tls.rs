@@ -10,16 +10,19 @@
 //! * `verify-full`: and the certificate must name the host.
 //!
 //! Trusted roots: the PEM file in `sslrootcert`, else the Mozilla roots
-//! (webpki-roots). Client certificates are not supported yet.
+//! (webpki-roots). A client certificate (`sslcert`, with its key in
+//! `sslkey`, PEM: PKCS#8, PKCS#1 or SEC1) is presented on both sessions, for
+//! servers whose `pg_hba.conf` says `cert` or `clientcert=verify-full`. Unlike
+//! libpq, nothing is read from `~/.postgresql/` unless named.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -39,6 +42,8 @@ pub enum SslMode {
 pub struct TlsSettings {
     pub mode: SslMode,
     pub root_cert: Option<PathBuf>,
+    /// The client certificate chain and its private key (PEM files).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl TlsSettings {
@@ -47,8 +52,19 @@ impl TlsSettings {
     /// `sslmode` set to what it understands.
     pub fn extract(conn: &str) -> Result<(String, TlsSettings), ConnectorError> {
         let (rest, mode) = take_param(conn, "sslmode");
-        let (mut rest, root) = take_param(&rest, "sslrootcert");
+        let (rest, root) = take_param(&rest, "sslrootcert");
+        let (rest, cert) = take_param(&rest, "sslcert");
+        let (mut rest, key) = take_param(&rest, "sslkey");
         let root_cert = root.map(PathBuf::from);
+        let client_cert =
+            match (cert, key) {
+                (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+                (None, None) => None,
+                (Some(_), None) | (None, Some(_)) => return Err(ConnectorError::permanent(
+                    Stage::Connect,
+                    "sslcert and sslkey go together: name both the client certificate and its key",
+                )),
+            };
         let mode = match mode.as_deref() {
             None | Some("prefer") => SslMode::Prefer,
             Some("disable") => SslMode::Disable,
@@ -71,7 +87,20 @@ impl TlsSettings {
             _ => "require",
         };
         rest = add_param(&rest, "sslmode", pg_mode);
-        Ok((rest, TlsSettings { mode, root_cert }))
+        if client_cert.is_some() && mode == SslMode::Disable {
+            return Err(ConnectorError::permanent(
+                Stage::Connect,
+                "sslcert with sslmode=disable: a client certificate needs TLS",
+            ));
+        }
+        Ok((
+            rest,
+            TlsSettings {
+                mode,
+                root_cert,
+                client_cert,
+            },
+        ))
     }
 
     /// The rustls configuration for tokio-postgres.
@@ -81,29 +110,38 @@ impl TlsSettings {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(format!("TLS setup: {e}")))?;
         let roots = Arc::new(self.roots()?);
-        let config = match self.mode {
-            SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
-            SslMode::VerifyCa => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                    inner: WebPkiServerVerifier::builder_with_provider(roots, provider)
-                        .build()
-                        .map_err(|e| tls_error(format!("TLS setup: {e}")))?,
-                }))
-                .with_no_client_auth(),
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified { provider }))
-                .with_no_client_auth(),
+        let verifier: Arc<dyn ServerCertVerifier> = match self.mode {
+            SslMode::VerifyFull => WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| tls_error(format!("TLS setup: {e}")))?,
+            SslMode::VerifyCa => Arc::new(ChainOnly {
+                inner: WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| tls_error(format!("TLS setup: {e}")))?,
+            }),
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => {
+                Arc::new(Unverified { provider })
+            }
         };
-        Ok(config)
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        match &self.client_cert {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let (chain, key) = load_client_cert(cert, key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_error(format!("sslcert {}: {e}", cert.display())))
+            }
+        }
     }
 
     /// The same settings for the replication session.
     pub fn replication(&self) -> pgwire_replication::TlsConfig {
         use pgwire_replication::TlsConfig;
         let root = self.root_cert.clone();
-        match self.mode {
+        let config = match self.mode {
             SslMode::Disable => TlsConfig::disabled(),
             SslMode::Prefer => TlsConfig {
                 mode: pgwire_replication::SslMode::Prefer,
@@ -112,6 +150,10 @@ impl TlsSettings {
             SslMode::Require => TlsConfig::require(),
             SslMode::VerifyCa => TlsConfig::verify_ca(root),
             SslMode::VerifyFull => TlsConfig::verify_full(root),
+        };
+        match &self.client_cert {
+            Some((cert, key)) => config.with_client_cert(cert, key),
+            None => config,
         }
     }
 
@@ -134,6 +176,26 @@ impl TlsSettings {
         }
         Ok(roots)
     }
+}
+
+/// The client certificate chain and key from their PEM files, with errors
+/// that name the file.
+fn load_client_cert(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ConnectorError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_error(format!("sslcert {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(tls_error(format!(
+            "sslcert {}: no certificate in it",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| tls_error(format!("sslkey {}: {e}", key.display())))?;
+    Ok((chain, key))
 }
 
 fn tls_error(message: String) -> ConnectorError {
@@ -320,5 +382,18 @@ mod tests {
             "require with a root verifies the chain"
         );
         assert!(TlsSettings::extract("postgres://db/hq?sslmode=sometimes").is_err());
+        let (rest, t) =
+            TlsSettings::extract("host=db sslmode=verify-full sslcert=/c.pem sslkey='/c.key'")
+                .unwrap();
+        assert_eq!(rest, "host=db sslmode=require");
+        assert_eq!(
+            t.client_cert,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/c.key")))
+        );
+        let half = TlsSettings::extract("postgres://db/hq?sslcert=/c.pem").unwrap_err();
+        assert!(half.message.contains("sslkey"), "{}", half.message);
+        assert!(
+            TlsSettings::extract("postgres://db/hq?sslmode=disable&sslcert=/c&sslkey=/k").is_err()
+        );
     }
 }
