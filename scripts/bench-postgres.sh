@@ -2,13 +2,14 @@
 # PostgreSQL benchmark: the connector against PostgreSQL's own logical
 # replication, pgloader and a raw COPY pipe, on the same data, in one run.
 #
-#   scripts/bench-postgres.sh [--scale 1.0] [--backlog 100000] [--seconds 30]
+#   scripts/bench-postgres.sh [--scale 1.0] [--backlog 100000] [--seconds 30] [--rate TPS]
 #
 # Prints, for the retail dataset (scale 1.0 = 653,620 synced rows):
 #   initial sync rows/s hq → store → shop      (connector)
 #   initial copy rows/s                        (native subscription, pgloader, COPY pipe)
 #   commit-in-hq → commit-in-shop p50/p99 latency under pgbench single-row
-#     UPDATEs (pgbench -n -c 4 -j 2), measured with heartbeat rows stamped
+#     UPDATEs (pgbench -n -c 4 -j 2, as fast as it goes, or --rate TPS:
+#     issue #3 states its load as ~3,000 tps), measured with heartbeat rows stamped
 #     with clock_timestamp() on insert and on arrival (same host clock)
 #   apply rate after a backlog of N such transactions
 #   the worker's peak RSS (VmHWM)
@@ -16,13 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-SCALE=1.0; BACKLOG=100000; SECONDS_LOAD=30
+SCALE=1.0; BACKLOG=100000; SECONDS_LOAD=30; RATE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) SCALE=$2; shift 2 ;;
     --backlog) BACKLOG=$2; shift 2 ;;
     --seconds) SECONDS_LOAD=$2; shift 2 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    --rate) RATE=$2; shift 2 ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -140,7 +142,7 @@ latency() { # latency DB FIRST LAST
   pg_psql "$1" -At -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ms / ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ms (' || count(*) || ' probes)' FROM (SELECT extract(epoch FROM arrived_at - sent_at) * 1000 AS ms FROM arrivals WHERE id BETWEEN $2 AND $3) x"
 }
 PROBES=$((SECONDS_LOAD * 60))
-pgbench -n -c 4 -j 2 -T "$SECONDS_LOAD" -f "$WORK/update.sql" -h 127.0.0.1 -p "$PORT" -U postgres hq > "$WORK/pgbench.log" 2>&1 &
+pgbench -n -c 4 -j 2 ${RATE:+-R "$RATE"} -T "$SECONDS_LOAD" -f "$WORK/update.sql" -h 127.0.0.1 -p "$PORT" -U postgres hq > "$WORK/pgbench.log" 2>&1 &
 BENCH=$!
 heartbeats 1 "$PROBES" &
 HB=$!
@@ -179,7 +181,7 @@ initial copy (rows/s)
   native subscription (initial copy)    ${R[native_copy]}
   connector hq → store                  ${R[into_store]}   ($(ratio "${R[into_store]}" "${R[copy]}") COPY pipe)
   connector hq → store → shop           ${R[end_to_end]}   ($(ratio "${R[end_to_end]}" "${R[copy]}") COPY pipe, $(ratio "${R[end_to_end]}" "${R[pgloader]}") pgloader)
-streaming under pgbench single-row UPDATEs (-c 4 -j 2, ${R[tps]} tps, ${SECONDS_LOAD}s)
+streaming under pgbench single-row UPDATEs (-c 4 -j 2${RATE:+ -R $RATE}, ${R[tps]} tps, ${SECONDS_LOAD}s)
   commit→commit p50 / p99, connector    ${R[lat_connector]}
   commit→commit p50 / p99, native       ${R[lat_native]}
 backlog of $BACKLOG transactions (changes/s)
