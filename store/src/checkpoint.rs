@@ -135,8 +135,8 @@ fn run(conn: Connection, every: Duration, stopped: mpsc::Receiver<()>, progress:
             Ok((_, log, copied)) if copied < log => every / 4,
             Ok(_) => every,
             Err(e) => {
-                warn!(error = %e, "background checkpoint failed; retrying");
-                every * 10
+                warn!(error = %e, "background checkpoint failed; retrying in 5 s");
+                Duration::from_secs(5)
             }
         };
     }

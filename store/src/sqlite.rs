@@ -366,6 +366,10 @@ pub fn sync_wal_of(path: &Path) -> Result<()> {
             message: format!("fsync of the WAL failed: {e}"),
         }),
         // No WAL (just checkpointed and removed): the database file is synced.
-        Err(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("opening the WAL to fsync it: {e}"),
+        }),
     }
 }
