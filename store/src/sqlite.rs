@@ -300,6 +300,8 @@ pub(crate) fn save_seen(
 /// The provider's feed reported our own sink's write `image`: it is seen;
 /// `held` keeps what the sink recorded last (it may have written again
 /// since), or stays "same as seen" if the sink's commit was never recorded.
+/// A `held` equal to the image becomes "same as seen" (NULL): the same
+/// meaning in half the bytes, for nearly every row a sink wrote.
 pub(crate) fn save_own_echo(
     tx: &Connection,
     provider: &str,
@@ -309,7 +311,8 @@ pub(crate) fn save_own_echo(
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO shadows (provider, collection, id, held, seen) VALUES (?1, ?2, ?3, NULL, ?4)
-         ON CONFLICT (provider, collection, id) DO UPDATE SET seen = excluded.seen",
+         ON CONFLICT (provider, collection, id) DO UPDATE SET seen = excluded.seen,
+           held = CASE WHEN held = excluded.seen THEN NULL ELSE held END",
     )?
     .execute(params![provider, collection, id, image.encode()])?;
     Ok(())
