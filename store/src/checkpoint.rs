@@ -59,7 +59,7 @@ pub struct Checkpointer {
     progress: Arc<Progress>,
 }
 
-/// What the last checkpoint found (-1 before the first).
+/// What the last checkpoint found (all 0 before the first).
 #[derive(Default)]
 struct Progress {
     runs: AtomicI64,

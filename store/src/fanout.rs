@@ -159,10 +159,7 @@ impl Store {
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut out = Vec::new();
         for e in entries {
-            // The provider's own change, merged as it reported it: it holds
-            // the document as of this entry (a later entry, if any, is
-            // looked at on its own).
-            if !wanted(&e.collection) || (e.origin_holds && e.origin == provider) {
+            if !wanted(&e.collection) {
                 continue;
             }
             let key = e.key.as_str();
@@ -325,8 +322,8 @@ impl Store {
     }
 
     /// Deletes at most [`COMPACT_SLICE`] of the log entries every named
-    /// cursor has passed, the oldest, in one transaction; 0 when none are
-    /// left. A caller that loops over slices lets the other tasks of the
+    /// cursor has passed (none while one of them does not exist yet), the
+    /// oldest, in one transaction; 0 when none are left. A caller that loops over slices lets the other tasks of the
     /// process have the store in between (after an initial sync, one
     /// transaction deleting 650,000 entries stalled every stream).
     pub fn compact_log_slice(&mut self, cursors: &[String]) -> Result<u64> {

@@ -19,7 +19,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Durability of each commit. `Normal` (the default) survives any process
 /// crash (kill -9): a committed transaction is in the WAL file, which the OS
 /// holds. Against power loss, callers that acknowledge a position to a
-/// database first call [`Store::sync_wal`] (the source tasks do, at most every
+/// database first call [`sync_wal_of`] (the source tasks do, at most every
 /// 100 ms): one fsync makes every earlier commit durable, instead of one
 /// fsync per commit. `Full` fsyncs every commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +79,6 @@ impl Drop for Tx<'_> {
 impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         Self::open_with(path, Durability::Normal)
-    }
-
-    /// Makes every transaction committed so far durable (fsync of the WAL).
-    pub fn sync_wal(&self) -> Result<()> {
-        sync_wal_of(&self.path)
     }
 
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Store> {
@@ -358,8 +353,9 @@ pub(crate) fn parse_body(text: Option<String>) -> Result<Option<Map<String, Valu
     })
 }
 
-/// [`Store::sync_wal`] for the store file at `path`, without the
-/// connection: a task can run it on another thread while it goes on.
+/// Makes every transaction committed so far to the store file at `path`
+/// durable (fsync of its WAL). It needs no connection: a task runs it on
+/// another thread while it goes on.
 pub fn sync_wal_of(path: &Path) -> Result<()> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");

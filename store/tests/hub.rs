@@ -33,6 +33,11 @@ fn upsert(coll: &str, id: Value, fields: Value, before: Option<Value>, ts: i64) 
     }
 }
 
+/// A new order `id` with only its id field, committed at 1000.
+fn order(id: i64) -> DocChange {
+    upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
+}
+
 /// The change as the provider's feed reports a write of our own sink.
 fn own(mut c: DocChange) -> DocChange {
     c.own_write = true;
@@ -93,16 +98,16 @@ fn run_sink(s: &mut Store, p: &str, intents: bool) -> Vec<SinkWrite> {
         .cursor(&connector_store::sink_cursor(p))
         .unwrap()
         .unwrap_or(0);
-    let entries = s.read_log(after, 10_000).unwrap();
-    let Some(last) = entries.last().map(|e| e.seq) else {
+    let read = s.read_log_for_sink(p, after, 10_000).unwrap();
+    if read.upto == after {
         return vec![];
-    };
-    let writes = s.pending_writes(p, &entries, |_| true).unwrap();
+    }
+    let writes = s.pending_writes(p, &read.entries, |_| true).unwrap();
     // as the runtime does: intents before the provider write, then commit
     if intents {
         s.record_intents(p, &writes).unwrap();
     }
-    s.sink_committed(p, last, &writes, &[]).unwrap();
+    s.sink_committed(p, read.upto, &writes, &[]).unwrap();
     writes.into_iter().map(|w| w.write).collect()
 }
 
@@ -200,18 +205,7 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
 fn a_sink_behind_compaction_is_told_and_can_read_every_document() {
     let (_dir, mut s) = store();
     for i in 1..=3 {
-        apply(
-            &mut s,
-            "hq",
-            &[upsert(
-                "orders",
-                json!(i),
-                json!({"order_id": i}),
-                None,
-                1000,
-            )],
-            &format!("0/{i}"),
-        );
+        apply(&mut s, "hq", &[order(i)], &format!("0/{i}"));
     }
     assert!(!s.missed_compacted(0).unwrap(), "nothing compacted yet");
     s.sink_committed("hq", 2, &[], &[]).unwrap();
@@ -437,18 +431,7 @@ fn a_causally_later_write_wins_even_with_an_older_clock() {
 #[test]
 fn deletes_tombstone_and_fan_out_once() {
     let (_d, mut s) = store();
-    apply(
-        &mut s,
-        "hq",
-        &[upsert(
-            "orders",
-            json!(1),
-            json!({"order_id": 1}),
-            None,
-            1000,
-        )],
-        "1",
-    );
+    apply(&mut s, "hq", &[order(1)], "1");
     deliver(&mut s, "shop");
     apply(&mut s, "hq", &[delete("orders", json!(1), 2000)], "2");
     assert_eq!(s.get("orders", &json!(1)).unwrap(), None);
@@ -638,18 +621,7 @@ fn mapping_dead_letters_commit_with_the_batch_and_can_be_discarded() {
 #[test]
 fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
     let (_d, mut s) = store();
-    apply(
-        &mut s,
-        "hq",
-        &[upsert(
-            "orders",
-            json!(3),
-            json!({"order_id": 3}),
-            None,
-            1000,
-        )],
-        "1",
-    );
+    apply(&mut s, "hq", &[order(3)], "1");
     assert_eq!(drain_sink(&mut s, "shop").len(), 1);
     let id = s
         .add_dead_letter(
@@ -675,18 +647,7 @@ fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
 fn compaction_keeps_what_a_cursor_still_needs() {
     let (_d, mut s) = store();
     for i in 0..5 {
-        apply(
-            &mut s,
-            "hq",
-            &[upsert(
-                "orders",
-                json!(i),
-                json!({"order_id": i}),
-                None,
-                1000,
-            )],
-            &i.to_string(),
-        );
+        apply(&mut s, "hq", &[order(i)], &i.to_string());
     }
     drain_sink(&mut s, "shop");
     let slow = connector_store::sink_cursor("mongo");
@@ -697,18 +658,7 @@ fn compaction_keeps_what_a_cursor_still_needs() {
     assert_eq!(removed, 2);
     assert_eq!(s.read_log(0, 100).unwrap().first().map(|e| e.seq), Some(3));
     // sequence numbers are never reused
-    apply(
-        &mut s,
-        "hq",
-        &[upsert(
-            "orders",
-            json!(9),
-            json!({"order_id": 9}),
-            None,
-            1000,
-        )],
-        "9",
-    );
+    apply(&mut s, "hq", &[order(9)], "9");
     assert_eq!(s.last_seq().unwrap(), 6);
 }
 
@@ -718,7 +668,7 @@ fn hq_orders(s: &mut Store, n: i64) {
         let changes: Vec<DocChange> = (0..5_000)
             .map(|i| {
                 let id = chunk * 5_000 + i;
-                upsert("orders", json!(id), json!({"order_id": id}), None, 1000)
+                order(id)
             })
             .collect();
         apply(s, "hq", &changes, &chunk.to_string());
@@ -728,7 +678,6 @@ fn hq_orders(s: &mut Store, n: i64) {
 #[test]
 fn a_sink_reads_past_its_providers_own_changes_without_returning_them() {
     let (_d, mut s) = store();
-    let order = |id: i64| upsert("orders", json!(id), json!({"order_id": id}), None, 1000);
     apply(&mut s, "hq", &[order(1), order(2)], "1");
     apply(&mut s, "shop", &[order(3)], "1");
     let seqs = |r: &connector_store::SinkRead| r.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
@@ -751,18 +700,7 @@ fn a_sink_scans_a_bounded_window_and_misses_nothing_beyond_it() {
     let (_d, mut s) = store();
     let window = connector_store::SINK_SCAN;
     hq_orders(&mut s, window);
-    apply(
-        &mut s,
-        "shop",
-        &[upsert(
-            "orders",
-            json!(-1),
-            json!({"order_id": -1}),
-            None,
-            1000,
-        )],
-        "1",
-    );
+    apply(&mut s, "shop", &[order(-1)], "1");
     let read = s.read_log_for_sink("hq", 0, 100).unwrap();
     assert!(read.entries.is_empty());
     assert_eq!(read.upto, window, "the cursor stops at the window's end");
@@ -866,18 +804,7 @@ fn unchanged_toast_values_keep_the_stores_value() {
 fn a_truncate_deletes_what_came_before_it_and_fans_out() {
     let (_d, mut s) = store();
     for i in 0..3 {
-        apply(
-            &mut s,
-            "hq",
-            &[upsert(
-                "orders",
-                json!(i),
-                json!({"order_id": i}),
-                None,
-                1000,
-            )],
-            "1",
-        );
+        apply(&mut s, "hq", &[order(i)], "1");
     }
     drain_sink(&mut s, "shop");
     let mut t = delete("orders", Value::Null, 2000);
@@ -1129,18 +1056,7 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
     let path = dir.path().join("store.db");
     {
         let mut s = Store::open(&path).unwrap();
-        apply(
-            &mut s,
-            "hq",
-            &[upsert(
-                "orders",
-                json!(1),
-                json!({"order_id": 1}),
-                None,
-                1000,
-            )],
-            "1",
-        );
+        apply(&mut s, "hq", &[order(1)], "1");
     }
     // as schema 1 left it
     let conn = rusqlite::Connection::open(&path).unwrap();

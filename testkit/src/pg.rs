@@ -215,65 +215,24 @@ impl PgCluster {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ]);
         }
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "server.crt",
-            "-extfile",
-            "server.ext",
-        ]);
-        if client_certs {
+        // A key and a certificate signed by the CA: `{name}.key`, `{name}.crt`.
+        let issue = |name: &str, subject: &str, extensions: &str| {
+            let (key, csr, ext, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.ext"),
+                format!("{name}.crt"),
+            );
             openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "client.key",
-                "-out",
-                "client.csr",
-                "-subj",
-                "/CN=postgres",
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                subject,
             ]);
-            std::fs::write(
-                dir.join("client.ext"),
-                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage=clientAuth\n",
-            )
-            .unwrap();
+            std::fs::write(dir.join(&ext), extensions).unwrap();
             openssl(&[
                 "x509",
                 "-req",
                 "-in",
-                "client.csr",
+                &csr,
                 "-CA",
                 "ca.pem",
                 "-CAkey",
@@ -282,10 +241,24 @@ impl PgCluster {
                 "-days",
                 "2",
                 "-out",
-                "client.crt",
+                &crt,
                 "-extfile",
-                "client.ext",
+                &ext,
             ]);
+        };
+        issue(
+            "server",
+            "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        );
+        if client_certs {
+            issue(
+                "client",
+                "/CN=postgres",
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage=clientAuth\n",
+            );
         }
         let method = if client_certs { "cert" } else { "trust" };
         std::fs::write(

@@ -574,6 +574,23 @@ fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     );
 }
 
+/// An update in hq and one in shop, each arriving in the other database.
+fn one_change_each_way(f: &Fleet, tag: &str) {
+    f.pg.psql(
+        "hq",
+        &format!("UPDATE orders SET status = '{tag}' WHERE order_id = 1"),
+    );
+    f.pg.psql(
+        "shop",
+        &format!("UPDATE orders SET status = 'back-{tag}' WHERE order_id = 2"),
+    );
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", tag);
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 2",
+        &format!("back-{tag}"),
+    );
+}
+
 #[test]
 fn tls_with_verify_full_both_ways_and_clear_refusals() {
     let mut f = Fleet::new("0.001");
@@ -596,19 +613,7 @@ fn tls_with_verify_full_both_ways_and_clear_refusals() {
     ok(&f.connector(&["test-connection"]));
     f.start();
     f.wait_in_sync();
-    f.pg.psql(
-        "hq",
-        "UPDATE orders SET status = 'over-tls' WHERE order_id = 1",
-    );
-    f.pg.psql(
-        "shop",
-        "UPDATE orders SET status = 'back-over-tls' WHERE order_id = 2",
-    );
-    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "over-tls");
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 2",
-        "back-over-tls",
-    );
+    one_change_each_way(&f, "over-tls");
     // Every session of the connector, replication included, is encrypted
     // (plain TCP is refused by pg_hba anyway).
     let encrypted =
@@ -676,19 +681,7 @@ fn tls_client_certificates_authenticate_every_session() {
     ok(&f.connector(&["test-connection"]));
     f.start();
     f.wait_in_sync();
-    f.pg.psql(
-        "hq",
-        "UPDATE orders SET status = 'by-cert' WHERE order_id = 1",
-    );
-    f.pg.psql(
-        "shop",
-        "UPDATE orders SET status = 'back-by-cert' WHERE order_id = 2",
-    );
-    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "by-cert");
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 2",
-        "back-by-cert",
-    );
+    one_change_each_way(&f, "by-cert");
     // The replication sessions authenticated by certificate too.
     let by_cert =
         f.pg.query(

@@ -297,21 +297,14 @@ async fn compact_loop(
 }
 
 /// One compaction: slice after slice, pausing between them so the streams
-/// get the store; nothing while a sink has no cursor yet.
+/// get the store (nothing while a sink has no cursor yet: see
+/// [`Store::compact_log_slice`]).
 async fn compact(
     shared: &Shared,
     cursors: &[String],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<u64, ConnectorError> {
     let mut store = shared.open_store()?;
-    for c in cursors {
-        if blocking(|| store.cursor(c))
-            .map_err(ConnectorError::from)?
-            .is_none()
-        {
-            return Ok(0);
-        }
-    }
     let mut deleted = 0;
     loop {
         match blocking(|| store.compact_log_slice(cursors)).map_err(ConnectorError::from)? {
