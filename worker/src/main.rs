@@ -9,8 +9,17 @@ use connector_worker::commands::{self, Context, Failure};
 use connector_worker::config::{Config, ProcessEnv};
 use connector_worker::logging;
 
+/// mimalloc for Rust's allocations: with glibc's malloc, `malloc` and
+/// `free` were 30% of an initial sync's CPU (field names and JSON values are
+/// many small allocations). Measured at scale 1.0: initial sync into the
+/// store 87,000 → 106,000 rows/s, the fan-out into PostgreSQL 50,000 →
+/// 75,000 rows/s. SQLite's own allocations stay with glibc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    return_freed_memory_promptly();
     let cli = Cli::parse();
     // A `.env` file fills in variables the environment does not already set.
     let env_file = match &cli.env_file {
@@ -91,7 +100,28 @@ fn dispatch(ctx: &Context, command: Command) -> commands::Outcome {
     }
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core),
+/// mimalloc keeps freed pages for 10 ms and commits whole arenas up front;
+/// with the runtime's blocking threads each holding pages, the peak RSS of a
+/// 100,000-change backlog at scale 1.0 was 164 MB. Purging at once and
+/// committing on demand: 100 MB, at the same rate. `MIMALLOC_PURGE_DELAY`
+/// and `MIMALLOC_ARENA_EAGER_COMMIT` in the environment still win.
+fn return_freed_memory_promptly() {
+    // `mi_option_arena_eager_commit` and `mi_option_purge_delay` in
+    // mimalloc v3's `mi_option_t` (libmimalloc-sys is pinned).
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    for (option, var) in [
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT"),
+        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: sets a tunable before any other thread exists.
+            unsafe { libmimalloc_sys::mi_option_set(option, 0) };
+        }
+    }
+}
+
+/// glibc (SQLite's allocator) gives each thread that allocates its own arena (up to 8 per core),
 /// and freed memory stays in them: measured on the fan-out of the retail
 /// sample, peak RSS 64 MB with the default, 38 MB with 2 arenas, 26 MB with
 /// one. Two keep the runtime's worker threads from contending on one lock.
