@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tracing::warn;
 
-use connector_core::{ConnectorError, MappingSet, Provider, ProviderMapping, ProviderSpec};
+use connector_core::{ConnectorError, MappingSet, Provider, ProviderMapping, ProviderSpec, Stage};
 use connector_store::SourceApply;
 
 use super::retry::{Backoff, Decision};
@@ -159,6 +159,10 @@ pub async fn copy_provider(
             let started = Instant::now();
             let start_rows = progress.rows;
             let mut backoff = Backoff::new();
+            // The chunk before this one, being merged on a blocking thread
+            // while this one is read: the database's work and the store's
+            // overlap. Chunks still commit one after another, in key order.
+            let mut merging: Option<tokio::task::JoinHandle<Result<u64, ConnectorError>>> = None;
             loop {
                 let chunk = match snapshot
                     .chunk(&collection, progress.after.as_ref(), CHUNK_ROWS)
@@ -172,34 +176,52 @@ pub async fn copy_provider(
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
                             continue;
                         }
-                        Decision::GiveUp | Decision::Resnapshot => return Err(e),
+                        Decision::GiveUp | Decision::Resnapshot => {
+                            if let Some(previous) = merging.take() {
+                                bar.inc(joined(previous).await?);
+                            }
+                            return Err(e);
+                        }
                     },
                 };
                 backoff.reset();
                 let n = chunk.rows.len() as u64;
-                let (changes, dead, filtered) = map_batch(&mapping, &chunk.rows);
                 progress.rows += n;
                 progress.after = chunk.last_key.clone().or(progress.after.take());
                 progress.done = chunk.done;
                 let position = progress.to_json();
-                blocking(|| {
-                    store.apply_source(
-                        &spec.name,
-                        SourceApply {
-                            changes: &changes,
-                            dead_letters: &dead,
-                            position: Some(&position),
-                            position_name: Some(&key),
-                            received: n,
-                            filtered,
-                        },
-                    )
-                })
-                .map_err(ConnectorError::from)?;
-                bar.inc(n);
+                if let Some(previous) = merging.take() {
+                    bar.inc(joined(previous).await?);
+                }
+                let (mapping, mut store, name, key) = (
+                    mapping.clone(),
+                    store.share(),
+                    spec.name.clone(),
+                    key.clone(),
+                );
+                merging = Some(tokio::task::spawn_blocking(move || {
+                    let (changes, dead, filtered) = map_batch(&mapping, &chunk.rows);
+                    store
+                        .apply_source(
+                            &name,
+                            SourceApply {
+                                changes: &changes,
+                                dead_letters: &dead,
+                                position: Some(&position),
+                                position_name: Some(&key),
+                                received: n,
+                                filtered,
+                            },
+                        )
+                        .map_err(ConnectorError::from)?;
+                    Ok(n)
+                }));
                 if chunk.done {
                     break;
                 }
+            }
+            if let Some(last) = merging.take() {
+                bar.inc(joined(last).await?);
             }
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
@@ -224,6 +246,15 @@ pub async fn copy_provider(
         }
     }
     Ok(out)
+}
+
+/// The rows a chunk's merge committed, or its error.
+async fn joined(
+    merge: tokio::task::JoinHandle<Result<u64, ConnectorError>>,
+) -> Result<u64, ConnectorError> {
+    merge.await.map_err(|e| {
+        ConnectorError::permanent(Stage::Store, format!("initial sync merge task failed: {e}"))
+    })?
 }
 
 fn progress_bar(provider: &str, collection: &str, estimate: Option<u64>, done: u64) -> ProgressBar {
