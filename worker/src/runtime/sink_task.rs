@@ -3,7 +3,11 @@
 //! Reads the change log after the provider's cursor, keeps the documents the
 //! provider does not hold yet (its shadow differs), maps them to rows, writes
 //! them in one provider transaction, and only then moves the cursor and the
-//! shadows (one store transaction). Rows the provider rejects for their own
+//! shadows (one store transaction). The next batch is read and compared
+//! while one is written: a document in both is compared against the shadow
+//! from before the first write and may be written twice (the same row,
+//! idempotently); the later write carries the newer document, and shadows
+//! and cursor are still recorded in log order. Rows the provider rejects for their own
 //! fault become dead letters and the rest of the batch is written. Woken by
 //! local sources after each commit, and polling for other processes' writes.
 
@@ -17,7 +21,7 @@ use tracing::{debug, warn};
 
 use connector_core::metrics as names;
 use connector_core::value::id_key;
-use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite};
+use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite, Stage};
 use connector_store::{sink_cursor, NewDeadLetter, Pending, SinkRead, Store};
 
 use super::health::Light;
@@ -92,15 +96,17 @@ async fn session(
     }
     let mut last_cursor_save = std::time::Instant::now();
     let mut saved = after;
+    let mut next: Option<tokio::task::JoinHandle<Result<(SinkRead, Vec<Pending>)>>> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let (SinkRead { entries, upto }, writes) = blocking(|| -> Result<_> {
-            let read = store.read_log_for_sink(&name, after, shared.batch_size)?;
-            let writes = store.pending_writes(&name, &read.entries, |c| mapping.syncs(c))?;
-            Ok((read, writes))
-        })?;
+        let (SinkRead { entries, upto }, writes) = match next.take() {
+            Some(read) => read.await.map_err(|e| {
+                ConnectorError::permanent(Stage::Store, format!("sink read task failed: {e}"))
+            })??,
+            None => blocking(|| read_batch(&store, &name, mapping, after, shared.batch_size))?,
+        };
         if last_expiry.elapsed() > INTENT_TTL {
             last_expiry = std::time::Instant::now();
             blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
@@ -125,6 +131,16 @@ async fn session(
         // memory and saved with the next write (or within a second), since
         // re-reading a few entries after a crash costs nothing.
         let save_cursor = last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY;
+        // The next batch is read and planned while this one is written.
+        next = Some({
+            let (store, name, mapping, batch) = (
+                store.share(),
+                name.clone(),
+                mapping.clone(),
+                shared.batch_size,
+            );
+            tokio::task::spawn_blocking(move || read_batch(&store, &name, &mapping, upto, batch))
+        });
         let (written, rejected) = deliver(
             &mut store,
             &mut *sink,
@@ -150,6 +166,20 @@ async fn session(
         }
         debug!(provider = %name, entries = entries.len(), written, upto, "sink batch committed");
     }
+}
+
+/// The log entries after `after` (a window of at most `batch`) and the
+/// documents among them the provider does not hold yet.
+fn read_batch(
+    store: &Store,
+    name: &str,
+    mapping: &ProviderMapping,
+    after: i64,
+    batch: usize,
+) -> Result<(SinkRead, Vec<Pending>)> {
+    let read = store.read_log_for_sink(name, after, batch)?;
+    let writes = store.pending_writes(name, &read.entries, |c| mapping.syncs(c))?;
+    Ok((read, writes))
 }
 
 /// Writes the pending documents the provider does not hold, then records
