@@ -96,7 +96,7 @@ async fn session(
     }
     let mut last_cursor_save = std::time::Instant::now();
     let mut saved = after;
-    let mut next: Option<tokio::task::JoinHandle<Result<(SinkRead, Vec<Pending>)>>> = None;
+    let mut next: Option<tokio::task::JoinHandle<Result<Batch>>> = None;
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -168,6 +168,9 @@ async fn session(
     }
 }
 
+/// A window of the log and the writes it calls for.
+type Batch = (SinkRead, Vec<Pending>);
+
 /// The log entries after `after` (a window of at most `batch`) and the
 /// documents among them the provider does not hold yet.
 fn read_batch(
@@ -176,7 +179,7 @@ fn read_batch(
     mapping: &ProviderMapping,
     after: i64,
     batch: usize,
-) -> Result<(SinkRead, Vec<Pending>)> {
+) -> Result<Batch> {
     let read = store.read_log_for_sink(name, after, batch)?;
     let writes = store.pending_writes(name, &read.entries, |c| mapping.syncs(c))?;
     Ok((read, writes))
