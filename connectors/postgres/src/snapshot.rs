@@ -6,10 +6,12 @@
 //! that stays open while the pages are read through `SET TRANSACTION
 //! SNAPSHOT`: the copy is exactly the state at the slot's consistent point,
 //! and streaming from the slot continues from there, with no row missed or
-//! applied twice. When the slot exists (a resumed copy, or streaming already
-//! ran), the pages come from a fresh snapshot: rows changed since the slot's
-//! position are then both copied and streamed, which the store's stamps
-//! resolve (the copy is stamped with its snapshot time, later commits win).
+//! applied twice; the copy is stamped just before the slot's creation, so
+//! every streamed commit wins over it. When the slot exists (a resumed copy,
+//! or streaming already ran), the pages come from a fresh snapshot: rows
+//! changed since the slot's position are then both copied and streamed,
+//! which the store's stamps resolve (the copy is stamped with its snapshot
+//! time, later commits win).
 
 use std::collections::HashMap;
 
@@ -65,9 +67,26 @@ impl PgSnapshot {
         let mut exporter = None;
         let mut exported = None;
         let mut start_position = None;
+        // With an exported snapshot, the copy is stamped just below the
+        // server's clock as the slot is created: every commit the slot then
+        // streams comes after its consistent point, so later than that, and
+        // wins over the copied row. (The snapshot transaction's `now()` is
+        // later than the consistent point: a commit in between would lose
+        // to the older copied value.)
+        let mut before_slot_ms = None;
         if !slot_exists {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
+            before_slot_ms = Some(
+                client
+                    .query_one(
+                        "SELECT floor(extract(epoch from clock_timestamp()) * 1000)::int8 - 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(err("reading the server's clock"))?
+                    .get::<_, i64>(0),
+            );
             let mut repl =
                 ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
                     .await
@@ -107,12 +126,18 @@ impl PgSnapshot {
                 .await
                 .map_err(err("importing the exported snapshot"))?;
         }
-        // now() is the transaction's start: the snapshot's time.
-        let as_of_ms: i64 = client
-            .query_one("SELECT (extract(epoch from now()) * 1000)::int8", &[])
-            .await
-            .map_err(err("reading the snapshot time"))?
-            .get(0);
+        // Without an exported snapshot, now() is the transaction's start,
+        // before its snapshot is taken (at its first query): a commit the
+        // slot streams that is older than the copy's rows loses to them, a
+        // newer one wins.
+        let as_of_ms: i64 = match before_slot_ms {
+            Some(ms) => ms,
+            None => client
+                .query_one("SELECT (extract(epoch from now()) * 1000)::int8", &[])
+                .await
+                .map_err(err("reading the snapshot time"))?
+                .get(0),
+        };
         let mut tables = HashMap::new();
         for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
             let cols = info
