@@ -129,11 +129,16 @@ impl PgSnapshot {
         // Without an exported snapshot, now() is the transaction's start,
         // before its snapshot is taken (at its first query): a commit the
         // slot streams that is older than the copy's rows loses to them, a
-        // newer one wins.
+        // newer one wins, also within the same millisecond (hence - 1: a
+        // streamed commit from before the snapshot that wins is followed by
+        // the later ones the copy shows, in commit order).
         let as_of_ms: i64 = match before_slot_ms {
             Some(ms) => ms,
             None => client
-                .query_one("SELECT (extract(epoch from now()) * 1000)::int8", &[])
+                .query_one(
+                    "SELECT floor(extract(epoch from now()) * 1000)::int8 - 1",
+                    &[],
+                )
                 .await
                 .map_err(err("reading the snapshot time"))?
                 .get(0),
