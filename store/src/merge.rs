@@ -91,11 +91,39 @@ struct StoredState {
     d: Option<Stamp>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum StoredRegister {
     Set(usize, Value),
     Unset((usize,)),
+}
+
+/// `[i, value]` or `[i]`, read in one pass. (serde's derived untagged
+/// enums buffer every value and try each variant in turn: that was most of
+/// the cost of loading a document's state.)
+impl<'de> Deserialize<'de> for StoredRegister {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Register;
+        impl<'de> serde::de::Visitor<'de> for Register {
+            type Value = StoredRegister;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("[stamp index] or [stamp index, value]")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StoredRegister, A::Error> {
+                let i: usize = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                Ok(match seq.next_element::<Value>()? {
+                    Some(v) => StoredRegister::Set(i, v),
+                    None => StoredRegister::Unset((i,)),
+                })
+            }
+        }
+        d.deserialize_seq(Register)
+    }
 }
 
 impl From<DocState> for StoredState {
@@ -386,5 +414,22 @@ mod tests {
         let back: DocState = serde_json::from_str(&text).unwrap();
         assert_eq!(back, d);
         assert_eq!(back.counter_value("quantity"), Some(-2.0));
+    }
+
+    #[test]
+    fn stored_registers_read_in_every_shape() {
+        let text = r#"{"s":[{"t":5,"o":"hq"},{"t":7,"o":"shop"}],
+            "f":{"a":[0,{"x":[1]}],"n":[1,null],"gone":[1]}}"#;
+        let d: DocState = serde_json::from_str(text).unwrap();
+        let doc = d.materialize().unwrap();
+        assert_eq!(Value::Object(doc), json!({"a": {"x": [1]}, "n": null}));
+        assert_eq!(d.field_stamp("gone"), Some(&Stamp::new(7, "shop")));
+        for bad in [
+            r#"{"f":{"a":[]}}"#,
+            r#"{"f":{"a":[0,1,2]}}"#,
+            r#"{"f":{"a":"v"}}"#,
+        ] {
+            assert!(serde_json::from_str::<DocState>(bad).is_err(), "{bad}");
+        }
     }
 }
