@@ -98,9 +98,8 @@ enum StoredRegister {
     Unset((usize,)),
 }
 
-/// `[i, value]` or `[i]`, read in one pass. (serde's derived untagged
-/// enums buffer every value and try each variant in turn: that was most of
-/// the cost of loading a document's state.)
+/// `[i, value]` or `[i]`, read in one pass (serde's derived untagged enums
+/// buffer every value, then try each variant in turn).
 impl<'de> Deserialize<'de> for StoredRegister {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Register;

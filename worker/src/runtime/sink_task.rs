@@ -3,13 +3,15 @@
 //! Reads the change log after the provider's cursor, keeps the documents the
 //! provider does not hold yet (its shadow differs), maps them to rows, writes
 //! them in one provider transaction, and only then moves the cursor and the
-//! shadows (one store transaction). The next batch is read and compared
-//! while one is written: a document in both is compared against the shadow
-//! from before the first write and may be written twice (the same row,
-//! idempotently); the later write carries the newer document, and shadows
-//! and cursor are still recorded in log order. Rows the provider rejects for their own
+//! shadows (one store transaction). Rows the provider rejects for their own
 //! fault become dead letters and the rest of the batch is written. Woken by
 //! local sources after each commit, and polling for other processes' writes.
+//!
+//! The next batch is read and compared while one is written: a document in
+//! both is compared against the shadow from before the first write and may
+//! be written twice (idempotently); the later write carries the newer
+//! document, and shadows and cursor are still recorded in log order. After
+//! a crash the cursor is where the last recorded batch ended, as before.
 
 use std::sync::Arc;
 use std::time::Duration;
