@@ -10,7 +10,8 @@
 #   commit-in-hq → commit-in-shop p50/p99 latency under pgbench single-row
 #     UPDATEs (pgbench -n -c 4 -j 2, as fast as it goes, or --rate TPS:
 #     issue #3 states its load as ~3,000 tps), measured with heartbeat rows stamped
-#     with clock_timestamp() on insert and on arrival (same host clock)
+#     with clock_timestamp() on insert and on arrival (same host clock), once
+#     the fan-out's echoes are read and its change log compacted
 #   apply rate after a backlog of N such transactions
 #   the worker's peak RSS (VmHWM)
 # Not a test: numbers vary 5–15 % between runs on this machine.
@@ -129,6 +130,17 @@ t2=$(now)
 RSS_FANOUT=$(awk '/VmHWM/ {printf "%.1f MB", $2 / 1024}' /proc/$RUN_PID/status)
 R[into_store]=$(rate "$ROWS" "$t0" "$t1")
 R[end_to_end]=$(rate "$ROWS" "$t0" "$t2")
+# Latency is a steady-state figure: wait until shop's echoes of the fan-out
+# are read and the store has compacted the copy's change log, as it is a
+# few seconds after any initial sync (printed as "settled after").
+SHOP_END=$(pg_psql shop -At -c "SELECT pg_current_wal_lsn()")
+for _ in $(seq 1 600); do
+  drained=$(pg_psql shop -At -c "SELECT coalesce(bool_and(confirmed_flush_lsn >= '$SHOP_END'), false) FROM pg_replication_slots WHERE slot_name = 'connector_shop'")
+  log=$(sqlite3 "$WORK/store.db" "PRAGMA busy_timeout = 5000; SELECT count(*) FROM change_log" | tail -1)
+  [ "$drained" = "t" ] && [ "$log" -lt 5000 ] && break
+  sleep 0.2; kill -0 $RUN_PID
+done
+R[settled]=$(awk -v a="$t2" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
 
 # --- streaming latency under pgbench load
 cat > "$WORK/update.sql" <<SQL
@@ -181,7 +193,8 @@ initial copy (rows/s)
   native subscription (initial copy)    ${R[native_copy]}
   connector hq → store                  ${R[into_store]}   ($(ratio "${R[into_store]}" "${R[copy]}") COPY pipe)
   connector hq → store → shop           ${R[end_to_end]}   ($(ratio "${R[end_to_end]}" "${R[copy]}") COPY pipe, $(ratio "${R[end_to_end]}" "${R[pgloader]}") pgloader)
-streaming under pgbench single-row UPDATEs (-c 4 -j 2${RATE:+ -R $RATE}, ${R[tps]} tps, ${SECONDS_LOAD}s)
+streaming under pgbench single-row UPDATEs (-c 4 -j 2${RATE:+ -R $RATE}, ${R[tps]} tps, ${SECONDS_LOAD}s;
+  started once the fan-out's echoes were read and its log compacted, ${R[settled]} s after it)
   commit→commit p50 / p99, connector    ${R[lat_connector]}
   commit→commit p50 / p99, native       ${R[lat_native]}
 backlog of $BACKLOG transactions (changes/s)
