@@ -43,7 +43,10 @@ impl OdbcSnapshot {
         mapping: &Arc<ProviderMapping>,
     ) -> Result<OdbcSnapshot> {
         let d = o.dialect.dialect();
-        let as_of_ms = now_millis();
+        // A millisecond early: a change journaled in the copy's first
+        // millisecond, which the copy may have read in its old state, must
+        // still win over the copied row.
+        let as_of_ms = now_millis() - 1;
         let mut session = open_session(conn, d, Stage::Snapshot).await?;
         let (m, o) = (mapping.clone(), o.clone());
         let found = session.run(move |c| mapped_tables(c, d, &m, &o)).await?;
