@@ -9,11 +9,8 @@
 //! A change the provider itself marks as written by our sink
 //! ([`DocChange::own_write`], e.g. a PostgreSQL replication origin) is an
 //! echo by definition: nothing is merged. Its image becomes the origin's
-//! `seen` shadow. If it is the sink's last recorded write (`held`), that is
-//! all: a later change of the document was logged after the sink read it,
-//! so the sink will still write it (one shadow update, no document read).
-//! Else, if it is the store's document, `held` stays what the sink last
-//! wrote; otherwise (the store has moved on, e.g. our write overwrote a
+//! `seen` shadow; if it is also the store's document, `held` stays what the
+//! sink last wrote, else (the store has moved on, e.g. our write overwrote a
 //! change of the provider's own that arrives before it) the provider holds
 //! the image and the document is put back on the log for its sink. Otherwise,
 //! per change, against the origin's shadows (see the schema: `seen` is the
@@ -50,8 +47,7 @@ use crate::error::Result;
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
 use crate::sqlite::{
-    load_body, load_shadows, load_state, save_echo_of_held, save_own_echo, save_seen, save_state,
-    Store,
+    load_body, load_shadows, load_state, save_own_echo, save_seen, save_state, Store,
 };
 use crate::stamp::{base_hlc, now_millis, Stamp};
 
@@ -110,10 +106,6 @@ impl Store {
                     DocOp::Delete => Shadow::Deleted,
                     _ => Shadow::of(&change.fields, &change.counters),
                 };
-                if save_echo_of_held(&tx, origin, &change.collection, &key, &image.encode())? {
-                    out.echoes += 1;
-                    continue;
-                }
                 let body = load_body(&tx, &change.collection, &key)?;
                 if origin_holds(body.as_ref(), change) {
                     save_own_echo(&tx, origin, &change.collection, &key, &image)?;

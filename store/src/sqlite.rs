@@ -313,26 +313,6 @@ pub(crate) fn save_own_echo(
     Ok(())
 }
 
-/// The echo of the sink's last recorded write: when the provider's `held`
-/// shadow is exactly `image`, it becomes seen (and held "same as seen") in
-/// one statement, and `true` is returned. Any later change of the document
-/// is on the log past the sink's cursor, so nothing needs re-queueing.
-pub(crate) fn save_echo_of_held(
-    tx: &Connection,
-    provider: &str,
-    collection: &str,
-    id: &str,
-    image: &[u8],
-) -> Result<bool> {
-    let n = tx
-        .prepare_cached(
-            "UPDATE shadows SET seen = ?4, held = NULL
-             WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND held = ?4",
-        )?
-        .execute(params![provider, collection, id, image])?;
-    Ok(n == 1)
-}
-
 /// A sink wrote `image` to the provider: it is held (seen comes with the echo).
 pub(crate) fn save_held(
     tx: &Connection,

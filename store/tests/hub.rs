@@ -1202,3 +1202,61 @@ fn a_tagged_echo_that_overwrote_a_newer_own_change_is_corrected() {
     assert_eq!(fix.len(), 1);
     assert_eq!(fix[0].doc.as_ref().unwrap()["status"], json!("shop-later"));
 }
+
+#[test]
+fn a_tagged_echo_of_our_write_over_a_newer_own_change_is_corrected() {
+    let (_d, mut s) = store();
+    let v = |total: f64| json!({"order_id": 7, "total": total});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), v(1.0), None, 1000)],
+        "1",
+    );
+    drain_tagged_sink(&mut s, "shop");
+    apply(
+        &mut s,
+        "shop",
+        &[own(upsert("orders", json!(7), v(1.0), None, 1100))],
+        "a",
+    );
+    // hq sets 2; shop's sink reads it and starts writing …
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), v(2.0), None, 2000)],
+        "2",
+    );
+    let after = s
+        .cursor(&connector_store::sink_cursor("shop"))
+        .unwrap()
+        .unwrap();
+    let read = s.read_log_for_sink("shop", after, 100).unwrap();
+    let writes = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    // … shop's user sets 3 just before our write lands over it; the store
+    // takes 3 (the later commit), which shop reported itself …
+    let user = apply(
+        &mut s,
+        "shop",
+        &[upsert("orders", json!(7), v(3.0), None, 2100)],
+        "b",
+    );
+    assert_eq!(user.applied, 1);
+    // … then our write commits in shop (holding 2) and its echo comes back
+    s.sink_committed("shop", read.upto, &writes, &[]).unwrap();
+    let echo = apply(
+        &mut s,
+        "shop",
+        &[own(upsert("orders", json!(7), v(2.0), None, 2200))],
+        "c",
+    );
+    assert_eq!(echo.echoes, 1);
+    assert_eq!(
+        s.get("orders", &json!(7)).unwrap().unwrap()["total"],
+        json!(3.0)
+    );
+    // shop holds 2 while the store holds 3: its sink must write 3 back
+    let fix = drain_tagged_sink(&mut s, "shop");
+    assert_eq!(fix.len(), 1, "shop is left holding our stale write");
+    assert_eq!(fix[0].doc.as_ref().unwrap()["total"], json!(3.0));
+}
