@@ -189,6 +189,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Makes writes planned ahead of time ([`Store::pending_writes`] for
+    /// `entries`, while the batch before was still being written) current:
+    /// the documents that batch wrote (`touched`: collection and id key) have
+    /// new `held` shadows since, so they are compared again. Without this, a
+    /// document written by the batch before and deleted (or changed back)
+    /// since would look already held and be skipped.
+    pub fn recheck_pending(
+        &self,
+        provider: &str,
+        entries: &[LogEntry],
+        ahead: Vec<Pending>,
+        touched: &HashSet<(String, String)>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Pending>> {
+        let stale = |c: &str, k: &str| touched.contains(&(c.to_string(), k.to_string()));
+        let again: Vec<LogEntry> = entries
+            .iter()
+            .filter(|e| stale(&e.collection, &e.key))
+            .cloned()
+            .collect();
+        if again.is_empty() {
+            return Ok(ahead);
+        }
+        let mut out: Vec<Pending> = ahead
+            .into_iter()
+            .filter(|p| !stale(&p.write.collection, &p.key))
+            .collect();
+        out.extend(self.pending_writes(provider, &again, wanted)?);
+        Ok(out)
+    }
+
     /// Records what the sink of `provider` is about to write, before it
     /// writes: the provider's feed may report those rows before
     /// [`Store::sink_committed`] records the shadows.

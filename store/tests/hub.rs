@@ -1260,3 +1260,31 @@ fn a_tagged_echo_of_our_write_over_a_newer_own_change_is_corrected() {
     assert_eq!(fix.len(), 1, "shop is left holding our stale write");
     assert_eq!(fix[0].doc.as_ref().unwrap()["total"], json!(3.0));
 }
+
+#[test]
+fn a_batch_read_ahead_is_compared_again_where_the_batch_before_wrote() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(9)], "1");
+    // batch N: shop's sink plans the new order …
+    let n = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let planned = s.pending_writes("shop", &n.entries, |_| true).unwrap();
+    assert_eq!(planned.len(), 1);
+    // … hq deletes it, and batch N+1 is read ahead while N is written
+    apply(&mut s, "hq", &[delete("orders", json!(9), 2000)], "2");
+    let ahead = s.read_log_for_sink("shop", n.upto, 100).unwrap();
+    let early = s.pending_writes("shop", &ahead.entries, |_| true).unwrap();
+    assert!(
+        early.is_empty(),
+        "before N commits, shop seems never to have held the order"
+    );
+    s.sink_committed("shop", n.upto, &planned, &[]).unwrap();
+    let touched = planned
+        .iter()
+        .map(|p| (p.write.collection.clone(), p.key.clone()))
+        .collect();
+    let writes = s
+        .recheck_pending("shop", &ahead.entries, early, &touched, |_| true)
+        .unwrap();
+    assert_eq!(writes.len(), 1, "shop must get the delete");
+    assert!(writes[0].write.doc.is_none());
+}

@@ -7,12 +7,14 @@
 //! fault become dead letters and the rest of the batch is written. Woken by
 //! local sources after each commit, and polling for other processes' writes.
 //!
-//! The next batch is read and compared while one is written: a document in
-//! both is compared against the shadow from before the first write and may
-//! be written twice (idempotently); the later write carries the newer
-//! document, and shadows and cursor are still recorded in log order. After
-//! a crash the cursor is where the last recorded batch ended, as before.
+//! The next batch is read and compared while one is written. The
+//! documents the written batch held are compared again afterwards
+//! (`Store::recheck_pending`): their shadows moved, and a document written
+//! by one batch and deleted (or changed back) in the next would otherwise
+//! look held already. Shadows and cursor are still recorded in log order;
+//! after a crash the cursor is where the last recorded batch ended.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,14 +101,24 @@ async fn session(
     let mut last_cursor_save = std::time::Instant::now();
     let mut saved = after;
     let mut next: Option<tokio::task::JoinHandle<Result<Batch>>> = None;
+    let mut touched: HashSet<(String, String)> = HashSet::new();
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
         let (SinkRead { entries, upto }, writes) = match next.take() {
-            Some(read) => read.await.map_err(|e| {
-                ConnectorError::permanent(Stage::Store, format!("sink read task failed: {e}"))
-            })??,
+            Some(read) => {
+                let (read, ahead) = read.await.map_err(|e| {
+                    ConnectorError::permanent(Stage::Store, format!("sink read task failed: {e}"))
+                })??;
+                let writes = blocking(|| {
+                    store.recheck_pending(&name, &read.entries, ahead, &touched, |c| {
+                        mapping.syncs(c)
+                    })
+                })
+                .map_err(ConnectorError::from)?;
+                (read, writes)
+            }
             None => blocking(|| read_batch(&store, &name, mapping, after, shared.batch_size))?,
         };
         if last_expiry.elapsed() > INTENT_TTL {
@@ -133,7 +145,12 @@ async fn session(
         // memory and saved with the next write (or within a second), since
         // re-reading a few entries after a crash costs nothing.
         let save_cursor = last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY;
-        // The next batch is read and planned while this one is written.
+        // The next batch is read and planned while this one is written;
+        // what this one writes is compared again before that one is used.
+        touched = writes
+            .iter()
+            .map(|p| (p.write.collection.clone(), p.key.clone()))
+            .collect();
         next = Some({
             let (store, name, mapping, batch) = (
                 store.share(),
