@@ -10,7 +10,7 @@
 //! at least once, idempotent. The sink writes the *current* document, so a
 //! burst of changes to one document becomes one write.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
@@ -191,7 +191,7 @@ impl Store {
 
     /// Makes writes planned ahead of time ([`Store::pending_writes`] for
     /// `entries`, while the batch before was still being written) current:
-    /// the documents that batch wrote (`touched`: collection and id key) have
+    /// the documents that batch wrote (`touched`: id keys by collection) have
     /// new `held` shadows since, so they are compared again. Without this, a
     /// document written by the batch before and deleted (or changed back)
     /// since would look already held and be skipped.
@@ -200,10 +200,10 @@ impl Store {
         provider: &str,
         entries: &[LogEntry],
         ahead: Vec<Pending>,
-        touched: &HashSet<(String, String)>,
+        touched: &HashMap<String, HashSet<String>>,
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Vec<Pending>> {
-        let stale = |c: &str, k: &str| touched.contains(&(c.to_string(), k.to_string()));
+        let stale = |c: &str, k: &str| touched.get(c).is_some_and(|keys| keys.contains(k));
         let again: Vec<LogEntry> = entries
             .iter()
             .filter(|e| stale(&e.collection, &e.key))

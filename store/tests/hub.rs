@@ -1278,10 +1278,13 @@ fn a_batch_read_ahead_is_compared_again_where_the_batch_before_wrote() {
         "before N commits, shop seems never to have held the order"
     );
     s.sink_committed("shop", n.upto, &planned, &[]).unwrap();
-    let touched = planned
-        .iter()
-        .map(|p| (p.write.collection.clone(), p.key.clone()))
-        .collect();
+    let mut touched = std::collections::HashMap::new();
+    for p in &planned {
+        touched
+            .entry(p.write.collection.clone())
+            .or_insert_with(std::collections::HashSet::new)
+            .insert(p.key.clone());
+    }
     let writes = s
         .recheck_pending("shop", &ahead.entries, early, &touched, |_| true)
         .unwrap();

@@ -14,7 +14,7 @@
 //! look held already. Shadows and cursor are still recorded in log order;
 //! after a crash the cursor is where the last recorded batch ended.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ async fn session(
     let mut last_cursor_save = std::time::Instant::now();
     let mut saved = after;
     let mut next: Option<tokio::task::JoinHandle<Result<Batch>>> = None;
-    let mut touched: HashSet<(String, String)> = HashSet::new();
+    let mut touched: HashMap<String, HashSet<String>> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -147,10 +147,13 @@ async fn session(
         let save_cursor = last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY;
         // The next batch is read and planned while this one is written;
         // what this one writes is compared again before that one is used.
-        touched = writes
-            .iter()
-            .map(|p| (p.write.collection.clone(), p.key.clone()))
-            .collect();
+        touched.clear();
+        for p in &writes {
+            touched
+                .entry(p.write.collection.clone())
+                .or_default()
+                .insert(p.key.clone());
+        }
         next = Some({
             let (store, name, mapping, batch) = (
                 store.share(),
