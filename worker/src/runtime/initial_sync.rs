@@ -171,6 +171,11 @@ pub async fn copy_provider(
                     Ok(c) => c,
                     Err(e) => match backoff.decide(&e) {
                         Decision::RetryAfter(d) => {
+                            // The chunk being merged commits (or fails) first:
+                            // nothing of this copy runs on behind a retry.
+                            if let Some(previous) = merging.take() {
+                                bar.inc(joined(previous).await?);
+                            }
                             warn!(provider = %spec.name, %collection, error = %e, "snapshot read failed; retrying");
                             tokio::time::sleep(d).await;
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
