@@ -14,8 +14,7 @@ use crate::options::PgOptions;
 
 pub const PRIVILEGES: &str =
     "-- needs: a role with REPLICATION (or superuser), CREATE on the database \
-(for the publication), ownership of the mapped tables (for REPLICA IDENTITY), \
-and pg_read_all_stats to see other roles' running transactions when a copy is resumed";
+(for the publication), and ownership of the mapped tables (for REPLICA IDENTITY)";
 
 /// The mapped tables that exist, with their catalog description.
 pub async fn mapped_tables(
