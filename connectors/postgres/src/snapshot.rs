@@ -10,10 +10,8 @@
 //! every streamed commit wins over it. When the slot exists (a resumed copy,
 //! or streaming already ran), the pages come from a fresh snapshot: rows
 //! changed since the slot's position are then both copied and streamed,
-//! which the store's stamps resolve: the copy is stamped below every commit
-//! the snapshot may miss (the oldest running transaction's start), so those
-//! win, and a streamed commit the copy already shows is followed by the
-//! later ones it shows too, in commit order.
+//! which the store's stamps resolve (the copy is stamped with its snapshot
+//! time, later commits win).
 
 use std::collections::HashMap;
 
@@ -115,29 +113,6 @@ impl PgSnapshot {
             start_position = point;
             exporter = Some(repl);
         }
-        // Without an exported snapshot (the slot exists: a resumed copy, or
-        // a copy again after streaming), the slot streams every commit the
-        // snapshot taken below does not show, and each must win over the
-        // copied row. PostgreSQL stamps a commit before it flushes it, so one
-        // can show after the snapshot with an earlier time than its start;
-        // every such commit is in progress now (or starts later), and its
-        // time is past its transaction's start. So the copy is stamped below
-        // the oldest running transaction's start, read before the snapshot.
-        // (Seeing other roles' transactions takes `pg_read_all_stats`;
-        // without it, only this role's count.)
-        let as_of_ms = match before_slot_ms {
-            Some(ms) => ms,
-            None => client
-                .query_one(
-                    "SELECT floor(extract(epoch from least(clock_timestamp(),
-                       (SELECT min(xact_start) FROM pg_stat_activity
-                        WHERE backend_xid IS NOT NULL))) * 1000)::int8 - 1",
-                    &[],
-                )
-                .await
-                .map_err(err("reading the oldest running transaction's start"))?
-                .get::<_, i64>(0),
-        };
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -151,6 +126,23 @@ impl PgSnapshot {
                 .await
                 .map_err(err("importing the exported snapshot"))?;
         }
+        // Without an exported snapshot, now() is the transaction's start,
+        // before its snapshot is taken (at its first query): a commit the
+        // slot streams that is older than the copy's rows loses to them, a
+        // newer one wins, also within the same millisecond (hence - 1: a
+        // streamed commit from before the snapshot that wins is followed by
+        // the later ones the copy shows, in commit order).
+        let as_of_ms: i64 = match before_slot_ms {
+            Some(ms) => ms,
+            None => client
+                .query_one(
+                    "SELECT floor(extract(epoch from now()) * 1000)::int8 - 1",
+                    &[],
+                )
+                .await
+                .map_err(err("reading the snapshot time"))?
+                .get(0),
+        };
         let mut tables = HashMap::new();
         for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
             let cols = info
