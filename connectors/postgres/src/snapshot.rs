@@ -131,7 +131,13 @@ impl PgSnapshot {
         // slot streams that is older than the copy's rows loses to them, a
         // newer one wins, also within the same millisecond (hence - 1: a
         // streamed commit from before the snapshot that wins is followed by
-        // the later ones the copy shows, in commit order).
+        // the later ones the copy shows, in commit order). Known gap: a
+        // commit PostgreSQL stamped before it flushed, visible only after the
+        // snapshot, loses to the copy; raising the streamed stamps of the
+        // snapshot's running xids (its xip list) above the copy's would close
+        // it. Stamping the copy lower instead would let a copy repeated after
+        // a lost slot (the only source of what the slot lost) lose to stale
+        // values.
         let as_of_ms: i64 = match before_slot_ms {
             Some(ms) => ms,
             None => client
