@@ -7,7 +7,10 @@
 //! a row changed during the copy may be copied in either state — its
 //! journal entry (read after the copy) carries the later change and a later
 //! time, and the store's stamps keep the later one. Resuming after a crash
-//! starts after the last key the store saved.
+//! starts after the last key the store saved. Known gap: the journal's time
+//! is the trigger's, so a transaction that fired before the copy began and
+//! committed after the copy read its row loses to the copy
+//! (docs/ARCHITECTURE.md, ODBC provider).
 
 use std::collections::HashMap;
 use std::sync::Arc;
