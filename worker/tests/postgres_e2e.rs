@@ -522,6 +522,33 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
 }
 
 #[test]
+fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
+    let mut f = Fleet::new("0.001");
+    // The first start creates the slot, then waits 2 s before it opens the
+    // copy's transaction; hq commits a change inside that window: it is
+    // streamed, not copied, and must not lose to the older copied row.
+    f.extra_env
+        .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "2000".into()));
+    f.start();
+    wait_for("the slot", Duration::from_secs(60), || {
+        (f.pg
+            .query(
+                "hq",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
+            )
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    });
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'after-slot' WHERE order_id = 1",
+    );
+    f.wait_in_sync();
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "after-slot");
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

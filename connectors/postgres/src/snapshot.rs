@@ -112,6 +112,15 @@ impl PgSnapshot {
             exported = name;
             start_position = point;
             exporter = Some(repl);
+            // Test hook: widens the window between the slot's consistent
+            // point and the copy's transaction, where a commit is streamed
+            // and not copied (postgres_e2e checks that it wins).
+            if let Some(ms) = std::env::var("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
         }
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
