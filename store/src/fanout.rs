@@ -354,9 +354,10 @@ impl Store {
 
     /// Deletes at most [`COMPACT_SLICE`] of the log entries every named
     /// cursor has passed (none while one of them does not exist yet), the
-    /// oldest, in one transaction; 0 when none are left. A caller that loops over slices lets the other tasks of the
-    /// process have the store in between (after an initial sync, one
-    /// transaction deleting 650,000 entries stalled every stream).
+    /// oldest, in one transaction; 0 when none are left. A caller that
+    /// loops over slices lets the other tasks of the process have the store
+    /// in between (after an initial sync, one transaction deleting 650,000
+    /// entries stalled every stream).
     pub fn compact_log_slice(&mut self, cursors: &[String]) -> Result<u64> {
         if cursors.is_empty() {
             return Ok(0);

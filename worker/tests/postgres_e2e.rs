@@ -601,8 +601,16 @@ fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     );
 }
 
-/// An update in hq and one in shop, each arriving in the other database.
-fn one_change_each_way(f: &Fleet, tag: &str) {
+/// Connects hq and shop through `hq` and `shop`, starts the fleet, and
+/// sees an update in each database arrive in the other.
+fn sync_over(f: &mut Fleet, hq: String, shop: String, tag: &str) {
+    f.extra_env.extend([
+        ("CONNECTOR_HQ_CONNECTION_STRING".into(), hq),
+        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), shop),
+    ]);
+    ok(&f.connector(&["test-connection"]));
+    f.start();
+    f.wait_in_sync();
     f.pg.psql(
         "hq",
         &format!("UPDATE orders SET status = '{tag}' WHERE order_id = 1"),
@@ -616,6 +624,43 @@ fn one_change_each_way(f: &Fleet, tag: &str) {
         "SELECT status FROM orders WHERE order_id = 2",
         &format!("back-{tag}"),
     );
+}
+
+/// Of the connector's TLS sessions that `filter` selects (SQL over
+/// `pg_stat_activity a` and `pg_stat_ssl s`), how many also meet `meets`,
+/// and how many there are.
+fn tls_sessions(f: &Fleet, filter: &str, meets: &str) -> (u32, u32) {
+    let counts =
+        f.pg.query(
+            "postgres",
+            &format!(
+                "SELECT count(*) FILTER (WHERE {meets}) || '/' || count(*) \
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+                 WHERE a.application_name LIKE 'connector%' AND {filter}"
+            ),
+        )
+        .unwrap();
+    let (yes, all) = counts.split_once('/').unwrap();
+    (yes.parse().unwrap(), all.parse().unwrap())
+}
+
+/// `test-connection` with hq at `hq`: it must fail; returns what it said.
+fn refused(f: &Fleet, hq: String) -> String {
+    let mut env = f.env();
+    env.push(("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()));
+    env.push(("CONNECTOR_HQ_CONNECTION_STRING".into(), hq));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connector"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(f.dir.path())
+        .envs(env)
+        .arg("test-connection")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    text
 }
 
 #[test]
@@ -633,52 +678,20 @@ fn tls_with_verify_full_both_ways_and_clear_refusals() {
         url("hq", "verify-full", &ca),
         url("shop", "verify-full", &ca),
     );
-    f.extra_env.extend([
-        ("CONNECTOR_HQ_CONNECTION_STRING".into(), hq),
-        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), shop),
-    ]);
-    ok(&f.connector(&["test-connection"]));
-    f.start();
-    f.wait_in_sync();
-    one_change_each_way(&f, "over-tls");
+    sync_over(&mut f, hq, shop, "over-tls");
     // Every session of the connector, replication included, is encrypted
     // (plain TCP is refused by pg_hba anyway).
-    let encrypted =
-        f.pg.query(
-            "postgres",
-            "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*) FROM pg_stat_activity a \
-             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'connector%'",
-        )
-        .unwrap();
-    let (yes, all) = encrypted.split_once('/').unwrap();
-    assert!(
-        all.parse::<u32>().unwrap() >= 4 && yes == all,
-        "{encrypted}"
-    );
+    let (encrypted, all) = tls_sessions(&f, "true", "s.ssl");
+    assert!(all >= 4 && encrypted == all, "{encrypted}/{all}");
     assert_eq!(f.stop(), Some(0));
 
     // Refusals say why.
-    let try_with = |conn: String| {
-        let mut env = f.env();
-        env.push(("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()));
-        env.push(("CONNECTOR_HQ_CONNECTION_STRING".into(), conn));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_connector"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .current_dir(f.dir.path())
-            .envs(env)
-            .arg("test-connection")
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
-    };
-    let plain = try_with(url("hq", "disable", &ca));
+    let plain = refused(&f, url("hq", "disable", &ca));
     assert!(
         plain.contains("cannot connect to PostgreSQL") && plain.contains("no encryption"),
         "{plain}"
     );
-    let wrong_ca = try_with(url("hq", "verify-full", &other_ca));
+    let wrong_ca = refused(&f, url("hq", "verify-full", &other_ca));
     assert!(
         wrong_ca.contains("cannot connect to PostgreSQL")
             && wrong_ca.to_lowercase().contains("certificate"),
@@ -701,36 +714,18 @@ fn tls_client_certificates_authenticate_every_session() {
         }
         url
     };
-    f.extra_env.extend([
-        ("CONNECTOR_HQ_CONNECTION_STRING".into(), url("hq", true)),
-        ("CONNECTOR_SHOP_CONNECTION_STRING".into(), url("shop", true)),
-    ]);
-    ok(&f.connector(&["test-connection"]));
-    f.start();
-    f.wait_in_sync();
-    one_change_each_way(&f, "by-cert");
+    sync_over(&mut f, url("hq", true), url("shop", true), "by-cert");
     // The replication sessions authenticated by certificate too.
-    let by_cert =
-        f.pg.query(
-            "postgres",
-            "SELECT count(*) FILTER (WHERE s.client_dn = '/CN=postgres') || '/' || count(*) \
-             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-             WHERE a.application_name LIKE 'connector%' AND a.backend_type = 'walsender'",
-        )
-        .unwrap();
-    let (yes, all) = by_cert.split_once('/').unwrap();
-    assert!(all.parse::<u32>().unwrap() >= 2 && yes == all, "{by_cert}");
+    let (by_cert, all) = tls_sessions(
+        &f,
+        "a.backend_type = 'walsender'",
+        "s.client_dn = '/CN=postgres'",
+    );
+    assert!(all >= 2 && by_cert == all, "{by_cert}/{all}");
     assert_eq!(f.stop(), Some(0));
 
     // Without the certificate the server refuses, and the error says why.
-    f.extra_env.extend([
-        ("CONNECTOR_PROVIDERS".into(), "hq=postgres".into()),
-        ("CONNECTOR_HQ_CONNECTION_STRING".into(), url("hq", false)),
-    ]);
-    let out = f.connector(&["test-connection"]);
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let text = refused(&f, url("hq", false));
     assert!(
         text.contains("cannot connect to PostgreSQL") && text.contains("certificate"),
         "{text}"

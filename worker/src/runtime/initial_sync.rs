@@ -162,7 +162,7 @@ pub async fn copy_provider(
             // The chunk before this one, being merged on a blocking thread
             // while this one is read: the database's work and the store's
             // overlap. Chunks still commit one after another, in key order.
-            let mut merging: Option<tokio::task::JoinHandle<Result<u64, ConnectorError>>> = None;
+            let mut merging: Merging = None;
             loop {
                 let chunk = match snapshot
                     .chunk(&collection, progress.after.as_ref(), CHUNK_ROWS)
@@ -173,18 +173,14 @@ pub async fn copy_provider(
                         Decision::RetryAfter(d) => {
                             // The chunk being merged commits (or fails) first:
                             // nothing of this copy runs on behind a retry.
-                            if let Some(previous) = merging.take() {
-                                bar.inc(joined(previous).await?);
-                            }
+                            settle(&mut merging, &bar).await?;
                             warn!(provider = %spec.name, %collection, error = %e, "snapshot read failed; retrying");
                             tokio::time::sleep(d).await;
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
                             continue;
                         }
                         Decision::GiveUp | Decision::Resnapshot => {
-                            if let Some(previous) = merging.take() {
-                                bar.inc(joined(previous).await?);
-                            }
+                            settle(&mut merging, &bar).await?;
                             return Err(e);
                         }
                     },
@@ -195,9 +191,7 @@ pub async fn copy_provider(
                 progress.after = chunk.last_key.clone().or(progress.after.take());
                 progress.done = chunk.done;
                 let position = progress.to_json();
-                if let Some(previous) = merging.take() {
-                    bar.inc(joined(previous).await?);
-                }
+                settle(&mut merging, &bar).await?;
                 let (mapping, mut store, name, key) = (
                     mapping.clone(),
                     store.share(),
@@ -225,9 +219,7 @@ pub async fn copy_provider(
                     break;
                 }
             }
-            if let Some(last) = merging.take() {
-                bar.inc(joined(last).await?);
-            }
+            settle(&mut merging, &bar).await?;
             bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             let rows = progress.rows - start_rows;
@@ -253,13 +245,19 @@ pub async fn copy_provider(
     Ok(out)
 }
 
-/// The rows a chunk's merge committed, or its error.
-async fn joined(
-    merge: tokio::task::JoinHandle<Result<u64, ConnectorError>>,
-) -> Result<u64, ConnectorError> {
-    merge.await.map_err(|e| {
+/// A chunk being merged on a blocking thread, returning its row count.
+type Merging = Option<tokio::task::JoinHandle<Result<u64, ConnectorError>>>;
+
+/// Waits for the chunk being merged, if any, and counts its rows on `bar`.
+async fn settle(merging: &mut Merging, bar: &ProgressBar) -> Result<(), ConnectorError> {
+    let Some(merge) = merging.take() else {
+        return Ok(());
+    };
+    let rows = merge.await.map_err(|e| {
         ConnectorError::permanent(Stage::Store, format!("initial sync merge task failed: {e}"))
-    })?
+    })??;
+    bar.inc(rows);
+    Ok(())
 }
 
 fn progress_bar(provider: &str, collection: &str, estimate: Option<u64>, done: u64) -> ProgressBar {

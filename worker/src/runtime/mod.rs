@@ -36,14 +36,14 @@ use tracing::{error, info, warn};
 use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
 use connector_store::{sink_cursor, Checkpointer, Store};
 
+use crate::config::Config;
+use crate::registry;
+use health::{Health, Light};
+
 /// The pause between two compaction slices.
 const COMPACT_PAUSE: Duration = Duration::from_millis(5);
 /// How often the store's WAL is checked for frames to checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
-
-use crate::config::Config;
-use crate::registry;
-use health::{Health, Light};
 
 /// What every task shares.
 pub struct Shared {
