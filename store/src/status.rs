@@ -139,6 +139,31 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the value saved under `key` with `update(old value)`, in
+    /// one write transaction (for bookkeeping kept beside the positions).
+    pub fn update_position(
+        &mut self,
+        key: &str,
+        update: impl FnOnce(Option<String>) -> String,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        let old: Option<String> = tx
+            .query_row(
+                "SELECT position FROM positions WHERE provider = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (provider) DO UPDATE SET position = excluded.position,
+               updated_ms = excluded.updated_ms",
+            params![key, update(old), now_millis()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets a provider's stream position and initial-sync progress: its
     /// next source starts at its (new) slot's beginning after a full copy.
     pub fn forget_positions(&mut self, provider: &str) -> Result<()> {

@@ -347,6 +347,17 @@ impl PgCluster {
         );
     }
 
+    /// Starts SQL in a psql of its own and returns at once (for statements
+    /// that block until the test releases them).
+    pub fn psql_spawn(&self, db: &str, sql: &str) -> std::process::Child {
+        self.psql_cmd(db)
+            .arg("-c")
+            .arg(sql)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs a file with psql variables.
     pub fn psql_file(&self, db: &str, file: &Path, vars: &[(&str, &str)]) {
         let mut cmd = self.psql_cmd(db);

@@ -156,12 +156,9 @@ fn hq_and_shop_stay_in_sync_both_ways() {
 
 #[test]
 fn concurrent_conflicts_converge_per_field_and_by_commit_time() {
-    let mut f = Fleet::new("0.001");
-    f.start();
-    f.wait_in_sync();
     // Both databases change the same rows while the worker is stopped: it
     // sees the changes "at the same time" when it comes back.
-    assert_eq!(f.stop(), Some(0));
+    let mut f = Fleet::synced_and_stopped("0.001");
     f.pg.psql(
         "hq",
         "UPDATE orders SET status = 'shipped' WHERE order_id = 3",
@@ -458,10 +455,7 @@ fn truncate_propagates_only_where_the_mapping_opts_in() {
 
 #[test]
 fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
-    let mut f = Fleet::new("0.001");
-    f.start();
-    f.wait_in_sync();
-    assert_eq!(f.stop(), Some(0));
+    let mut f = Fleet::synced_and_stopped("0.001");
     // The slot disappears while the worker is down, and hq changes meanwhile:
     // those changes are gone from the server's WAL stream.
     f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
@@ -546,6 +540,67 @@ fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     );
     f.wait_in_sync();
     f.expect_both("SELECT status FROM orders WHERE order_id = 1", "after-slot");
+}
+
+#[test]
+fn a_commit_a_repeated_copy_saw_in_progress_wins_though_stamped_before_it() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    // A change the store has not streamed yet, so the copy below writes
+    // (rather than finding the store holding what hq showed last).
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'copied' WHERE order_id = 1",
+    );
+    // A synchronous standby that never answers holds hq's next commit:
+    // PostgreSQL has stamped it, but no snapshot sees it until the wait ends.
+    let standby = |names: &str| {
+        f.pg.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'"),
+        );
+        f.pg.psql("postgres", "SELECT pg_reload_conf()");
+    };
+    standby("nobody");
+    let mut held = f.pg.psql_spawn(
+        "hq",
+        "SET synchronous_commit = on; UPDATE orders SET status = 'held' WHERE order_id = 1",
+    );
+    wait_for(
+        "the commit to wait for the standby",
+        Duration::from_secs(30),
+        || {
+            (f.pg
+                .query(
+                    "hq",
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'",
+                )
+                .as_deref()
+                == Some("1"))
+            .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    // The copy repeated from a fresh snapshot (the slot exists): it shows
+    // `copied`, stamped later than the held commit.
+    ok(&f.connector(&[
+        "initial-sync",
+        "--provider",
+        "hq",
+        "--collection",
+        "orders",
+        "--restart",
+    ]));
+    standby("");
+    assert!(held.wait().unwrap().success());
+    assert_eq!(
+        f.pg.query("hq", "SELECT status FROM orders WHERE order_id = 1")
+            .as_deref(),
+        Some("held")
+    );
+    // Streamed now, the commit must win over the copy everywhere.
+    f.start();
+    f.wait_in_sync();
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "held");
 }
 
 #[test]

@@ -53,6 +53,12 @@ pub struct RawChange {
     /// The store records it as what the provider holds and merges nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_write: bool,
+    /// The provider's id of the transaction that made the change, where its
+    /// feed has one (PostgreSQL: the xid). A transaction a copy's snapshot
+    /// saw in progress is raised above the copy's stamp
+    /// ([`crate::provider::InFlight`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<u64>,
 }
 
 /// The store-side operation.

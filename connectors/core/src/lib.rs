@@ -23,4 +23,6 @@ pub use change::{DocChange, DocOp, Fields, RawChange, RawOp, SinkWrite};
 pub use column_type::ColumnType;
 pub use error::{ConnectorError, ErrorKind, Result, Stage};
 pub use mapping::{Inbound, MappingSet, OutboundRow, ProviderMapping, Rejection};
-pub use provider::{Provider, ProviderKind, ProviderSpec, Sink, Snapshot, Source, SourceBatch};
+pub use provider::{
+    InFlight, Provider, ProviderKind, ProviderSpec, Sink, Snapshot, Source, SourceBatch,
+};

@@ -182,6 +182,20 @@ pub struct SnapshotChunk {
     pub done: bool,
 }
 
+/// What a copy did not see: see [`Snapshot::in_flight`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// The stamp of the copied rows.
+    pub as_of_ms: i64,
+    /// [`crate::RawChange::txn`] of the transactions in progress.
+    pub txns: Vec<u64>,
+    /// Every transaction from this id on was not seen either (PostgreSQL's
+    /// snapshot `xmax`: a transaction committing when the snapshot was taken
+    /// may be at or past it and not listed; ids compare as 32-bit circular
+    /// numbers, as xids do).
+    pub from: Option<u64>,
+}
+
 /// Reads existing rows for `initial-sync`.
 #[async_trait]
 pub trait Snapshot: Send {
@@ -191,6 +205,15 @@ pub trait Snapshot: Send {
     /// position if the store has none, so streaming starts exactly there and
     /// a feed lost later is detected rather than silently re-created.
     fn start_position(&self) -> Option<String> {
+        None
+    }
+    /// The transactions in progress when the copy's snapshot was taken, and
+    /// the copy's stamp. Their changes are not in the copy, but a commit
+    /// stamped before it became visible (PostgreSQL takes the commit time
+    /// before the flush and any synchronous-replication wait) can carry an
+    /// older time than the copy: the worker raises their streamed commit
+    /// times above the copy's stamp so they win over it.
+    fn in_flight(&self) -> Option<InFlight> {
         None
     }
     /// Approximate number of rows, for progress bars.

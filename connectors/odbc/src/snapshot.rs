@@ -179,6 +179,7 @@ impl Snapshot for OdbcSnapshot {
                 commit_ts_ms: Some(self.as_of_ms),
                 unchanged: Vec::new(),
                 own_write: false,
+                txn: None,
             });
         }
         let last_key = out.last().map(|r| {

@@ -239,6 +239,7 @@ impl OdbcSource {
             commit_ts_ms: row.changed_ms,
             unchanged: Vec::new(),
             own_write: false,
+            txn: None,
         })
     }
 }
@@ -351,6 +352,7 @@ impl Source for OdbcSource {
                         commit_ts_ms: row.changed_ms,
                         unchanged: Vec::new(),
                         own_write: false,
+                        txn: None,
                     });
                 }
                 Err(e) => return Err(e),

@@ -11,7 +11,11 @@
 //! or streaming already ran), the pages come from a fresh snapshot: rows
 //! changed since the slot's position are then both copied and streamed,
 //! which the store's stamps resolve (the copy is stamped with its snapshot
-//! time, later commits win).
+//! time, later commits win). Either way the xids the snapshot does not see
+//! (its xip list, and every xid from its xmax on) are handed to the worker
+//! ([`Snapshot::in_flight`]): a commit PostgreSQL stamped before it became
+//! visible is not in the copy, and its streamed stamp is raised above the
+//! copy's.
 
 use std::collections::HashMap;
 
@@ -21,7 +25,9 @@ use tokio_postgres::Client;
 use tracing::info;
 
 use connector_core::provider::SnapshotChunk;
-use connector_core::{ConnectorError, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage};
+use connector_core::{
+    ConnectorError, InFlight, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
+};
 use pgwire_replication::{Lsn, ReplicationClient};
 
 use crate::catalog::TableInfo;
@@ -44,6 +50,11 @@ pub struct PgSnapshot {
     /// The new slot's consistent point (when this snapshot created it).
     start_position: Option<String>,
     as_of_ms: i64,
+    /// The 32-bit xids (as pgoutput's Begin carries them) the snapshot saw
+    /// in progress.
+    in_flight: Vec<u64>,
+    /// The snapshot's xmax: no xid from it on is visible to the copy.
+    not_seen_from: u64,
     tables: HashMap<String, Table>,
 }
 
@@ -136,28 +147,37 @@ impl PgSnapshot {
                 .map_err(err("importing the exported snapshot"))?;
         }
         // Without an exported snapshot, now() is the transaction's start,
-        // before its snapshot is taken (at its first query): a commit the
-        // slot streams that is older than the copy's rows loses to them, a
-        // newer one wins, also within the same millisecond (hence - 1: a
-        // streamed commit from before the snapshot that wins is followed by
-        // the later ones the copy shows, in commit order). Known gap: a
-        // commit PostgreSQL stamped before it flushed, visible only after the
-        // snapshot, loses to the copy; raising the streamed stamps of the
-        // snapshot's running xids (its xip list) above the copy's would close
-        // it. Stamping the copy lower instead would let a copy repeated after
-        // a lost slot (the only source of what the slot lost) lose to stale
-        // values.
-        let as_of_ms: i64 = match before_slot_ms {
-            Some(ms) => ms,
-            None => client
-                .query_one(
-                    "SELECT floor(extract(epoch from now()) * 1000)::int8 - 1",
-                    &[],
-                )
-                .await
-                .map_err(err("reading the snapshot time"))?
-                .get(0),
-        };
+        // before its snapshot is taken (at its first query, this one): a
+        // commit the slot streams that is older than the copy's rows loses
+        // to them, a newer one wins, also within the same millisecond (hence
+        // - 1: a streamed commit from before the snapshot that wins is
+        // followed by the later ones the copy shows, in commit order).
+        // PostgreSQL stamps a commit before it flushes it (and before a
+        // synchronous standby confirms it), so a commit still in progress
+        // for the snapshot can carry an older time than the copy: the
+        // snapshot's running xids (its xip list, and any xid from its xmax
+        // on, where a committing transaction that completed nothing before
+        // it sits) go to the worker, which raises their streamed stamps
+        // above the copy's (`Snapshot::in_flight`). Stamping
+        // the copy lower instead would let a copy repeated after a lost slot
+        // (the only source of what the slot lost) lose to stale values.
+        let row = client
+            .query_one(
+                "SELECT floor(extract(epoch from now()) * 1000)::int8 - 1,
+                        ARRAY(SELECT (x::text::int8 % 4294967296)
+                              FROM pg_snapshot_xip(pg_current_snapshot()) AS x),
+                        pg_snapshot_xmax(pg_current_snapshot())::text::int8 % 4294967296",
+                &[],
+            )
+            .await
+            .map_err(err("reading the snapshot's time and running transactions"))?;
+        let as_of_ms: i64 = before_slot_ms.unwrap_or_else(|| row.get(0));
+        let in_flight: Vec<u64> = row
+            .get::<_, Vec<i64>>(1)
+            .into_iter()
+            .map(|x| x as u64)
+            .collect();
+        let not_seen_from = row.get::<_, i64>(2) as u64;
         let mut tables = HashMap::new();
         for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
             let cols = info
@@ -204,6 +224,8 @@ impl PgSnapshot {
             _exporter: exporter,
             start_position,
             as_of_ms,
+            in_flight,
+            not_seen_from,
             tables,
         })
     }
@@ -222,6 +244,14 @@ impl PgSnapshot {
 impl Snapshot for PgSnapshot {
     fn start_position(&self) -> Option<String> {
         self.start_position.clone()
+    }
+
+    fn in_flight(&self) -> Option<InFlight> {
+        Some(InFlight {
+            as_of_ms: self.as_of_ms,
+            txns: self.in_flight.clone(),
+            from: Some(self.not_seen_from),
+        })
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
@@ -309,6 +339,7 @@ impl Snapshot for PgSnapshot {
                 commit_ts_ms: Some(self.as_of_ms),
                 unchanged: Vec::new(),
                 own_write: false,
+                txn: None,
             });
             last_key = Some(Value::Array(
                 key_idx

@@ -50,6 +50,7 @@ const LINGER: Duration = Duration::from_millis(5);
 const PG_EPOCH_MS: i64 = 946_684_800_000;
 
 struct Txn {
+    xid: u32,
     commit_ms: i64,
     skip: bool,
     /// Made by our own sink: it carries the sink's replication origin.
@@ -268,6 +269,7 @@ impl PgSource {
             commit_ts_ms: Some(commit_ms),
             unchanged,
             own_write: self.txn.as_ref().is_some_and(|t| t.own_write),
+            txn: self.txn.as_ref().map(|t| u64::from(t.xid)),
         }
     }
 
@@ -421,10 +423,11 @@ impl Source for PgSource {
             match event {
                 ReplicationEvent::Begin {
                     final_lsn,
+                    xid,
                     commit_time_micros,
-                    ..
                 } => {
                     self.txn = Some(Txn {
+                        xid,
                         commit_ms: commit_time_micros / 1000 + PG_EPOCH_MS,
                         skip: final_lsn < self.resume,
                         own_write: false,

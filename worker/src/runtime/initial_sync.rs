@@ -7,7 +7,9 @@
 //! crash the copy resumes after the last finished chunk; a collection
 //! already done is skipped (`--restart` copies it again). Snapshot rows are
 //! stamped with the time the provider's snapshot is consistent as of, so a
-//! change committed after it (and streamed later) wins over it. The run's
+//! change committed after it (and streamed later) wins over it; the
+//! transactions the snapshot saw running are saved first, so their changes
+//! win too however early they were stamped ([`super::in_flight`]). The run's
 //! `sink` tasks then fan the documents out to the other providers.
 
 use std::sync::Arc;
@@ -133,6 +135,7 @@ pub async fn copy_provider(
         let start = snapshot.start_position();
         blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), &begun))
             .map_err(ConnectorError::from)?;
+        save_in_flight(&mut store, &spec.name, &*snapshot)?;
         for collection in collections {
             let key = progress_key(&spec.name, &collection);
             let mut progress = if restart {
@@ -177,6 +180,7 @@ pub async fn copy_provider(
                             warn!(provider = %spec.name, %collection, error = %e, "snapshot read failed; retrying");
                             tokio::time::sleep(d).await;
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
+                            save_in_flight(&mut store, &spec.name, &*snapshot)?;
                             continue;
                         }
                         Decision::GiveUp | Decision::Resnapshot => {
@@ -243,6 +247,19 @@ pub async fn copy_provider(
         }
     }
     Ok(out)
+}
+
+/// Saves the transactions a newly opened snapshot saw running, before any
+/// of its rows is merged ([`super::in_flight`]).
+fn save_in_flight(
+    store: &mut connector_store::Store,
+    provider: &str,
+    snapshot: &dyn connector_core::Snapshot,
+) -> Result<(), ConnectorError> {
+    match snapshot.in_flight() {
+        Some(copy) => blocking(|| super::in_flight::save(store, provider, &copy)),
+        None => Ok(()),
+    }
 }
 
 /// A chunk being merged on a blocking thread, returning its row count.

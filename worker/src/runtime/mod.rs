@@ -19,6 +19,7 @@
 pub mod ack;
 pub mod health;
 pub mod http;
+pub mod in_flight;
 pub mod initial_sync;
 pub mod retry;
 pub mod sink_task;

@@ -119,6 +119,7 @@ async fn session(
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
     let mut acks = Acks::new(store.path().to_path_buf());
+    let mut in_flight = super::in_flight::Cached::default();
     loop {
         acks.advance(&mut *source).await?;
         let wait = if acks.pending() {
@@ -126,7 +127,7 @@ async fn session(
         } else {
             shared.interval
         };
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             _ = shutdown.changed() => {
                 acks.flush(&mut *source).await?;
                 return Ok(());
@@ -141,6 +142,10 @@ async fn session(
         }
         if batch.changes.is_empty() && batch.position.is_none() {
             continue;
+        }
+        let raised = blocking(|| in_flight.raise(&store, &name, &mut batch.changes))?;
+        if raised > 0 {
+            debug!(provider = %name, raised, "changes of transactions a copy missed raised above it");
         }
         let received = batch.changes.len() as u64;
         let (changes, dead, filtered) = map_batch(mapping, &batch.changes);

@@ -136,6 +136,16 @@ impl Fleet {
         self.child.as_mut().unwrap()
     }
 
+    /// A fleet that ran until hq and shop were in sync, then stopped
+    /// cleanly: for changes made while the worker is down.
+    pub fn synced_and_stopped(scale: &str) -> Fleet {
+        let mut f = Fleet::new(scale);
+        f.start();
+        f.wait_in_sync();
+        assert_eq!(f.stop(), Some(0));
+        f
+    }
+
     /// `connector run` in the background.
     pub fn start(&mut self) {
         self.spawn(&["run"]);

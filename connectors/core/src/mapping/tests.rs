@@ -21,6 +21,7 @@ fn raw(table: &str, op: RawOp, row: Value) -> RawChange {
         commit_ts_ms: Some(1_700_000_000_000),
         unchanged: vec![],
         own_write: false,
+        txn: None,
     }
 }
 
