@@ -73,10 +73,9 @@ impl SqliteDb {
         )
     }
 
-    /// Runs SQL with the sqlite3 shell; returns its output (`|`-separated).
-    pub fn sql(&self, sql: &str) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sqlite3")
+    /// A sqlite3 shell on the file, reading SQL from its stdin.
+    fn shell(&self) -> std::process::Child {
+        std::process::Command::new("sqlite3")
             .arg("-cmd")
             .arg(".timeout 10000")
             .arg(&self.path)
@@ -84,7 +83,31 @@ impl SqliteDb {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("sqlite3 shell (scripts/test.sh installs it)");
+            .expect("sqlite3 shell (scripts/test.sh installs it)")
+    }
+
+    /// Begins a transaction in a sqlite3 shell of its own, runs `sql` in it
+    /// and returns once it ran, leaving the transaction open.
+    pub fn open_transaction(&self, sql: &str) -> OpenTransaction {
+        use std::io::{BufRead, Write};
+        let mut child = self.shell();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("BEGIN; {sql}; SELECT 'ran';\n").as_bytes())
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ran", "sqlite3 `{sql}` did not run");
+        OpenTransaction { child, stdin }
+    }
+
+    /// Runs SQL with the sqlite3 shell; returns its output (`|`-separated).
+    pub fn sql(&self, sql: &str) -> String {
+        use std::io::Write;
+        let mut child = self.shell();
         child
             .stdin
             .take()
@@ -104,5 +127,25 @@ impl SqliteDb {
 impl Default for SqliteDb {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A transaction left open by [`SqliteDb::open_transaction`].
+pub struct OpenTransaction {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl OpenTransaction {
+    pub fn commit(mut self) {
+        use std::io::Write;
+        self.stdin.write_all(b"COMMIT;\n").unwrap();
+        drop(self.stdin);
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "sqlite3 COMMIT: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

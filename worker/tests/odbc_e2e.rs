@@ -42,6 +42,22 @@ fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
     db
 }
 
+/// hq and an SQLite shop that ran until shop held every order, then
+/// stopped cleanly: for changes made while the worker is down. The ODBC
+/// configuration must outlive the fleet.
+fn sqlite_synced_and_stopped() -> (Fleet, OdbcConfig, SqliteDb) {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_text("orders copied", "200", || {
+        shop.sql("SELECT count(*) FROM orders")
+    });
+    assert_eq!(f.stop(), Some(0));
+    (f, odbc, shop)
+}
+
 fn verify_passes(f: &Fleet) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -533,15 +549,7 @@ fn kill_9_during_an_odbc_initial_sync_resumes_and_loses_nothing() {
 
 #[test]
 fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
-    let mut f = Fleet::new("0.001");
-    let odbc = OdbcConfig::new(None);
-    let shop = sqlite_shop(&mut f, &odbc);
-    ok(&f.connector(&["setup", "--provider", "shop"]));
-    f.start();
-    f.expect_text("orders copied", "200", || {
-        shop.sql("SELECT count(*) FROM orders")
-    });
-    assert_eq!(f.stop(), Some(0));
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // While the fleet is down both sides change order 7: different fields
     // (both survive) and the same field (the later commit wins, everywhere).
     f.pg.psql(
@@ -558,6 +566,37 @@ fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
     );
     f.expect_text("SQLite to converge", "5.25|42|sqlite-later", || {
         shop.sql("SELECT total, customer_id, status FROM orders WHERE order_id = 7")
+    });
+    verify_passes(&f);
+}
+
+#[test]
+fn a_change_journaled_before_a_copy_and_committed_after_it_wins() {
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
+    // Journaled and committed while the worker is down, so the copy below
+    // writes rather than finding the store holding what shop showed last.
+    shop.sql("UPDATE orders SET status = 'copied' WHERE order_id = 1");
+    // The trigger fires (and journals its time) now; the commit comes after
+    // the copy read the row in its committed state.
+    let held = shop.open_transaction("UPDATE orders SET status = 'held' WHERE order_id = 1");
+    std::thread::sleep(Duration::from_millis(50));
+    ok(&f.connector(&[
+        "initial-sync",
+        "--provider",
+        "shop",
+        "--collection",
+        "orders",
+        "--restart",
+    ]));
+    held.commit();
+    assert_eq!(
+        shop.sql("SELECT status FROM orders WHERE order_id = 1"),
+        "held"
+    );
+    f.start();
+    f.expect_in("hq", "SELECT status FROM orders WHERE order_id = 1", "held");
+    f.expect_text("SQLite to keep its commit", "held", || {
+        shop.sql("SELECT status FROM orders WHERE order_id = 1")
     });
     verify_passes(&f);
 }

@@ -54,7 +54,8 @@ pub struct RawChange {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own_write: bool,
     /// The provider's id of the transaction that made the change, where its
-    /// feed has one (PostgreSQL: the xid). A transaction a copy's snapshot
+    /// feed has one (PostgreSQL: the xid, widened to 64 bits; a journal's
+    /// sequence number), never reused. A transaction a copy's snapshot
     /// saw in progress is raised above the copy's stamp
     /// ([`crate::provider::InFlight`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -191,8 +191,9 @@ pub struct InFlight {
     pub txns: Vec<u64>,
     /// Every transaction from this id on was not seen either (PostgreSQL's
     /// snapshot `xmax`: a transaction committing when the snapshot was taken
-    /// may be at or past it and not listed; ids compare as 32-bit circular
-    /// numbers, as xids do).
+    /// may be at or past it and not listed; a journal's next sequence).
+    /// Ids compare as plain numbers: a provider whose ids wrap around widens
+    /// them (PostgreSQL's 32-bit xids to `xid8`).
     pub from: Option<u64>,
 }
 

@@ -7,29 +7,41 @@
 //! a row changed during the copy may be copied in either state — its
 //! journal entry (read after the copy) carries the later change and a later
 //! time, and the store's stamps keep the later one. Resuming after a crash
-//! starts after the last key the store saved. Known gap: the journal's time
-//! is the trigger's, so a transaction that fired before the copy began and
-//! committed after the copy read its row loses to the copy
-//! (docs/ARCHITECTURE.md, ODBC provider).
+//! starts after the last key the store saved.
+//!
+//! The copy is stamped by the database's clock (the journal's times are the
+//! database's too), a millisecond before it begins. The journal's time is
+//! the trigger's, not the commit's: a transaction that fired before the
+//! copy began and committed after the copy read its row carries an older
+//! time than the copy. So the copy also reports the journal entries it
+//! cannot have seen as it began ([`Snapshot::in_flight`]): every sequence
+//! after the highest one then in the journal, and the numbers missing
+//! among the last [`GAP_WINDOW`] below it (a transaction that has not
+//! committed yet holds them, or a rollback or a prune: never read again).
+//! The worker raises their times above the copy's stamp. Not covered: a
+//! transaction holding a sequence number more than [`GAP_WINDOW`] below
+//! the journal's highest when the copy began.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use connector_core::clock::now_millis;
 use connector_core::column_type::text_to_json;
 use connector_core::provider::SnapshotChunk;
 use connector_core::{
-    ConnectorError, Fields, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
+    ConnectorError, Fields, InFlight, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
 };
 
 use crate::catalog::{mapped_tables, query_text, TableInfo};
-use crate::conn::{OdbcConn, Session};
+use crate::conn::{is_missing_table, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::options::OdbcOptions;
 use crate::source::open_session;
+
+/// Missing journal sequence numbers looked for below the highest one.
+pub const GAP_WINDOW: i64 = 2_000;
 
 pub struct OdbcSnapshot {
     session: Session,
@@ -37,6 +49,7 @@ pub struct OdbcSnapshot {
     /// collection → (table, key columns)
     tables: HashMap<String, (TableInfo, Vec<String>)>,
     as_of_ms: i64,
+    in_flight: Option<InFlight>,
 }
 
 impl OdbcSnapshot {
@@ -46,11 +59,9 @@ impl OdbcSnapshot {
         mapping: &Arc<ProviderMapping>,
     ) -> Result<OdbcSnapshot> {
         let d = o.dialect.dialect();
-        // A millisecond early: a change journaled in the copy's first
-        // millisecond, which the copy may have read in its old state, must
-        // still win over the copied row.
-        let as_of_ms = now_millis() - 1;
         let mut session = open_session(conn, d, Stage::Snapshot).await?;
+        let journal = d.qualified(o.schema.as_deref(), &o.journal);
+        let (as_of_ms, in_flight) = session.run(move |c| journal_mark(c, d, &journal)).await?;
         let (m, o) = (mapping.clone(), o.clone());
         let found = session.run(move |c| mapped_tables(c, d, &m, &o)).await?;
         let tables = found
@@ -65,6 +76,7 @@ impl OdbcSnapshot {
             d,
             tables,
             as_of_ms,
+            in_flight,
         })
     }
 
@@ -76,6 +88,73 @@ impl OdbcSnapshot {
             )
         })
     }
+}
+
+/// The copy's stamp, a millisecond before the database's clock (a change
+/// journaled in the copy's first millisecond, which the copy may have read
+/// in its old state, still wins), and the journal entries the copy cannot
+/// have seen. Read in this order: an entry committed in between is then
+/// either listed as unseen or stamped after the clock was read. Without a
+/// journal (setup not run: the source stops with that diagnosis) nothing
+/// is unseen.
+fn journal_mark(
+    c: &odbc_api::Connection<'_>,
+    d: &dyn Dialect,
+    journal: &str,
+) -> Result<(i64, Option<InFlight>)> {
+    let number = |rows: &[Vec<Option<String>>]| -> Option<i64> {
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .map(|n| n as i64)
+    };
+    let clock = query_text(
+        c,
+        &d.clock_query(),
+        &[],
+        Stage::Snapshot,
+        "reading the database's clock",
+    )?;
+    let as_of_ms = number(&clock).ok_or_else(|| {
+        ConnectorError::permanent(
+            Stage::Snapshot,
+            "the database's clock query returned no number",
+        )
+    })? - 1;
+    let high = match query_text(
+        c,
+        &format!("SELECT MAX(seq) FROM {journal}"),
+        &[],
+        Stage::Snapshot,
+        "reading the journal's highest sequence",
+    ) {
+        Ok(rows) => number(&rows).unwrap_or(0),
+        Err(e) if is_missing_table(&e) => return Ok((as_of_ms, None)),
+        Err(e) => return Err(e),
+    };
+    let low = (high - GAP_WINDOW).max(0);
+    let present: HashSet<i64> = query_text(
+        c,
+        &format!("SELECT seq FROM {journal} WHERE seq > ? AND seq <= ?"),
+        &[low.to_string(), high.to_string()],
+        Stage::Snapshot,
+        "reading the journal's recent sequences",
+    )?
+    .iter()
+    .filter_map(|r| number(std::slice::from_ref(r)))
+    .collect();
+    let txns = (low + 1..=high)
+        .filter(|s| !present.contains(s))
+        .map(|s| s as u64)
+        .collect();
+    Ok((
+        as_of_ms,
+        Some(InFlight {
+            as_of_ms,
+            txns,
+            from: Some(high as u64 + 1),
+        }),
+    ))
 }
 
 /// The keyset condition after `after` (key values in key order) and its
@@ -106,6 +185,10 @@ pub fn after_condition(
 
 #[async_trait]
 impl Snapshot for OdbcSnapshot {
+    fn in_flight(&self) -> Option<InFlight> {
+        self.in_flight.clone()
+    }
+
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
         let (info, _) = self.table(collection)?;
         let sql = format!("SELECT COUNT(*) FROM {}", info.qualified(self.d));

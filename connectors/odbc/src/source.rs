@@ -239,7 +239,7 @@ impl OdbcSource {
             commit_ts_ms: row.changed_ms,
             unchanged: Vec::new(),
             own_write: false,
-            txn: None,
+            txn: Some(row.seq as u64),
         })
     }
 }
@@ -352,7 +352,7 @@ impl Source for OdbcSource {
                         commit_ts_ms: row.changed_ms,
                         unchanged: Vec::new(),
                         own_write: false,
-                        txn: None,
+                        txn: Some(row.seq as u64),
                     });
                 }
                 Err(e) => return Err(e),

@@ -50,8 +50,8 @@ pub struct PgSnapshot {
     /// The new slot's consistent point (when this snapshot created it).
     start_position: Option<String>,
     as_of_ms: i64,
-    /// The 32-bit xids (as pgoutput's Begin carries them) the snapshot saw
-    /// in progress.
+    /// The xids (64-bit `xid8`, as the source widens pgoutput's) the
+    /// snapshot saw in progress.
     in_flight: Vec<u64>,
     /// The snapshot's xmax: no xid from it on is visible to the copy.
     not_seen_from: u64,
@@ -164,9 +164,9 @@ impl PgSnapshot {
         let row = client
             .query_one(
                 "SELECT floor(extract(epoch from now()) * 1000)::int8 - 1,
-                        ARRAY(SELECT (x::text::int8 % 4294967296)
+                        ARRAY(SELECT x::text::int8
                               FROM pg_snapshot_xip(pg_current_snapshot()) AS x),
-                        pg_snapshot_xmax(pg_current_snapshot())::text::int8 % 4294967296",
+                        pg_snapshot_xmax(pg_current_snapshot())::text::int8",
                 &[],
             )
             .await

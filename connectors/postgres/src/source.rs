@@ -50,7 +50,8 @@ const LINGER: Duration = Duration::from_millis(5);
 const PG_EPOCH_MS: i64 = 946_684_800_000;
 
 struct Txn {
-    xid: u32,
+    /// Widened to 64 bits ([`widen_xid`]).
+    xid: u64,
     commit_ms: i64,
     skip: bool,
     /// Made by our own sink: it carries the sink's replication origin.
@@ -71,6 +72,21 @@ pub struct PgSource {
     txn: Option<Txn>,
     heartbeat_every: Duration,
     last_heartbeat: Instant,
+    /// The last streamed xid, widened to 64 bits (epoch and xid, as
+    /// `xid8`); the next 32-bit xid is widened to the value nearest it.
+    last_xid: u64,
+}
+
+/// Widens a 32-bit xid (as pgoutput's Begin carries it) to the 64-bit
+/// `xid8` nearest `near`. Every xid the server still streams is within
+/// 2^31 of any other (wraparound protection), so nearest is exact.
+pub fn widen_xid(xid: u32, near: u64) -> u64 {
+    let epoch = near >> 32;
+    [epoch.wrapping_sub(1), epoch, epoch + 1]
+        .into_iter()
+        .map(|e| (e << 32) | u64::from(xid))
+        .min_by_key(|full| full.abs_diff(near))
+        .unwrap_or(u64::from(xid))
 }
 
 async fn slot_state(sql: &Client, slot: &str) -> Result<Option<(Option<String>, Option<Lsn>)>> {
@@ -187,6 +203,14 @@ impl PgSource {
                 &format!("starting replication on slot {}", o.slot),
             )
         })?;
+        let next_xid: i64 = sql
+            .query_one(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, Stage::Source, "reading the next transaction id"))?
+            .get(0);
         info!(provider = %provider, slot = %o.slot, from = %start, "streaming");
         Ok(PgSource {
             client,
@@ -199,6 +223,7 @@ impl PgSource {
             txn: None,
             heartbeat_every: o.heartbeat,
             last_heartbeat: Instant::now(),
+            last_xid: next_xid as u64,
         })
     }
 
@@ -269,7 +294,7 @@ impl PgSource {
             commit_ts_ms: Some(commit_ms),
             unchanged,
             own_write: self.txn.as_ref().is_some_and(|t| t.own_write),
-            txn: self.txn.as_ref().map(|t| u64::from(t.xid)),
+            txn: self.txn.as_ref().map(|t| t.xid),
         }
     }
 
@@ -426,8 +451,9 @@ impl Source for PgSource {
                     xid,
                     commit_time_micros,
                 } => {
+                    self.last_xid = widen_xid(xid, self.last_xid);
                     self.txn = Some(Txn {
-                        xid,
+                        xid: self.last_xid,
                         commit_ms: commit_time_micros / 1000 + PG_EPOCH_MS,
                         skip: final_lsn < self.resume,
                         own_write: false,
@@ -475,5 +501,25 @@ impl Source for PgSource {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::widen_xid;
+
+    #[test]
+    fn xids_widen_to_the_epoch_nearest_the_last_one() {
+        let epoch = |e: u64, xid: u32| (e << 32) | u64::from(xid);
+        assert_eq!(widen_xid(700, epoch(0, 650)), 700);
+        assert_eq!(widen_xid(600, epoch(0, 650)), 600);
+        // Across a wraparound, both ways.
+        assert_eq!(widen_xid(5, epoch(2, u32::MAX - 10)), epoch(3, 5));
+        assert_eq!(
+            widen_xid(u32::MAX - 10, epoch(3, 5)),
+            epoch(2, u32::MAX - 10)
+        );
+        // Epoch 0 never widens below zero.
+        assert_eq!(widen_xid(u32::MAX - 10, 5), epoch(0, u32::MAX - 10));
     }
 }

@@ -18,7 +18,7 @@
 //! a transaction to at least that stamp + 1 before the merge.
 //!
 //! Raising is harmless for anything else an id may name later (a future
-//! transaction past a bound, a reused 32-bit xid): a later commit already
+//! transaction past a bound): a later commit already
 //! carries a later time, and `max(t, stamp + 1)` leaves it as it is. The
 //! changes it must never touch are the ones the copy saw, and those are
 //! before the bound and not listed. So entries are not expired one by one;
@@ -47,12 +47,6 @@ pub const MAX_BOUNDS: usize = 16;
 
 pub fn key(provider: &str) -> String {
     format!("in-flight:{provider}")
-}
-
-/// Whether `txn` is `bound` or after it, as PostgreSQL compares xids
-/// (32-bit circular numbers).
-fn at_or_after(txn: u64, bound: u64) -> bool {
-    (txn as u32).wrapping_sub(bound as u32) as i32 >= 0
 }
 
 /// The transactions whose changes must be raised above a copy's stamp.
@@ -104,7 +98,7 @@ impl Floors {
         let bounded = self
             .from
             .iter()
-            .filter(|(bound, _)| at_or_after(txn, *bound))
+            .filter(|(bound, _)| txn >= *bound)
             .map(|(_, stamp)| *stamp)
             .max();
         listed.max(bounded)
@@ -215,9 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn transactions_from_the_bound_on_are_raised_across_xid_wraparound() {
+    fn transactions_from_the_bound_on_are_raised() {
         let mut floors = Floors::default();
-        let bound = u64::from(u32::MAX) - 1;
+        let bound = 1 << 32; // epoch 1, xid 0
         floors.add(&InFlight {
             as_of_ms: 1_000,
             txns: vec![],
@@ -226,7 +220,7 @@ mod tests {
         let mut changes = vec![
             change(Some(bound - 1), 990), // seen by the copy
             change(Some(bound), 990),     // committing as the copy began
-            change(Some(3), 990),         // past the bound, after wraparound
+            change(Some(bound + 3), 990),
             change(Some(bound + 1), 2_000),
         ];
         assert_eq!(floors.raise(&mut changes), 2);

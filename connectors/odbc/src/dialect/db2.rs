@@ -92,6 +92,10 @@ impl Dialect for Db2 {
          + MICROSECOND(CURRENT TIMESTAMP - CURRENT TIMEZONE) / 1000)"
     }
 
+    fn clock_query(&self) -> String {
+        format!("SELECT {} FROM SYSIBM.SYSDUMMY1", self.now_ms())
+    }
+
     fn limit(&self, sql: &str, n: usize) -> String {
         format!("{sql} FETCH FIRST {n} ROWS ONLY")
     }

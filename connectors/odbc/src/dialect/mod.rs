@@ -198,6 +198,11 @@ pub trait Dialect: Send + Sync {
     /// epoch, UTC (an integer).
     fn now_ms(&self) -> &'static str;
 
+    /// A query of one row and one column: [`Dialect::now_ms`].
+    fn clock_query(&self) -> String {
+        format!("SELECT {}", self.now_ms())
+    }
+
     /// `sql` limited to `n` rows.
     fn limit(&self, sql: &str, n: usize) -> String {
         format!("{sql} LIMIT {n}")

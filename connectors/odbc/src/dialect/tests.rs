@@ -182,6 +182,15 @@ fn db2_pages_with_fetch_first_and_a_spelled_out_keyset_condition() {
 }
 
 #[test]
+fn db2_reads_its_clock_from_sysdummy1_the_others_without_a_table() {
+    assert_eq!(
+        Db2.clock_query(),
+        format!("SELECT {} FROM SYSIBM.SYSDUMMY1", Db2.now_ms())
+    );
+    assert_eq!(Sqlite.clock_query(), format!("SELECT {}", Sqlite.now_ms()));
+}
+
+#[test]
 fn parameters_take_each_databases_forms() {
     let ts = json!("2024-05-01T08:00:00.5Z");
     assert_eq!(
