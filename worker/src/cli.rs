@@ -56,7 +56,8 @@ pub enum Command {
     /// the store out to every provider. Stops cleanly on SIGTERM / Ctrl-C.
     Run(ProviderArg),
     /// Copy the rows that already exist in a provider into the store (the
-    /// feeds only carry new changes). Resumable after a crash.
+    /// feeds only carry new changes). Resumable after a crash. Refused while
+    /// a `connector run` streams the provider (stop it first).
     InitialSync {
         #[command(flatten)]
         provider: ProviderArg,

@@ -46,6 +46,14 @@ fn hq_and_shop_stay_in_sync_both_ways() {
     assert!(out.contains("initial sync done"), "{out}");
     f.start();
     f.wait_in_sync();
+    // A copy beside the running stream of the same provider is refused.
+    let beside = f.connector(&["initial-sync", "--provider", "hq", "--restart"]);
+    let said = String::from_utf8_lossy(&beside.stderr);
+    assert!(
+        !beside.status.success()
+            && said.contains("provider hq is streamed (or copied) by another process"),
+        "{said}"
+    );
     assert_eq!(
         f.pg.count("shop", "product_embeddings"),
         0,

@@ -14,8 +14,10 @@
 //! bound from which on no transaction was seen (PostgreSQL's xmax: a
 //! transaction waiting for its commit to become visible may hold an xid at
 //! or past it without being listed), each with the highest stamp of a copy
-//! that missed it. Every source batch reads it and raises a change of such
-//! a transaction to at least that stamp + 1 before the merge.
+//! that missed it. The provider's source reads it when it starts (copies
+//! and the stream of one provider never run side by side:
+//! [`super::provider_lock`]) and raises a change of such a transaction to
+//! at least that stamp + 1 before the merge.
 //!
 //! Raising is harmless for anything else an id may name later (a future
 //! transaction past a bound): a later commit already
@@ -27,11 +29,7 @@
 //! bounds are kept.
 //!
 //! Crash and restart: the list is in the store, so a source opened after a
-//! crash, or in another process, applies it too. Not covered: a listed
-//! transaction that was streamed and merged before the copy saved its list,
-//! which only a copy run by a second process while the provider streams can
-//! meet (PostgreSQL sends a commit to logical replication once it is
-//! flushed, possibly before it is visible).
+//! crash, or in another process, applies it too.
 
 use std::collections::HashMap;
 
@@ -43,7 +41,7 @@ use connector_store::Store;
 /// Listed transactions kept; the oldest copy stamps go first.
 pub const MAX_ENTRIES: usize = 10_000;
 /// `from` bounds kept (one per snapshot opened); the oldest go first.
-pub const MAX_BOUNDS: usize = 16;
+pub const MAX_BOUNDS: usize = 1_000;
 
 pub fn key(provider: &str) -> String {
     format!("in-flight:{provider}")
@@ -54,15 +52,35 @@ pub fn key(provider: &str) -> String {
 pub struct Floors {
     /// Listed transactions: `[txn, stamp]`.
     txns: HashMap<u64, i64>,
-    /// Every transaction from `bound` on: `[bound, stamp]`.
+    /// Every transaction from `bound` on: `[bound, stamp]`, by bound.
     from: Vec<(u64, i64)>,
+    /// Per entry of `from`: the highest stamp of it and every lower bound.
+    #[serde(skip)]
+    reach: Vec<i64>,
 }
 
 impl Floors {
     /// Reads the saved form; anything unreadable is empty.
     pub fn parse(text: Option<&str>) -> Floors {
-        text.and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default()
+        let mut floors: Floors = text
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        floors.index();
+        floors
+    }
+
+    /// Sorts the bounds and computes `reach`.
+    fn index(&mut self) {
+        self.from.sort_unstable();
+        let mut highest = i64::MIN;
+        self.reach = self
+            .from
+            .iter()
+            .map(|(_, stamp)| {
+                highest = highest.max(*stamp);
+                highest
+            })
+            .collect();
     }
 
     pub fn to_json(&self) -> String {
@@ -90,17 +108,14 @@ impl Floors {
                 .sort_unstable_by_key(|(_, stamp)| std::cmp::Reverse(*stamp));
             self.from.truncate(MAX_BOUNDS);
         }
+        self.index();
     }
 
     /// The stamp a change of `txn` must be raised above, if any.
     fn floor(&self, txn: u64) -> Option<i64> {
         let listed = self.txns.get(&txn).copied();
-        let bounded = self
-            .from
-            .iter()
-            .filter(|(bound, _)| txn >= *bound)
-            .map(|(_, stamp)| *stamp)
-            .max();
+        let below = self.from.partition_point(|(bound, _)| *bound <= txn);
+        let bounded = below.checked_sub(1).map(|i| self.reach[i]);
         listed.max(bounded)
     }
 
@@ -140,34 +155,14 @@ pub fn save(store: &mut Store, provider: &str, copy: &InFlight) -> Result<(), Co
         .map_err(ConnectorError::from)
 }
 
-/// The saved list, re-read for every batch (a copy in another process may
-/// add to it) and parsed again only when it changed.
-#[derive(Default)]
-pub struct Cached {
-    text: Option<String>,
-    floors: Floors,
-}
-
-impl Cached {
-    /// Raises the changes of listed transactions; returns how many.
-    pub fn raise(
-        &mut self,
-        store: &Store,
-        provider: &str,
-        changes: &mut [RawChange],
-    ) -> Result<usize, ConnectorError> {
-        if changes.iter().all(|c| c.txn.is_none()) {
-            return Ok(0);
-        }
-        let text = store
-            .position(&key(provider))
-            .map_err(ConnectorError::from)?;
-        if text != self.text {
-            self.floors = Floors::parse(text.as_deref());
-            self.text = text;
-        }
-        Ok(self.floors.raise(changes))
-    }
+/// The saved list of `provider`. A source reads it once as it starts: the
+/// provider's lock ([`super::provider_lock`]) keeps any copy of the
+/// provider from running beside the stream, so it cannot change meanwhile.
+pub fn load(store: &Store, provider: &str) -> Result<Floors, ConnectorError> {
+    let text = store
+        .position(&key(provider))
+        .map_err(ConnectorError::from)?;
+    Ok(Floors::parse(text.as_deref()))
 }
 
 #[cfg(test)]
@@ -226,6 +221,23 @@ mod tests {
         assert_eq!(floors.raise(&mut changes), 2);
         let ts: Vec<_> = changes.iter().map(|c| c.commit_ts_ms.unwrap()).collect();
         assert_eq!(ts, vec![990, 1_001, 1_001, 2_000]);
+    }
+
+    #[test]
+    fn a_transaction_past_several_bounds_takes_the_highest_of_their_stamps() {
+        let mut floors = Floors::default();
+        for (bound, stamp) in [(20, 50), (10, 100), (30, 70)] {
+            floors.add(&InFlight {
+                as_of_ms: stamp,
+                txns: vec![],
+                from: Some(bound),
+            });
+        }
+        let floors = Floors::parse(Some(&floors.to_json()));
+        assert_eq!(floors.floor(5), None);
+        assert_eq!(floors.floor(10), Some(100));
+        assert_eq!(floors.floor(25), Some(100));
+        assert_eq!(floors.floor(u64::MAX), Some(100));
     }
 
     #[test]
@@ -300,22 +312,19 @@ mod tests {
             },
         )
         .unwrap();
-        let mut cached = Cached::default();
+        let floors = load(&store, "hq").unwrap();
         let mut changes = vec![
             change(Some(1), 50),
             change(Some(2), 50),
             change(Some(9), 50),
             change(Some(10), 50),
         ];
-        assert_eq!(cached.raise(&store, "hq", &mut changes).unwrap(), 3);
+        assert_eq!(floors.raise(&mut changes), 3);
         let ts: Vec<_> = changes.iter().map(|c| c.commit_ts_ms.unwrap()).collect();
         assert_eq!(ts, vec![101, 201, 50, 201]);
         // Another provider's list is its own.
         let mut other = vec![change(Some(1), 50)];
-        assert_eq!(
-            Cached::default().raise(&store, "shop", &mut other).unwrap(),
-            0
-        );
+        assert_eq!(load(&store, "shop").unwrap().raise(&mut other), 0);
         assert!(store.known_providers().unwrap().is_empty());
     }
 }

@@ -24,7 +24,7 @@ use connector_store::SourceApply;
 
 use super::retry::{Backoff, Decision};
 use super::source_task::map_batch;
-use super::{blocking, Shared};
+use super::{blocking, provider_lock, Shared};
 use crate::config::Config;
 use crate::registry;
 
@@ -106,6 +106,18 @@ pub async fn run(
     let shared = Shared::new(config);
     let mut out = Vec::new();
     for spec in specs {
+        let Some(_lock) = provider_lock::try_acquire(&shared.store_path, &spec.name)? else {
+            return Err(ConnectorError::permanent(
+                Stage::Snapshot,
+                format!(
+                    "provider {} is streamed (or copied) by another process: its lock {} is held. \
+                     Stop that `connector run` first; it copies what it needs by itself when it starts \
+                     (a copy beside the stream could overwrite commits the copy did not see)",
+                    spec.name,
+                    provider_lock::lock_path(&shared.store_path, &spec.name).display()
+                ),
+            ));
+        };
         let (provider, mapping) = registry::open(&spec, &mappings)?;
         out.extend(copy_provider(&*provider, mapping, &shared, only, restart).await?);
     }

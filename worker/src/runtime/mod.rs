@@ -21,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod in_flight;
 pub mod initial_sync;
+pub mod provider_lock;
 pub mod retry;
 pub mod sink_task;
 pub mod source_task;

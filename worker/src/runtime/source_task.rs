@@ -14,13 +14,15 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use connector_core::metrics as names;
-use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
+use connector_core::{
+    ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result, Stage,
+};
 use connector_store::{NewDeadLetter, SourceApply};
 
 use super::ack::{Acks, ACK_EVERY};
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
-use super::{blocking, Shared};
+use super::{blocking, provider_lock, Shared};
 
 pub async fn run(
     provider: Arc<dyn Provider>,
@@ -34,7 +36,25 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let outcome = session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
+        // Held through the session and a copy after a lost feed.
+        let (_lock, outcome) = match provider_lock::try_acquire(&shared.store_path, &name) {
+            Ok(Some(lock)) => {
+                let outcome =
+                    session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
+                (Some(lock), outcome)
+            }
+            Ok(None) => (
+                None,
+                Err(ConnectorError::transient(
+                    Stage::Source,
+                    format!(
+                        "another process streams or copies {name} (its lock {} is held); waiting for it",
+                        provider_lock::lock_path(&shared.store_path, &name).display()
+                    ),
+                )),
+            ),
+            Err(e) => (None, Err(e)),
+        };
         let Err(e) = outcome else { return };
         match after_failure("source", &name, &e, &mut backoff, &shared, &mut shutdown).await {
             Next::Retry => {}
@@ -119,7 +139,7 @@ async fn session(
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
     let mut acks = Acks::new(store.path().to_path_buf());
-    let mut in_flight = super::in_flight::Cached::default();
+    let in_flight = blocking(|| super::in_flight::load(&store, &name))?;
     loop {
         acks.advance(&mut *source).await?;
         let wait = if acks.pending() {
@@ -143,7 +163,7 @@ async fn session(
         if batch.changes.is_empty() && batch.position.is_none() {
             continue;
         }
-        let raised = blocking(|| in_flight.raise(&store, &name, &mut batch.changes))?;
+        let raised = in_flight.raise(&mut batch.changes);
         if raised > 0 {
             debug!(provider = %name, raised, "changes of transactions a copy missed raised above it");
         }

@@ -1,0 +1,76 @@
+//! One process at a time streams or copies a provider.
+//!
+//! A copy run beside a stream of the same provider can overwrite a commit
+//! its snapshot did not see: PostgreSQL sends a commit to logical
+//! replication once it is flushed, possibly before it is visible, so the
+//! stream may merge it before the copy has saved what it missed
+//! ([`super::in_flight`]). So a provider's source holds an exclusive lock
+//! while it streams (and while it copies again after a lost feed), and
+//! `connector initial-sync` takes the same lock for each provider it copies:
+//! the copy refuses to run beside a stream with that reason, and a stream
+//! started beside a copy waits for it (a transient error, retried).
+//!
+//! The lock is `flock` on `<store file>.<provider>.lock`: the kernel
+//! releases it when the process ends, however it ends, so a crash never
+//! leaves a provider locked.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use connector_core::{ConnectorError, Stage};
+
+/// Held while it lives.
+#[derive(Debug)]
+pub struct ProviderLock {
+    _file: File,
+}
+
+pub fn lock_path(store: &Path, provider: &str) -> PathBuf {
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    store.with_file_name(format!("{name}.{provider}.lock"))
+}
+
+/// Takes `provider`'s lock, or `None` when another process (or another
+/// holder in this one) has it.
+pub fn try_acquire(store: &Path, provider: &str) -> Result<Option<ProviderLock>, ConnectorError> {
+    let path = lock_path(store, provider);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            ConnectorError::permanent(
+                Stage::Store,
+                format!("cannot open the lock file {}: {e}", path.display()),
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ProviderLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(ConnectorError::permanent(
+            Stage::Store,
+            format!("cannot lock {}: {e}", path.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_is_locked_once_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store.db");
+        let held = try_acquire(&store, "hq").unwrap().expect("free at first");
+        assert!(try_acquire(&store, "hq").unwrap().is_none());
+        assert!(try_acquire(&store, "shop").unwrap().is_some());
+        assert_eq!(lock_path(&store, "hq"), dir.path().join("store.db.hq.lock"));
+        drop(held);
+        assert!(try_acquire(&store, "hq").unwrap().is_some());
+    }
+}
