@@ -76,6 +76,7 @@ impl SqliteDb {
     /// A sqlite3 shell on the file, reading SQL from its stdin.
     fn shell(&self) -> std::process::Child {
         std::process::Command::new("sqlite3")
+            .arg("-bail")
             .arg("-cmd")
             .arg(".timeout 10000")
             .arg(&self.path)
@@ -86,21 +87,27 @@ impl SqliteDb {
             .expect("sqlite3 shell (scripts/test.sh installs it)")
     }
 
-    /// Begins a transaction in a sqlite3 shell of its own, runs `sql` in it
-    /// and returns once it ran, leaving the transaction open.
+    /// Begins a transaction in a sqlite3 shell of its own, runs `sql` (a
+    /// statement changing rows) in it and returns once it changed some,
+    /// leaving the transaction open.
     pub fn open_transaction(&self, sql: &str) -> OpenTransaction {
         use std::io::{BufRead, Write};
         let mut child = self.shell();
         let mut stdin = child.stdin.take().unwrap();
         stdin
-            .write_all(format!("BEGIN; {sql}; SELECT 'ran';\n").as_bytes())
+            .write_all(format!("BEGIN; {sql}; SELECT 'changed ' || changes();\n").as_bytes())
             .unwrap();
         stdin.flush().unwrap();
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ran", "sqlite3 `{sql}` did not run");
+        assert!(
+            line.trim()
+                .strip_prefix("changed ")
+                .is_some_and(|n| n != "0"),
+            "sqlite3 `{sql}` changed nothing: {line:?}"
+        );
         OpenTransaction { child, stdin }
     }
 

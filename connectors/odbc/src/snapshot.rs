@@ -18,9 +18,13 @@
 //! after the highest one then in the journal, and the numbers missing
 //! among the last [`GAP_WINDOW`] below it (a transaction that has not
 //! committed yet holds them, or a rollback or a prune: never read again).
-//! The worker raises their times above the copy's stamp. Not covered: a
-//! transaction holding a sequence number more than [`GAP_WINDOW`] below
-//! the journal's highest when the copy began.
+//! The worker raises their times above the copy's stamp. On a first copy
+//! the same reading is the stream's start ([`Snapshot::start_position`]):
+//! the highest sequence, with the missing numbers as open gaps, so the
+//! poller skips the rows the copy already holds and still reads a
+//! transaction below them that commits later. Not covered: a transaction
+//! holding a sequence number more than [`GAP_WINDOW`] below the journal's
+//! highest when the copy began (the poller's own gap limit).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use connector_core::clock::now_millis;
 use connector_core::column_type::text_to_json;
 use connector_core::provider::SnapshotChunk;
 use connector_core::{
@@ -37,11 +42,13 @@ use connector_core::{
 use crate::catalog::{mapped_tables, query_text, TableInfo};
 use crate::conn::{is_missing_table, OdbcConn, Session};
 use crate::dialect::Dialect;
+use crate::journal::{JournalPosition, MAX_GAPS};
 use crate::options::OdbcOptions;
 use crate::source::open_session;
 
-/// Missing journal sequence numbers looked for below the highest one.
-pub const GAP_WINDOW: i64 = 2_000;
+/// Missing journal sequence numbers looked for below the highest one: as
+/// many as the poller keeps open gaps.
+pub const GAP_WINDOW: i64 = MAX_GAPS as i64;
 
 pub struct OdbcSnapshot {
     session: Session,
@@ -50,6 +57,8 @@ pub struct OdbcSnapshot {
     tables: HashMap<String, (TableInfo, Vec<String>)>,
     as_of_ms: i64,
     in_flight: Option<InFlight>,
+    /// The journal position the copy is consistent with.
+    start_position: Option<String>,
 }
 
 impl OdbcSnapshot {
@@ -61,7 +70,28 @@ impl OdbcSnapshot {
         let d = o.dialect.dialect();
         let mut session = open_session(conn, d, Stage::Snapshot).await?;
         let journal = d.qualified(o.schema.as_deref(), &o.journal);
-        let (as_of_ms, in_flight) = session.run(move |c| journal_mark(c, d, &journal)).await?;
+        let mark = session.run(move |c| journal_mark(c, d, &journal)).await?;
+        let as_of_ms = mark.as_of_ms;
+        // The journal as the copy begins: the stream (on a first copy)
+        // starts after the rows the copy holds, with the missing numbers as
+        // gaps to read when they commit; those and everything after are
+        // raised above the copy.
+        let (in_flight, start_position) = match mark.unseen {
+            Some((high, missing)) => {
+                let now = now_millis();
+                let start = JournalPosition {
+                    seq: high,
+                    gaps: missing.iter().map(|s| (*s, now)).collect(),
+                };
+                let in_flight = InFlight {
+                    as_of_ms,
+                    txns: missing.into_iter().map(|s| s as u64).collect(),
+                    from: Some(high as u64 + 1),
+                };
+                (Some(in_flight), Some(start.encode()))
+            }
+            None => (None, None),
+        };
         let (m, o) = (mapping.clone(), o.clone());
         let found = session.run(move |c| mapped_tables(c, d, &m, &o)).await?;
         let tables = found
@@ -77,6 +107,7 @@ impl OdbcSnapshot {
             tables,
             as_of_ms,
             in_flight,
+            start_position,
         })
     }
 
@@ -90,6 +121,39 @@ impl OdbcSnapshot {
     }
 }
 
+/// An integer the database returned as text (`42`, or `42.0` where a
+/// driver renders a whole decimal).
+fn integer(text: &str) -> Option<i64> {
+    let t = text.trim();
+    t.parse().ok().or_else(|| {
+        let (whole, fraction) = t.split_once('.')?;
+        fraction
+            .chars()
+            .all(|c| c == '0')
+            .then(|| whole.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn integers_read_as_drivers_render_them() {
+    assert_eq!(integer(" 42 "), Some(42));
+    assert_eq!(integer("42.000"), Some(42));
+    assert_eq!(integer("9007199254740993"), Some(9_007_199_254_740_993));
+    assert_eq!(integer("42.5"), None);
+    assert_eq!(integer("forty-two"), None);
+}
+
+/// What the copy reads of the journal before its first row.
+struct JournalMark {
+    /// The copy's stamp.
+    as_of_ms: i64,
+    /// The highest journal sequence then, and the numbers missing among the
+    /// [`GAP_WINDOW`] below it; `None` without a journal.
+    unseen: Option<(i64, Vec<i64>)>,
+}
+
 /// The copy's stamp, a millisecond before the database's clock (a change
 /// journaled in the copy's first millisecond, which the copy may have read
 /// in its old state, still wins), and the journal entries the copy cannot
@@ -101,13 +165,15 @@ fn journal_mark(
     c: &odbc_api::Connection<'_>,
     d: &dyn Dialect,
     journal: &str,
-) -> Result<(i64, Option<InFlight>)> {
-    let number = |rows: &[Vec<Option<String>>]| -> Option<i64> {
-        rows.first()
-            .and_then(|r| r.first().cloned().flatten())
-            .and_then(|t| t.trim().parse::<f64>().ok())
-            .map(|n| n as i64)
+) -> Result<JournalMark> {
+    let unreadable = |what: &str, text: &str| {
+        ConnectorError::permanent(
+            Stage::Snapshot,
+            format!("{what}: `{text}` is not an integer"),
+        )
     };
+    let first =
+        |rows: &[Vec<Option<String>>]| rows.first().and_then(|r| r.first().cloned().flatten());
     let clock = query_text(
         c,
         &d.clock_query(),
@@ -115,12 +181,8 @@ fn journal_mark(
         Stage::Snapshot,
         "reading the database's clock",
     )?;
-    let as_of_ms = number(&clock).ok_or_else(|| {
-        ConnectorError::permanent(
-            Stage::Snapshot,
-            "the database's clock query returned no number",
-        )
-    })? - 1;
+    let clock = first(&clock).unwrap_or_default();
+    let as_of_ms = integer(&clock).ok_or_else(|| unreadable("the database's clock", &clock))? - 1;
     let high = match query_text(
         c,
         &format!("SELECT MAX(seq) FROM {journal}"),
@@ -128,33 +190,37 @@ fn journal_mark(
         Stage::Snapshot,
         "reading the journal's highest sequence",
     ) {
-        Ok(rows) => number(&rows).unwrap_or(0),
-        Err(e) if is_missing_table(&e) => return Ok((as_of_ms, None)),
+        Ok(rows) => match first(&rows) {
+            None => 0, // an empty journal
+            Some(t) => {
+                integer(&t).ok_or_else(|| unreadable("the journal's highest sequence", &t))?
+            }
+        },
+        Err(e) if is_missing_table(&e) => {
+            return Ok(JournalMark {
+                as_of_ms,
+                unseen: None,
+            })
+        }
         Err(e) => return Err(e),
     };
     let low = (high - GAP_WINDOW).max(0);
-    let present: HashSet<i64> = query_text(
+    let mut present = HashSet::new();
+    for row in query_text(
         c,
         &format!("SELECT seq FROM {journal} WHERE seq > ? AND seq <= ?"),
         &[low.to_string(), high.to_string()],
         Stage::Snapshot,
         "reading the journal's recent sequences",
-    )?
-    .iter()
-    .filter_map(|r| number(std::slice::from_ref(r)))
-    .collect();
-    let txns = (low + 1..=high)
-        .filter(|s| !present.contains(s))
-        .map(|s| s as u64)
-        .collect();
-    Ok((
+    )? {
+        let t = row.into_iter().next().flatten().unwrap_or_default();
+        present.insert(integer(&t).ok_or_else(|| unreadable("a journal sequence", &t))?);
+    }
+    let missing = (low + 1..=high).filter(|s| !present.contains(s)).collect();
+    Ok(JournalMark {
         as_of_ms,
-        Some(InFlight {
-            as_of_ms,
-            txns,
-            from: Some(high as u64 + 1),
-        }),
-    ))
+        unseen: Some((high, missing)),
+    })
 }
 
 /// The keyset condition after `after` (key values in key order) and its
@@ -187,6 +253,10 @@ pub fn after_condition(
 impl Snapshot for OdbcSnapshot {
     fn in_flight(&self) -> Option<InFlight> {
         self.in_flight.clone()
+    }
+
+    fn start_position(&self) -> Option<String> {
+        self.start_position.clone()
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {

@@ -39,7 +39,7 @@ use connector_core::{ConnectorError, InFlight, RawChange};
 use connector_store::Store;
 
 /// Listed transactions kept; the oldest copy stamps go first.
-pub const MAX_ENTRIES: usize = 10_000;
+pub const MAX_ENTRIES: usize = 100_000;
 /// `from` bounds kept (one per snapshot opened); the oldest go first.
 pub const MAX_BOUNDS: usize = 1_000;
 
