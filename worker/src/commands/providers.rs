@@ -52,6 +52,7 @@ pub fn initial_sync(
         mappings,
         collection,
         restart,
+        None,
     ))?;
     let total: u64 = copied.iter().filter(|c| !c.skipped).map(|c| c.rows).sum();
     let secs: f64 = copied.iter().map(|c| c.seconds).sum();

@@ -33,6 +33,26 @@ impl Health {
             .insert(task, TaskHealth { light, detail });
     }
 
+    /// Sets a task's light and detail unless they are already these;
+    /// returns whether they changed (for logging a state once).
+    pub fn set_once(&self, provider: &str, task: &'static str, light: Light, detail: &str) -> bool {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let tasks = map.entry(provider.to_string()).or_default();
+        let same = tasks
+            .get(task)
+            .is_some_and(|t| t.light == light && t.detail.as_deref() == Some(detail));
+        if !same {
+            tasks.insert(
+                task,
+                TaskHealth {
+                    light,
+                    detail: Some(detail.to_string()),
+                },
+            );
+        }
+        !same
+    }
+
     /// Each provider's worst task light, with the task details.
     pub fn snapshot(&self) -> BTreeMap<String, (Light, BTreeMap<&'static str, TaskHealth>)> {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,6 +11,11 @@
 //! transactions the snapshot saw running are saved first, so their changes
 //! win too however early they were stamped ([`super::in_flight`]). The run's
 //! `sink` tasks then fan the documents out to the other providers.
+//!
+//! Inside `connector run` a shutdown request (SIGTERM) ends the copy after
+//! the chunk in flight has committed; the next start resumes after it.
+
+use tokio::sync::watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -102,11 +107,14 @@ pub async fn run(
     mappings: Arc<MappingSet>,
     only: Option<&str>,
     restart: bool,
+    shutdown: Option<&watch::Receiver<bool>>,
 ) -> Result<Vec<Copied>, ConnectorError> {
     let shared = Shared::new(config);
     let mut out = Vec::new();
-    for spec in specs {
-        let Some(_lock) = provider_lock::try_acquire(&shared.store_path, &spec.name)? else {
+    // Every provider's lock first: nothing is copied when one is held.
+    let mut locks = Vec::new();
+    for spec in &specs {
+        let Some(lock) = provider_lock::try_acquire(&shared.store_path, &spec.name)? else {
             return Err(ConnectorError::permanent(
                 Stage::Snapshot,
                 format!(
@@ -118,21 +126,34 @@ pub async fn run(
                 ),
             ));
         };
+        locks.push(lock);
+    }
+    for spec in specs {
         let (provider, mapping) = registry::open(&spec, &mappings)?;
-        out.extend(copy_provider(&*provider, mapping, &shared, only, restart).await?);
+        out.extend(copy_provider(&*provider, mapping, &shared, only, restart, shutdown).await?);
+        if stopping(shutdown) {
+            break;
+        }
     }
     Ok(out)
 }
 
+/// Whether a shutdown was requested.
+pub fn stopping(shutdown: Option<&watch::Receiver<bool>>) -> bool {
+    shutdown.is_some_and(|s| *s.borrow())
+}
+
 /// Copies one provider's collections (or only `only`); `restart` ignores
 /// earlier progress. Also what a source does when its feed lost history
-/// and the provider is configured to re-snapshot.
+/// and the provider is configured to re-snapshot. Returns early, with what
+/// it copied, once `shutdown` fires (the chunk in flight committed).
 pub async fn copy_provider(
     provider: &dyn Provider,
     mapping: Arc<ProviderMapping>,
     shared: &Shared,
     only: Option<&str>,
     restart: bool,
+    shutdown: Option<&watch::Receiver<bool>>,
 ) -> Result<Vec<Copied>, ConnectorError> {
     let spec = provider.spec().clone();
     let mut out = Vec::new();
@@ -149,6 +170,9 @@ pub async fn copy_provider(
             .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;
         for collection in collections {
+            if stopping(shutdown) {
+                break;
+            }
             let key = progress_key(&spec.name, &collection);
             let mut progress = if restart {
                 Progress::default()
@@ -231,7 +255,7 @@ pub async fn copy_provider(
                         .map_err(ConnectorError::from)?;
                     Ok(n)
                 }));
-                if chunk.done {
+                if chunk.done || stopping(shutdown) {
                     break;
                 }
             }

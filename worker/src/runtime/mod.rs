@@ -165,6 +165,16 @@ pub async fn run(
     mappings: Arc<MappingSet>,
 ) -> Result<i32, String> {
     let shared = Shared::new(config);
+    // Before a first copy, which can take hours: SIGTERM ends it after the
+    // chunk in flight, and systemd hears READY (with the copy as STATUS)
+    // and watchdog pings meanwhile, instead of timing the start out.
+    let shutdown = shutdown_on_signals();
+    systemd::notify_ready();
+    tokio::spawn(systemd::watchdog(shared.health.clone(), shutdown.clone()));
+    let metrics = http::install_metrics();
+    if let Some(addr) = &config.http_addr {
+        http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await?;
+    }
     if config.auto_initial_sync {
         let store = shared.open_store().map_err(|e| e.to_string())?;
         let mut first = Vec::new();
@@ -178,21 +188,41 @@ pub async fn run(
         if !first.is_empty() {
             let names: Vec<&str> = first.iter().map(|s| s.name.as_str()).collect();
             info!(providers = ?names, "first start: copying existing rows before streaming (CONNECTOR_INITIAL_SYNC=never skips this)");
+            systemd::notify_status(&format!("copying existing rows of {}", names.join(", ")));
+            for name in &names {
+                shared.health.set(
+                    name,
+                    "source",
+                    Light::Yellow,
+                    Some("copying existing rows".into()),
+                );
+            }
             for spec in first {
                 // A provider that cannot be copied now (unreachable, say) does
                 // not hold the others back: its source task copies it first,
                 // with the usual retries, or stops it with the reason.
                 let name = spec.name.clone();
-                if let Err(e) =
-                    initial_sync::run(config, vec![spec], mappings.clone(), None, false).await
+                if let Err(e) = initial_sync::run(
+                    config,
+                    vec![spec],
+                    mappings.clone(),
+                    None,
+                    false,
+                    Some(&shutdown),
+                )
+                .await
                 {
                     warn!(provider = %name, error = %e, "initial sync failed; the provider's task retries it");
                 }
+                if *shutdown.borrow() {
+                    systemd::notify_stopping();
+                    info!("stopped during the first copy; the next start resumes it");
+                    return Ok(0);
+                }
             }
+            systemd::notify_status("syncing");
         }
     }
-    let shutdown = shutdown_on_signals();
-    let metrics = http::install_metrics();
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = Vec::new();
     for spec in specs {
@@ -240,9 +270,6 @@ pub async fn run(
     if names.is_empty() {
         return Err("no provider could start (see the errors above)".into());
     }
-    if let Some(addr) = &config.http_addr {
-        http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await?;
-    }
     // Entries are kept until every enabled provider of the configuration
     // has passed them, not only those running in this process (one process
     // per provider is a supported deployment).
@@ -261,8 +288,6 @@ pub async fn run(
         config.compact_every,
         shutdown.clone(),
     ));
-    systemd::notify_ready();
-    tasks.spawn(systemd::watchdog(shared.health.clone(), shutdown.clone()));
     while tasks.join_next().await.is_some() {
         if !*shutdown.borrow() && shared.health.all_red() {
             error!("every provider has stopped on a permanent error");

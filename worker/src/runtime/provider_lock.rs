@@ -10,9 +10,12 @@
 //! the copy refuses to run beside a stream with that reason, and a stream
 //! started beside a copy waits for it (a transient error, retried).
 //!
-//! The lock is `flock` on `<store file>.<provider>.lock`: the kernel
-//! releases it when the process ends, however it ends, so a crash never
-//! leaves a provider locked.
+//! The lock is `flock` on `<store file>.<provider>.lock` (beside the
+//! store's real path, so links to the store share it): the kernel releases
+//! it when the process ends, however it ends, so a crash never leaves a
+//! provider locked. The file is created group-writable and opened read-only
+//! when it exists (`flock` needs no write access), so one left by an
+//! operator's own run does not lock the service's user out.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -30,24 +33,37 @@ pub fn lock_path(store: &Path, provider: &str) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "store".into());
-    store.with_file_name(format!("{name}.{provider}.lock"))
+    let dir = match store.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    dir.join(format!("{name}.{provider}.lock"))
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o660)
+            .open(path),
+        other => other,
+    }
 }
 
 /// Takes `provider`'s lock, or `None` when another process (or another
 /// holder in this one) has it.
 pub fn try_acquire(store: &Path, provider: &str) -> Result<Option<ProviderLock>, ConnectorError> {
     let path = lock_path(store, provider);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| {
-            ConnectorError::permanent(
-                Stage::Store,
-                format!("cannot open the lock file {}: {e}", path.display()),
-            )
-        })?;
+    let file = open(&path).map_err(|e| {
+        ConnectorError::permanent(
+            Stage::Store,
+            format!("cannot open the lock file {}: {e}", path.display()),
+        )
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(Some(ProviderLock { _file: file })),
         Err(TryLockError::WouldBlock) => Ok(None),

@@ -2,7 +2,8 @@
 //!
 //! Every provider returns a [`ConnectorError`] whose kind says what it is:
 //! transient errors (network, restarts, locks) are retried with exponential
-//! backoff and full jitter, from 0.5 s up to 60 s, forever: a database that
+//! backoff and jitter (a step plus up to as much again at random), from
+//! 0.5 s, never waiting more than 60 s, forever: a database that
 //! is down for a day catches up when it returns, and positions only move
 //! after commits, so nothing is lost while waiting. Permanent errors stop
 //! that provider's task with the message (the others go on). Bad records
@@ -50,7 +51,9 @@ impl Backoff {
     /// Decides, and advances the backoff when retrying.
     pub fn decide(&mut self, error: &ConnectorError) -> Decision {
         match error.kind {
-            ErrorKind::Transient => Decision::RetryAfter(self.delays.next().unwrap_or(MAX_DELAY)),
+            ErrorKind::Transient => {
+                Decision::RetryAfter(self.delays.next().unwrap_or(MAX_DELAY).min(MAX_DELAY))
+            }
             // A bad record that escaped its stage must not loop forever.
             ErrorKind::Permanent | ErrorKind::BadRecord => Decision::GiveUp,
             ErrorKind::NeedsSnapshot => Decision::Resnapshot,
@@ -141,7 +144,7 @@ mod tests {
                 other => panic!("{other:?} on a transient error"),
             })
             .collect();
-        assert!(delays.iter().all(|d| *d <= MAX_DELAY * 2), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= MAX_DELAY), "{delays:?}");
         assert!(delays[15] >= MAX_DELAY / 2, "did not grow: {delays:?}");
         b.reset();
         match b.decide(&e) {

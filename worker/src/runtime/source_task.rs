@@ -14,15 +14,16 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use connector_core::metrics as names;
-use connector_core::{
-    ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result, Stage,
-};
+use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
 use connector_store::{NewDeadLetter, SourceApply};
 
 use super::ack::{Acks, ACK_EVERY};
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, provider_lock, Shared};
+
+/// How often a provider whose lock another process holds checks again.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn run(
     provider: Arc<dyn Provider>,
@@ -43,16 +44,20 @@ pub async fn run(
                     session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
                 (Some(lock), outcome)
             }
-            Ok(None) => (
-                None,
-                Err(ConnectorError::transient(
-                    Stage::Source,
-                    format!(
-                        "another process streams or copies {name} (its lock {} is held); waiting for it",
-                        provider_lock::lock_path(&shared.store_path, &name).display()
-                    ),
-                )),
-            ),
+            Ok(None) => {
+                // Waiting is not an error: checked again every second.
+                let why = format!(
+                    "waiting: another process streams or copies {name} (its lock {} is held)",
+                    provider_lock::lock_path(&shared.store_path, &name).display()
+                );
+                if shared.health.set_once(&name, "source", Light::Yellow, &why) {
+                    warn!(provider = %name, "{why}");
+                }
+                if super::sleep_or_shutdown(LOCK_WAIT, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
             Err(e) => (None, Err(e)),
         };
         let Err(e) = outcome else { return };
@@ -74,6 +79,7 @@ pub async fn run(
                         &shared,
                         None,
                         true,
+                        Some(&shutdown),
                     )
                     .await
                 };
@@ -133,7 +139,18 @@ async fn session(
     let mut store = blocking(|| shared.open_store())?;
     if shared.auto_initial_sync && blocking(|| super::initial_sync::needed(&store, &name, mapping))?
     {
-        super::initial_sync::copy_provider(provider, mapping.clone(), shared, None, false).await?;
+        super::initial_sync::copy_provider(
+            provider,
+            mapping.clone(),
+            shared,
+            None,
+            false,
+            Some(shutdown),
+        )
+        .await?;
+        if *shutdown.borrow() {
+            return Ok(());
+        }
     }
     let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
     let mut source = provider.open_source(mapping.clone(), resume).await?;

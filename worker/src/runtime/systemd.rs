@@ -33,6 +33,11 @@ pub fn notify_ready() {
     notify("READY=1\nSTATUS=syncing");
 }
 
+/// What `systemctl status` shows as the unit's status line.
+pub fn notify_status(status: &str) {
+    notify(&format!("STATUS={status}"));
+}
+
 pub fn notify_stopping() {
     notify("STOPPING=1");
 }

@@ -146,6 +146,47 @@ impl Fleet {
         f
     }
 
+    /// Rows the store's initial-sync progress of `provider` counts as
+    /// copied.
+    pub fn progress_rows(&self, provider: &str) -> i64 {
+        let out = Command::new("sqlite3")
+            .arg(self.dir.path().join("store.db"))
+            .arg(format!(
+                "SELECT coalesce(sum(json_extract(position, '$.rows')), 0) FROM positions \
+                 WHERE provider LIKE 'initial-sync:{provider}:%'"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// Runs `initial-sync` for `provider` after an interrupted one and checks
+    /// that it copied exactly the rows the first run had not finished: a
+    /// copy that started a begun collection over would copy more.
+    pub fn resume_initial_sync(&self, provider: &str) {
+        let before = self.progress_rows(provider);
+        assert!(before > 0, "the interrupted copy saved progress");
+        let out = self.connector(&["initial-sync", "--provider", provider]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        let copied: i64 = said
+            .split("initial sync done: ")
+            .nth(1)
+            .and_then(|rest| rest.split(" rows").next())
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no summary: {said}"));
+        assert_eq!(
+            before + copied,
+            self.progress_rows(provider),
+            "the resumed copy copies only what the first did not: {said}"
+        );
+    }
+
     /// `connector run` in the background.
     pub fn start(&mut self) {
         self.spawn(&["run"]);
