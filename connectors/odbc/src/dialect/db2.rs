@@ -37,7 +37,7 @@ impl Dialect for Db2 {
         (
             format!(
                 "SELECT COLNAME, CASE \
-                 WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON' \
+                 WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON ' || TYPENAME || '(' || LENGTH || ')' \
                  WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
                  WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') \
                  THEN TYPENAME || '(' || LENGTH || ')' \
@@ -50,7 +50,9 @@ impl Dialect for Db2 {
 
     fn column_type(&self, sql_type: &str) -> ColumnType {
         match sql_type {
-            // DB2 has no JSON type; timestamps hold UTC (see the module docs).
+            // DB2 has no JSON type: `JSON <type>` is JSON text in a column
+            // commented `json`; timestamps hold UTC (see the module docs).
+            t if t.starts_with("JSON ") => ColumnType::Json,
             t if t.starts_with("TIMESTAMP") => ColumnType::TimestampTz,
             t => generic_column_type(t),
         }
@@ -101,7 +103,12 @@ impl Dialect for Db2 {
     }
 
     fn placeholder(&self, column: &Column) -> String {
-        format!("CAST(? AS {})", column.sql_type)
+        // A JSON column's text goes in as its storage type.
+        let ty = column
+            .sql_type
+            .strip_prefix("JSON ")
+            .unwrap_or(&column.sql_type);
+        format!("CAST(? AS {ty})")
     }
 
     fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {

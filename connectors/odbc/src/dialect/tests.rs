@@ -55,7 +55,7 @@ fn db2_reads_the_catalog_from_syscat_columns() {
     let (sql, params) = Db2.columns_query(Some("RETAIL"), "orders");
     assert_eq!(
         sql,
-        "SELECT COLNAME, CASE WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON' WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
+        "SELECT COLNAME, CASE WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON ' || TYPENAME || '(' || LENGTH || ')' WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
          WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') THEN TYPENAME || '(' || LENGTH || ')' \
          ELSE TYPENAME END FROM SYSCAT.COLUMNS WHERE TABSCHEMA = ? AND TABNAME = ? ORDER BY COLNO"
     );
@@ -76,7 +76,8 @@ fn db2_reads_the_catalog_from_syscat_columns() {
         ]
     );
     assert_eq!(Db2.column_type("BOOLEAN"), ColumnType::Bool);
-    assert_eq!(Db2.column_type("JSON"), ColumnType::Json);
+    assert_eq!(Db2.column_type("JSON CLOB(1048576)"), ColumnType::Json);
+    assert_eq!(Db2.column_type("CLOB(1048576)"), ColumnType::Text);
     assert_eq!(Db2.column_type("DATE"), ColumnType::Date);
 }
 
@@ -132,6 +133,43 @@ fn db2_triggers_reference_new_and_old_rows_and_write_json_images() {
                 image("O")
             ),
         ]
+    );
+}
+
+/// `products` as SYSCAT.COLUMNS describes it: `attributes` is a CLOB(1M)
+/// commented `json`, `category_id` a CHAR(36).
+fn db2_products() -> TableInfo {
+    let d = &Db2;
+    TableInfo {
+        schema: Some("RETAIL".into()),
+        name: "products".into(),
+        columns: vec![
+            col("product_id", "INTEGER", d),
+            col("category_id", "CHARACTER(36)", d),
+            col("name", "VARCHAR(200)", d),
+            col("price", "DECIMAL(10,2)", d),
+            col("attributes", "JSON CLOB(1048576)", d),
+        ],
+    }
+}
+
+#[test]
+fn db2_writes_json_text_into_its_storage_type() {
+    let t = db2_products();
+    assert_eq!(t.column("attributes").map(|c| c.ty), Some(ColumnType::Json));
+    let cols = strings(&["attributes", "category_id", "product_id"]);
+    assert_eq!(
+        Db2.upsert(&t, &cols, &strings(&["product_id"]), 1),
+        "MERGE INTO \"RETAIL\".\"products\" AS T USING (VALUES (CAST(? AS CLOB(1048576)), \
+         CAST(? AS CHARACTER(36)), CAST(? AS INTEGER))) AS S (\"attributes\", \"category_id\", \"product_id\") \
+         ON T.\"product_id\" = S.\"product_id\" \
+         WHEN MATCHED THEN UPDATE SET \"attributes\" = S.\"attributes\", \"category_id\" = S.\"category_id\" \
+         WHEN NOT MATCHED THEN INSERT (\"attributes\", \"category_id\", \"product_id\") \
+         VALUES (S.\"attributes\", S.\"category_id\", S.\"product_id\")"
+    );
+    assert_eq!(
+        Db2.param_text(ColumnType::Json, &json!({"b": 1, "a": [true]})),
+        Some("{\"a\":[true],\"b\":1}".into())
     );
 }
 
