@@ -652,6 +652,33 @@ fn sigterm_during_the_first_copy_stops_cleanly_and_the_next_start_resumes() {
 }
 
 #[test]
+fn a_toasted_value_survives_a_primary_key_change_under_replica_identity_full() {
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql("hq", "ALTER TABLE stores REPLICA IDENTITY FULL");
+    // ~9.6 KB of text: stored out of line (TOAST).
+    f.pg.psql(
+        "hq",
+        "UPDATE stores SET city = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i) \
+         WHERE store_id = 1",
+    );
+    f.expect_both("SELECT length(city) FROM stores WHERE store_id = 1", "9600");
+    // The new key's row: PostgreSQL sends `city` as unchanged TOAST.
+    f.pg.psql("hq", "UPDATE stores SET store_id = 999 WHERE store_id = 1");
+    f.expect_both(
+        "SELECT string_agg(store_id || ':' || coalesce(length(city), 0), ',') FROM stores \
+         WHERE store_id IN (1, 999)",
+        "999:9600",
+    );
+    f.expect_both(
+        "SELECT md5(city) = (SELECT md5(string_agg(md5(i::text), '')) FROM generate_series(1, 300) i) \
+         FROM stores WHERE store_id = 999",
+        "t",
+    );
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

@@ -345,7 +345,24 @@ impl PgSource {
                         .as_ref()
                         .is_some_and(|o| key.iter().any(|k| o.get(k) != row.get(k)));
                     if key_changed {
-                        // A new primary key is a new document: delete the old one.
+                        // A new primary key is a new document: delete the old
+                        // one. Values PostgreSQL left out as unchanged TOAST
+                        // come from the old image where it has them (REPLICA
+                        // IDENTITY FULL); the new id has no stored document
+                        // to take them from.
+                        let (mut row, mut unchanged) = (row, unchanged);
+                        if let Some(o) = &old {
+                            unchanged.retain(|c| match o.get(c) {
+                                Some(v) => {
+                                    row.insert(c.clone(), v.clone());
+                                    false
+                                }
+                                None => true,
+                            });
+                        }
+                        if !unchanged.is_empty() {
+                            warn!(table = %rel.name, columns = ?unchanged, "a primary key change left TOASTed values out and the old image lacks them (set REPLICA IDENTITY FULL); the new document goes without them");
+                        }
                         out.push(self.change(
                             rel,
                             RawOp::Delete,
