@@ -14,9 +14,20 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# Rust 1.89 or later (std's File::try_lock): rustup's stable toolchain when
+# no cargo is on PATH (a fresh machine), installed for the current user.
+ensure_rust() {
+  [ -f "$HOME/.cargo/env" ] && source "$HOME/.cargo/env"
+  command -v cargo >/dev/null && return 0
+  apt_install curl ca-certificates
+  echo "installing Rust (rustup, stable, minimal profile)" >&2
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt >&2
+  source "$HOME/.cargo/env"
+}
+
 ensure_build_deps() {
-  command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
   apt_install gcc pkg-config sqlite3 systemd
+  ensure_rust
 }
 
 # PostgreSQL server binaries for the private test clusters.
