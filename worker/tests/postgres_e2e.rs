@@ -27,7 +27,9 @@ fn hq_and_shop_stay_in_sync_both_ways() {
     ok(&f.connector(&["test-connection"]));
     let dry = ok(&f.connector(&["setup", "--provider", "shop", "--dry-run"]));
     assert!(
-        dry.contains("CREATE PUBLICATION") && dry.contains("needs: a role with REPLICATION"),
+        dry.contains("CREATE PUBLICATION")
+            && dry.contains("needs: a role with REPLICATION")
+            && dry.contains("pg_replication_origin_session_setup(text)"),
         "{dry}"
     );
     let first = ok(&f.connector(&["setup", "--provider", "shop"]));

@@ -52,11 +52,7 @@ pub fn run(
 ) -> Result<Vec<String>> {
     let mut lines = vec![format!(
         "-- needs: CREATE TABLE and CREATE TRIGGER{} in the schema, SELECT and DELETE on the journal",
-        if d.name() == "PostgreSQL" {
-            ", CREATE FUNCTION"
-        } else {
-            ""
-        }
+        d.setup_privileges()
     )];
     for sql in plan(c, d, mapping, o)? {
         if !sql.starts_with("--") && !dry_run {

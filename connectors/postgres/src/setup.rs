@@ -14,7 +14,10 @@ use crate::options::PgOptions;
 
 pub const PRIVILEGES: &str =
     "-- needs: a role with REPLICATION (or superuser), CREATE on the database \
-(for the publication), and ownership of the mapped tables (for REPLICA IDENTITY)";
+(for the publication), and ownership of the mapped tables (for REPLICA IDENTITY); \
+for the sink to mark its own writes (else echoes are recognised more slowly): \
+EXECUTE on pg_replication_origin_create(text), pg_replication_origin_oid(text) \
+and pg_replication_origin_session_setup(text)";
 
 /// The mapped tables that exist, with their catalog description.
 pub async fn mapped_tables(

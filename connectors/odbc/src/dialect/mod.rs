@@ -187,6 +187,12 @@ pub trait Dialect: Send + Sync {
         generic_column_type(sql_type)
     }
 
+    /// Privileges `setup` needs beyond CREATE TABLE and CREATE TRIGGER
+    /// (", CREATE FUNCTION" where triggers call a function), for its notes.
+    fn setup_privileges(&self) -> &'static str {
+        ""
+    }
+
     /// DDL creating the journal table (run only when it does not exist).
     fn create_journal(&self, journal: &str) -> Vec<String>;
 

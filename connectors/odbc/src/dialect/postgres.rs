@@ -75,6 +75,10 @@ impl Dialect for Postgres {
         ]
     }
 
+    fn setup_privileges(&self) -> &'static str {
+        ", CREATE FUNCTION"
+    }
+
     fn now_ms(&self) -> &'static str {
         "(extract(epoch from clock_timestamp()) * 1000)::bigint"
     }
