@@ -134,8 +134,7 @@ sleep 35   # one compaction pass (every 30 s) after the catch-up
 
 # --- polling under a steady write load into SQLite
 MAXO=$(pg_psql hq -At -c "SELECT max(order_id) FROM orders")
-before=$(pg_psql hq -At -c "SELECT count(*) FROM orders WHERE status LIKE 'load-%'")
-python3 - "$SQLITE" "$RATE" "$SECONDS_LOAD" "$MAXO" <<'PY'
+python3 - "$SQLITE" "$RATE" "$SECONDS_LOAD" "$MAXO" 2> "$WORK/load.txt" <<'PY'
 import random, sqlite3, sys, time, datetime
 path, rate, seconds, maxo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 db = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -158,6 +157,10 @@ LAST=$(sqlite3 "$SQLITE" "SELECT max(id) FROM heartbeats")
 t4=$(now)
 until [ "$(pg_psql hq -At -c "SELECT count(*) FROM arrivals WHERE id = $LAST")" = "1" ]; do sleep 0.05; done
 R[drain]=$(awk -v a="$t4" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+# Changes carried per second: the updates written, over the load's time plus
+# the drain after it.
+read -r WROTE LOAD_S < <(awk '/^wrote/ {print $2, $(NF)}' "$WORK/load.txt" | tr -d s)
+R[reached]=$(awk -v n="$WROTE" -v t="$LOAD_S" -v d="${R[drain]}" 'BEGIN { printf "%.0f", n / (t + d) }')
 R[lag]=$(pg_psql hq -At -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ms / ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1) || ' ms (' || count(*) || ' heartbeats)' FROM (SELECT extract(epoch FROM arrived_at - sent_at) * 1000 AS ms FROM arrivals) x")
 RSS=$(awk '/VmHWM/ {printf "%.1f MB", $2 / 1024}' /proc/$RUN_PID/status)
 
@@ -171,6 +174,7 @@ initial sync (rows/s)
   store → MariaDB (ODBC) fan-out              ${R[fan_maria]}
   hq → store → MariaDB, end to end            ${R[e2e_maria]}
 journal polling, SQLite → hq, ${RATE} changes/s offered for ${SECONDS_LOAD}s
+  changes carried (written / (load + drain))  ${R[reached]} changes/s ($WROTE updates)
   heartbeat lag p50 / p99                     ${R[lag]}   (target p99 < $((2 * INTERVAL + 100)) ms)
   backlog left when the load stopped          ${R[drain]} s to drain
   (before the load: the sinks took ${R[catch_up]} s to read the change log of the copy)

@@ -167,6 +167,9 @@ R[lat_native]=$(latency native 1 "$PROBES")
 # --- backlog: stop both consumers, queue N transactions, measure catch-up
 kill -TERM $RUN_PID; wait $RUN_PID; RUN_PID=""
 pg_psql native -c "ALTER SUBSCRIPTION bench_native DISABLE"
+# A third consumer of the same backlog: pg_recvlogical alone (decoding and
+# sending, no apply), the floor any logical consumer starts from.
+pg_psql hq -c "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')" > /dev/null
 sleep 1
 pgbench -n -c 4 -j 2 -t $((BACKLOG / 4)) -f "$WORK/update.sql" -h 127.0.0.1 -p "$PORT" -U postgres hq > "$WORK/backlog.log" 2>&1
 MARK=$((PROBES + 1000))
@@ -181,9 +184,16 @@ t0=$(now)
 pg_psql native -c "ALTER SUBSCRIPTION bench_native ENABLE"
 until [ "$(pg_psql native -At -c "SELECT count(*) FROM arrivals WHERE id = $MARK")" = "1" ]; do sleep 0.05; done
 R[backlog_native]=$(rate "$BACKLOG" "$t0" "$(now)")
+END_LSN=$(pg_psql hq -At -c "SELECT pg_current_wal_lsn()")
+t0=$(now)
+"$PG_BIN/pg_recvlogical" -d "$(pg_url hq)" --slot bench_recv --start --endpos "$END_LSN" \
+  -o proto_version=1 -o publication_names=bench_native -f /dev/null
+R[backlog_recvlogical]=$(rate "$BACKLOG" "$t0" "$(now)")
+pg_psql hq -c "SELECT pg_drop_replication_slot('bench_recv')" > /dev/null
 RSS_INITIAL=$(grep -oE 'peak RSS [0-9.]+ MB' "$WORK/initial.log" | awk '{print $3 " MB"}' || true)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }'; }
+p99() { echo "$1" | awk -F' / ' '{print $2}' | awk '{print $1}'; }
 cat <<REPORT
 
 == PostgreSQL benchmark, scale $SCALE ($ROWS synced rows), $(nproc) cores
@@ -192,13 +202,14 @@ initial copy (rows/s)
   pgloader                              ${R[pgloader]}
   native subscription (initial copy)    ${R[native_copy]}
   connector hq → store                  ${R[into_store]}   ($(ratio "${R[into_store]}" "${R[copy]}") COPY pipe)
-  connector hq → store → shop           ${R[end_to_end]}   ($(ratio "${R[end_to_end]}" "${R[copy]}") COPY pipe, $(ratio "${R[end_to_end]}" "${R[pgloader]}") pgloader)
+  connector hq → store → shop           ${R[end_to_end]}   ($(ratio "${R[end_to_end]}" "${R[copy]}") COPY pipe, $(ratio "${R[end_to_end]}" "${R[pgloader]}") pgloader, $(ratio "${R[end_to_end]}" "${R[native_copy]}") native)
 streaming under pgbench single-row UPDATEs (-c 4 -j 2${RATE:+ -R $RATE}, ${R[tps]} tps, ${SECONDS_LOAD}s;
   started once the fan-out's echoes were read and its log compacted, ${R[settled]} s after it)
-  commit→commit p50 / p99, connector    ${R[lat_connector]}
+  commit→commit p50 / p99, connector    ${R[lat_connector]}   (p99 $(ratio "$(p99 "${R[lat_connector]}")" "$(p99 "${R[lat_native]}")") native)
   commit→commit p50 / p99, native       ${R[lat_native]}
 backlog of $BACKLOG transactions (changes/s)
   connector                             ${R[backlog_connector]}   ($(ratio "${R[backlog_connector]}" "${R[backlog_native]}") native)
   native subscription                   ${R[backlog_native]}
+  pg_recvlogical alone (no apply)       ${R[backlog_recvlogical]}   (connector $(ratio "${R[backlog_connector]}" "${R[backlog_recvlogical]}") of it)
 connector peak RSS: initial-sync $RSS_INITIAL, run during the full fan-out $RSS_FANOUT, run through the backlog $RSS
 REPORT
