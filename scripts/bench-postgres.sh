@@ -12,7 +12,8 @@
 #     issue #3 states its load as ~3,000 tps), measured with heartbeat rows stamped
 #     with clock_timestamp() on insert and on arrival (same host clock), once
 #     the fan-out's echoes are read and its change log compacted
-#   apply rate after a backlog of N such transactions
+#   apply rate after a backlog of N such transactions (connector, native
+#     subscription, and pg_recvlogical alone draining it)
 #   the worker's peak RSS (VmHWM)
 # Not a test: numbers vary 5–15 % between runs on this machine.
 set -euo pipefail
