@@ -76,6 +76,49 @@ fn verify_passes(f: &Fleet) {
     }
 }
 
+/// shop inserts and updates a row with a composite id (store_id, order_no).
+fn composite_id_from_shop(shop: &dyn Fn(&str) -> String) {
+    shop("INSERT INTO store_order_numbers VALUES (3, 17, '2024-06-01 12:00:00', 'first')");
+    shop("UPDATE store_order_numbers SET note = 'changed' WHERE store_id = 3 AND order_no = 17");
+}
+
+/// hq holds what [`composite_id_from_shop`] wrote.
+fn composite_id_arrived(f: &Fleet) {
+    f.expect_in(
+        "hq",
+        "SELECT note || ' ' || issued_at FROM store_order_numbers WHERE store_id = 3 AND order_no = 17",
+        "changed 2024-06-01 12:00:00+00",
+    );
+}
+
+/// A decrement of an inventory counter in hq and one in shop add up in
+/// both (shop's SQL through `shop`).
+fn counter_decrements_add_up(f: &Fleet, what: &str, shop: &dyn Fn(&str) -> String) {
+    let inv =
+        f.pg.query(
+            "hq",
+            "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
+        )
+        .unwrap();
+    let (id, qty) = inv.split_once(' ').unwrap();
+    let want = (qty.parse::<i64>().unwrap() - 5).to_string();
+    f.pg.psql(
+        "hq",
+        &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
+    );
+    shop(&format!(
+        "UPDATE inventory SET quantity = quantity - 3 WHERE id = '{id}'"
+    ));
+    f.expect_in(
+        "hq",
+        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        &want,
+    );
+    f.expect_text(&format!("the counter in {what}"), &want, || {
+        shop(&format!("SELECT quantity FROM inventory WHERE id = '{id}'"))
+    });
+}
+
 #[test]
 fn postgres_and_sqlite_stay_in_sync_both_ways() {
     let mut f = Fleet::new("0.002");
@@ -143,18 +186,11 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
     });
 
     // SQLite → hq: insert, update, delete, a composite id, JSON, a boolean
-    shop.sql("INSERT INTO store_order_numbers VALUES (3, 17, '2024-06-01 12:00:00', 'first')");
-    shop.sql(
-        "UPDATE store_order_numbers SET note = 'changed' WHERE store_id = 3 AND order_no = 17",
-    );
+    composite_id_from_shop(&|sql| shop.sql(sql));
     shop.sql("UPDATE products SET attributes = '{\"color\": \"teal\"}' WHERE product_id = 1");
     shop.sql("UPDATE orders SET status = 'shipped' WHERE order_id = 3");
     shop.sql("DELETE FROM orders WHERE order_id = 4");
-    f.expect_in(
-        "hq",
-        "SELECT note || ' ' || issued_at FROM store_order_numbers WHERE store_id = 3 AND order_no = 17",
-        "changed 2024-06-01 12:00:00+00",
-    );
+    composite_id_arrived(&f);
     f.expect_in(
         "hq",
         "SELECT attributes->>'color' FROM products WHERE product_id = 1",
@@ -167,31 +203,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
     );
     f.expect_in("hq", "SELECT count(*) FROM orders WHERE order_id = 4", "0");
 
-    // Counters: a decrement on each side adds up.
-    let inv =
-        f.pg.query(
-            "hq",
-            "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
-        )
-        .unwrap();
-    let (id, qty) = inv.split_once(' ').unwrap();
-    let qty: i64 = qty.parse().unwrap();
-    f.pg.psql(
-        "hq",
-        &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
-    );
-    shop.sql(&format!(
-        "UPDATE inventory SET quantity = quantity - 3 WHERE id = '{id}'"
-    ));
-    let want = (qty - 5).to_string();
-    f.expect_in(
-        "hq",
-        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
-        &want,
-    );
-    f.expect_text("the counter in SQLite", &want, || {
-        shop.sql(&format!("SELECT quantity FROM inventory WHERE id = '{id}'"))
-    });
+    counter_decrements_add_up(&f, "SQLite", &|sql| shop.sql(sql));
 
     // A NULL id goes to the dead letters; the stream goes on.
     shop.sql("INSERT INTO devices VALUES (1, NULL, 'no serial')");
@@ -255,7 +267,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
 }
 
 #[test]
-fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
+fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_only_what_it_must() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);
     let db = MariaDb::start();
@@ -308,6 +320,24 @@ fn mariadb_rejects_a_value_too_long_and_a_dropped_journal_stops_only_it() {
         "SELECT email || ' ' || deleted FROM customers WHERE customer_id = 1",
         "m@example.com false",
     );
+
+    // Inserts and deletes both ways, a composite id, and a counter.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (900001, 1, 1, '2024-05-01 10:00:00+02', 'new', 10.50)",
+    );
+    f.pg.psql("hq", "DELETE FROM orders WHERE order_id = 7");
+    f.expect_text("an insert from hq", "new", || {
+        db.sql("shop", "SELECT status FROM orders WHERE order_id = 900001")
+    });
+    f.expect_text("a delete from hq", "0", || {
+        db.sql("shop", "SELECT count(*) FROM orders WHERE order_id = 7")
+    });
+    composite_id_from_shop(&|sql| db.sql("shop", sql));
+    db.sql("shop", "DELETE FROM orders WHERE order_id = 8");
+    composite_id_arrived(&f);
+    f.expect_in("hq", "SELECT count(*) FROM orders WHERE order_id = 8", "0");
+    counter_decrements_add_up(&f, "MariaDB", &|sql| db.sql("shop", sql));
 
     // A status too long for MariaDB's VARCHAR(20): dead letter, the rest goes on.
     f.pg.psql(
