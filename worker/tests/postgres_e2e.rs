@@ -681,6 +681,54 @@ fn a_toasted_value_survives_a_primary_key_change_under_replica_identity_full() {
 }
 
 #[test]
+fn a_quiet_slot_advances_on_heartbeats_and_status_shows_its_wal_limit() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'",
+    );
+    f.pg.psql("postgres", "SELECT pg_reload_conf()");
+    f.start();
+    f.wait_in_sync();
+    // WAL from another database: nothing for hq's slot to stream, yet the
+    // slot must not hold it back.
+    f.pg.psql(
+        "postgres",
+        "CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g",
+    );
+    let after = f.pg.query("hq", "SELECT pg_current_wal_lsn()").unwrap();
+    wait_for(
+        "hq's quiet slot to confirm past the other database's WAL",
+        Duration::from_secs(60),
+        || {
+            (f.pg
+                .query(
+                    "hq",
+                    &format!(
+                        "SELECT confirmed_flush_lsn >= '{after}' FROM pg_replication_slots \
+                         WHERE slot_name = 'connector_hq'"
+                    ),
+                )
+                .as_deref()
+                == Some("t"))
+            .then_some(())
+        },
+    );
+    wait_for(
+        "status to show the slot's WAL limit",
+        Duration::from_secs(60),
+        || {
+            let out = f.connector(&["status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.contains("slot connector_hq:")
+                && text.contains("before max_slot_wal_keep_size invalidates it")
+                && !text.contains("WARNING"))
+            .then_some(())
+        },
+    );
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

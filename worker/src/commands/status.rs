@@ -269,3 +269,55 @@ pub fn describe_details(d: &Value) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::describe_details;
+    use serde_json::json;
+
+    const MB: i64 = 1_048_576;
+
+    #[test]
+    fn a_slot_close_to_its_wal_limit_is_a_warning() {
+        let slot = |status: &str, retained: i64, safe: Option<i64>| {
+            describe_details(&json!({
+                "slot": "connector_hq", "wal_status": status,
+                "retained_wal_bytes": retained, "safe_wal_size": safe,
+                "max_slot_wal_keep_size": "1024MB",
+            }))
+        };
+        let fine = slot("reserved", 10 * MB, Some(900 * MB));
+        assert_eq!(
+            fine,
+            "slot connector_hq: 10.0 MB of WAL retained, wal_status reserved, \
+             900.0 MB before max_slot_wal_keep_size invalidates it"
+        );
+        // Under a fifth of the limit left.
+        let close = slot("extended", 900 * MB, Some(100 * MB));
+        assert!(
+            close.ends_with("WARNING: the slot is at risk (max_slot_wal_keep_size = 1024MB)"),
+            "{close}"
+        );
+        for status in ["unreserved", "lost"] {
+            assert!(slot(status, 10 * MB, None).contains("WARNING"), "{status}");
+        }
+        // No limit configured: no safe size, no warning.
+        let unlimited = slot("reserved", 5_000 * MB, None);
+        assert!(
+            !unlimited.contains("WARNING") && !unlimited.contains("invalidates"),
+            "{unlimited}"
+        );
+    }
+
+    #[test]
+    fn a_journal_shows_its_size_and_how_far_it_was_read() {
+        let line = describe_details(&json!({
+            "journal": "\"connector_journal\"", "journal_rows": 3, "journal_max_seq": 42,
+            "read_up_to": 40, "open_gaps": 1,
+        }));
+        assert_eq!(
+            line,
+            "journal \"connector_journal\": 3 rows kept (up to seq 42), read up to 40, 1 open gaps"
+        );
+    }
+}
