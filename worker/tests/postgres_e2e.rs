@@ -143,12 +143,21 @@ fn hq_and_shop_stay_in_sync_both_ways() {
         "connector_events_applied_total{provider=\"shop\"}",
         "connector_echoes_dropped_total",
         "connector_sink_writes_total{provider=\"shop\"}",
+        "connector_source_lag_seconds{provider=\"hq\"}",
     ] {
         assert!(
             metrics.contains(name),
             "{name} missing from /metrics:\n{metrics}"
         );
     }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("connector_fanout_lag_seconds{")
+                && l.contains("source=\"hq\"")
+                && l.contains("sink=\"shop\"")),
+        "fan-out lag hq → shop missing from /metrics:\n{metrics}"
+    );
     let (code, health) = http_get(&http, "/health").expect("/health answers");
     assert_eq!(code, 200, "{health}");
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
@@ -483,6 +492,9 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
         "UPDATE orders SET status = 'during-the-gap' WHERE order_id = 5",
     );
     // Policy stop (the default): hq stops with the diagnosis, shop goes on.
+    let http = format!("127.0.0.1:{}", free_port());
+    f.extra_env
+        .push(("CONNECTOR_HTTP_ADDR".into(), http.clone()));
     f.start();
     wait_for(
         "hq to report the lost slot",
@@ -495,6 +507,27 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
                 .then_some(())
         },
     );
+    // /health: 503, hq red with the reason, shop green.
+    wait_for("/health to show hq red", Duration::from_secs(30), || {
+        let (code, body) = http_get(&http, "/health")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 503
+            && v["status"] == "red"
+            && v["providers"]["hq"]["status"] == "red"
+            && v["providers"]["shop"]["status"] == "green"
+            && v["providers"]["hq"]["tasks"]["source"]["detail"]
+                .as_str()?
+                .contains("does not exist"))
+        .then_some(())
+    });
+    let (_, metrics) = http_get(&http, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("connector_errors_total{") && l.contains("provider=\"hq\"")),
+        "{metrics}"
+    );
+    f.extra_env.retain(|(k, _)| k != "CONNECTOR_HTTP_ADDR");
     std::thread::sleep(Duration::from_secs(2));
     assert_ne!(
         f.pg.query("shop", "SELECT status FROM orders WHERE order_id = 5")
