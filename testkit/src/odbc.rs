@@ -40,6 +40,21 @@ impl OdbcConfig {
         OdbcConfig { dir }
     }
 
+    /// Adds a data source `name` (odbc.ini) with the given driver and
+    /// attributes: a connection string `DSN=name;` then names no product.
+    pub fn add_dsn(&self, name: &str, driver: &str, attributes: &[(&str, &str)]) {
+        use std::io::Write;
+        let mut ini = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("odbc.ini"))
+            .unwrap();
+        writeln!(ini, "[{name}]\nDriver={driver}").unwrap();
+        for (k, v) in attributes {
+            writeln!(ini, "{k}={v}").unwrap();
+        }
+        writeln!(ini).unwrap();
+    }
+
     /// The environment a process needs to use this configuration.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -267,6 +267,38 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
 }
 
 #[test]
+fn a_dsn_naming_no_product_gets_its_dialect_from_the_dbms_name() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let db = SqliteDb::new();
+    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.sqlite.sql")).unwrap();
+    db.sql(&schema);
+    db.sql("CREATE TABLE devices (id INTEGER, serial_no TEXT PRIMARY KEY, name TEXT)");
+    odbc.add_dsn(
+        "shopdata",
+        "SQLite3",
+        &[
+            ("Database", &db.path.display().to_string()),
+            ("Timeout", "10000"),
+        ],
+    );
+    odbc_shop(&mut f, &odbc, "DSN=shopdata;".into());
+    let tested = ok(&f.connector(&["test-connection", "--provider", "shop"]));
+    assert!(tested.contains("(dialect SQLite)"), "{tested}");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_text("orders copied", "200", || {
+        db.sql("SELECT count(*) FROM orders")
+    });
+    db.sql("UPDATE orders SET status = 'via-dsn' WHERE order_id = 1");
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 1",
+        "via-dsn",
+    );
+}
+
+#[test]
 fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_only_what_it_must() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

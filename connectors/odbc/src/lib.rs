@@ -31,7 +31,7 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use connector_core::{
@@ -44,13 +44,18 @@ use options::OdbcOptions;
 pub struct OdbcProvider {
     spec: ProviderSpec,
     conn: OdbcConn,
-    options: OdbcOptions,
+    /// Set at once when the options or the driver name tell the dialect,
+    /// else on the first connection, from the DBMS name.
+    options: OnceLock<OdbcOptions>,
 }
 
 impl OdbcProvider {
     pub fn new(spec: ProviderSpec) -> Result<Self> {
         let conn = OdbcConn::parse(&spec.connection_string)?;
-        let options = OdbcOptions::from_spec(&spec, &conn)?;
+        let options = OnceLock::new();
+        if let Some(o) = OdbcOptions::from_spec(&spec, &conn, None)? {
+            let _ = options.set(o);
+        }
         Ok(OdbcProvider {
             spec,
             conn,
@@ -58,8 +63,32 @@ impl OdbcProvider {
         })
     }
 
-    pub fn options(&self) -> &OdbcOptions {
-        &self.options
+    /// The options, with the dialect the DBMS name tells where nothing
+    /// else did (one connection, the first time).
+    pub async fn options(&self) -> Result<OdbcOptions> {
+        if let Some(o) = self.options.get() {
+            return Ok(o.clone());
+        }
+        let conn = self.conn.clone();
+        let dbms = tokio::task::spawn_blocking(move || {
+            let c = conn.connect("the ODBC database")?;
+            c.database_management_system_name()
+                .map_err(|e| conn::classify(&e, Stage::Connect, "reading the DBMS name"))
+        })
+        .await
+        .map_err(|e| {
+            connector_core::ConnectorError::permanent(
+                Stage::Connect,
+                format!("connect task failed: {e}"),
+            )
+        })??;
+        let o = OdbcOptions::from_spec(&self.spec, &self.conn, Some(&dbms))?.ok_or_else(|| {
+            connector_core::ConnectorError::permanent(
+                Stage::Connect,
+                "the dialect is still unknown",
+            )
+        })?;
+        Ok(self.options.get_or_init(|| o).clone())
     }
 }
 
@@ -70,7 +99,7 @@ impl Provider for OdbcProvider {
     }
 
     async fn test_connection(&self) -> Result<String> {
-        let d = self.options.dialect.dialect();
+        let d = self.options().await?.dialect.dialect();
         let mut session = source::open_session(&self.conn, d, Stage::Connect).await?;
         let endpoint = self.conn.endpoint();
         session
@@ -84,14 +113,14 @@ impl Provider for OdbcProvider {
     }
 
     async fn setup(&self, mapping: &ProviderMapping, dry_run: bool) -> Result<Vec<String>> {
-        let d = self.options.dialect.dialect();
+        let o = self.options().await?;
+        let d = o.dialect.dialect();
         let mut session = source::open_session(&self.conn, d, Stage::Setup).await?;
         let mapping = Arc::new(ProviderMapping::new(
             Arc::new(mapping.set().clone()),
             mapping.provider(),
             mapping.kind(),
         ));
-        let o = self.options.clone();
         session
             .run(move |c| setup::run(c, d, &mapping, &o, dry_run))
             .await
@@ -103,19 +132,20 @@ impl Provider for OdbcProvider {
         resume_from: Option<String>,
     ) -> Result<Box<dyn Source>> {
         Ok(Box::new(
-            source::OdbcSource::open(&self.conn, &self.options, &mapping, resume_from).await?,
+            source::OdbcSource::open(&self.conn, &self.options().await?, &mapping, resume_from)
+                .await?,
         ))
     }
 
     async fn open_sink(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Sink>> {
         Ok(Box::new(
-            sink::OdbcSink::open(&self.conn, &self.options, &mapping).await?,
+            sink::OdbcSink::open(&self.conn, &self.options().await?, &mapping).await?,
         ))
     }
 
     async fn open_snapshot(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>> {
         Ok(Box::new(
-            snapshot::OdbcSnapshot::open(&self.conn, &self.options, &mapping).await?,
+            snapshot::OdbcSnapshot::open(&self.conn, &self.options().await?, &mapping).await?,
         ))
     }
 }

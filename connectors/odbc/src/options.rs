@@ -1,8 +1,9 @@
 //! Provider options (`CONNECTOR_<NAME>_OPTIONS=key=value,…`; the legacy
 //! `IBMCLOUD_*` provider gets `dialect=db2`).
 //!
-//! * `dialect`: db2, postgres, sqlite or mariadb; detected from the driver
-//!   name when absent.
+//! * `dialect`: db2, postgres, sqlite or mariadb; when absent, detected
+//!   from the driver name, else (a DSN that names no product) from the
+//!   DBMS name the driver reports on the first connection.
 //! * `journal`: the change journal table (default `connector_journal`).
 //! * `gap_timeout_s`: how long a sequence number missing below the highest
 //!   one read is waited for (a transaction that took it may still commit)
@@ -25,32 +26,24 @@ pub struct OdbcOptions {
 }
 
 impl OdbcOptions {
-    pub fn from_spec(spec: &ProviderSpec, conn: &OdbcConn) -> Result<OdbcOptions, ConnectorError> {
+    /// The options of `spec`; `Ok(None)` when only the database can tell the
+    /// dialect (call again with the DBMS name it reports as `dbms`).
+    pub fn from_spec(
+        spec: &ProviderSpec,
+        conn: &OdbcConn,
+        dbms: Option<&str>,
+    ) -> Result<Option<OdbcOptions>, ConnectorError> {
         let bad = |msg: String| {
             ConnectorError::permanent(Stage::Connect, format!("provider `{}`: {msg}", spec.name))
         };
-        let dialect = match spec.options.get("dialect") {
-            Some(d) => d.parse::<DialectKind>().map_err(bad)?,
-            None => DialectKind::detect(conn.driver()).ok_or_else(|| {
-                bad(format!(
-                    "cannot tell the SQL dialect from the driver `{}`; set dialect=db2|postgres|sqlite|mariadb in CONNECTOR_{}_OPTIONS",
-                    conn.driver(),
-                    spec.name.to_ascii_uppercase()
-                ))
-            })?,
-        };
-        let mut o = OdbcOptions {
-            dialect,
-            journal: "connector_journal".into(),
-            schema: spec.schema.clone(),
-            gap_timeout: Duration::from_secs(300),
-        };
+        let mut journal = "connector_journal".to_string();
+        let mut gap_timeout = Duration::from_secs(300);
         for (key, value) in &spec.options {
             match key.as_str() {
                 "dialect" => {}
-                "journal" => o.journal = value.clone(),
+                "journal" => journal = value.clone(),
                 "gap_timeout_s" => {
-                    o.gap_timeout = Duration::from_secs(value.parse().map_err(|_| {
+                    gap_timeout = Duration::from_secs(value.parse().map_err(|_| {
                         bad(format!("option gap_timeout_s={value}: expected seconds"))
                     })?)
                 }
@@ -61,6 +54,81 @@ impl OdbcOptions {
                 }
             }
         }
-        Ok(o)
+        let dialect = match (
+            spec.options.get("dialect"),
+            DialectKind::detect(conn.driver()),
+            dbms,
+        ) {
+            (Some(d), _, _) => d.parse::<DialectKind>().map_err(bad)?,
+            (None, Some(d), _) => d,
+            (None, None, Some(dbms)) => DialectKind::detect(dbms).ok_or_else(|| {
+                bad(format!(
+                    "cannot tell the SQL dialect from the driver `{}` or the DBMS name `{dbms}`; \
+                     set dialect=db2|postgres|sqlite|mariadb in CONNECTOR_{}_OPTIONS",
+                    conn.driver(),
+                    spec.name.to_ascii_uppercase()
+                ))
+            })?,
+            // Known once connected.
+            (None, None, None) => return Ok(None),
+        };
+        Ok(Some(OdbcOptions {
+            dialect,
+            journal,
+            schema: spec.schema.clone(),
+            gap_timeout,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn spec(conn: &str, options: &[(&str, &str)]) -> (ProviderSpec, OdbcConn) {
+        let spec = ProviderSpec {
+            name: "lite".into(),
+            kind: connector_core::ProviderKind::Odbc,
+            enabled: true,
+            connection_string: conn.into(),
+            database: None,
+            schema: None,
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        };
+        let conn = OdbcConn::parse(conn).unwrap();
+        (spec, conn)
+    }
+
+    #[test]
+    fn the_dialect_comes_from_the_options_the_driver_or_the_dbms_name() {
+        let (s, c) = spec("Driver={IBM DB2 ODBC DRIVER};Hostname=h;", &[]);
+        let o = OdbcOptions::from_spec(&s, &c, None).unwrap().unwrap();
+        assert_eq!(o.dialect, DialectKind::Db2);
+        let (s, c) = spec("DSN=SAMPLE;UID=u;", &[("dialect", "mariadb")]);
+        let o = OdbcOptions::from_spec(&s, &c, None).unwrap().unwrap();
+        assert_eq!(o.dialect, DialectKind::MariaDb);
+        // A DSN that names no product: known once connected.
+        let (s, c) = spec("DSN=SAMPLE;UID=u;", &[("gap_timeout_s", "30")]);
+        assert!(OdbcOptions::from_spec(&s, &c, None).unwrap().is_none());
+        let o = OdbcOptions::from_spec(&s, &c, Some("DB2/LINUXX8664"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (o.dialect, o.gap_timeout),
+            (DialectKind::Db2, Duration::from_secs(30))
+        );
+        let e = OdbcOptions::from_spec(&s, &c, Some("Informix")).unwrap_err();
+        assert!(e.message.contains("DBMS name `Informix`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_option_is_refused_before_any_connection() {
+        let (s, c) = spec("DSN=SAMPLE;", &[("gap_timeout", "30")]);
+        let e = OdbcOptions::from_spec(&s, &c, None).unwrap_err();
+        assert!(e.message.contains("unknown option `gap_timeout`"), "{e}");
     }
 }
