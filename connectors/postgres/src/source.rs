@@ -351,7 +351,9 @@ impl PgSource {
                         // IDENTITY FULL); the new id has no stored document
                         // to take them from.
                         let (mut row, mut unchanged) = (row, unchanged);
-                        if let Some(o) = &old {
+                        // A key-only old image ('K') has NULL for every
+                        // other column: nothing to take from it.
+                        if let (Some(o), false) = (&old, key_only) {
                             unchanged.retain(|c| match o.get(c) {
                                 Some(v) => {
                                     row.insert(c.clone(), v.clone());
