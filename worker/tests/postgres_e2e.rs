@@ -762,6 +762,22 @@ fn a_quiet_slot_advances_on_heartbeats_and_status_shows_its_wal_limit() {
 }
 
 #[test]
+fn a_first_copy_of_one_collection_leaves_the_others_for_run_to_copy() {
+    let mut f = Fleet::new("0.001");
+    // On a fresh store: the slot and the stream's start come from this copy.
+    let out = ok(&f.connector(&["initial-sync", "--provider", "hq", "--collection", "orders"]));
+    assert!(out.contains("1 collection(s)"), "{out}");
+    f.start();
+    f.wait_in_sync();
+    for t in ["stores", "order_items", "inventory"] {
+        let want =
+            f.pg.query("hq", &format!("SELECT count(*) FROM {t}"))
+                .unwrap();
+        f.expect_in("shop", &format!("SELECT count(*) FROM {t}"), &want);
+    }
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

@@ -9,7 +9,10 @@
 //! reads the rows after the highest sequence and the rows whose numbers are
 //! gaps; a gap that fills is read then. A gap that stays empty longer than
 //! the gap timeout is a rolled-back transaction (or an identity value a
-//! restart skipped) and is forgotten.
+//! restart skipped) and is forgotten. A fresh position (the journal was
+//! empty, or never read) takes the [`FRESH_GAPS`] numbers below the first
+//! row it reads for gaps: it cannot know what is below, and a transaction
+//! holding one of them may still commit.
 //!
 //! The position is saved in the store together with the changes it covers,
 //! so a restart re-reads exactly what was not merged. Pruning deletes only
@@ -22,6 +25,11 @@ use serde_json::{json, Value};
 
 /// At most this many open gaps are remembered (the oldest go first).
 pub const MAX_GAPS: usize = 10_000;
+/// A fresh position (nothing read yet, e.g. the journal was empty when the
+/// copy began) takes this many numbers below the first row it reads for
+/// gaps: a transaction that took one of them and commits later is still
+/// read. Numbers that were pruned or rolled back expire after the timeout.
+pub const FRESH_GAPS: i64 = 200;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalPosition {
@@ -82,10 +90,11 @@ impl JournalPosition {
             if self.gaps.remove(&s).is_some() || s <= self.seq {
                 continue;
             }
-            // A fresh position has no history to have gaps in; a jump
-            // larger than the gap limit keeps only its top end.
+            // A fresh position knows nothing below its first row but the
+            // last FRESH_GAPS numbers; a jump larger than the gap limit
+            // keeps only its top end.
             let from = if self.seq == 0 {
-                s
+                (s - FRESH_GAPS).max(1)
             } else {
                 (self.seq + 1).max(s - MAX_GAPS as i64)
             };
@@ -139,6 +148,21 @@ mod tests {
         p.read(&[10, 12], 2_000);
         assert!(p.gaps.is_empty());
         assert_eq!(p.prune_upto(), 12);
+    }
+
+    #[test]
+    fn a_fresh_position_waits_for_numbers_just_below_its_first_row() {
+        // The journal was empty; 1,000 numbers were pruned before. B took
+        // 1,006 and committed; A took 1,005 and has not yet.
+        let mut p = JournalPosition::default();
+        p.read(&[1_006], 0);
+        assert!(p.is_unread(1_005));
+        assert_eq!(p.gaps.len(), FRESH_GAPS as usize);
+        assert_eq!(p.prune_upto(), 1_006 - FRESH_GAPS - 1);
+        p.read(&[1_005], 1_000);
+        assert!(!p.is_unread(1_005));
+        assert_eq!(p.expire(301_000, 300_000).len(), FRESH_GAPS as usize - 1);
+        assert_eq!(p.prune_upto(), 1_006);
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl OdbcProvider {
         })
         .await
         .map_err(|e| {
-            connector_core::ConnectorError::permanent(
+            connector_core::ConnectorError::transient(
                 Stage::Connect,
                 format!("connect task failed: {e}"),
             )

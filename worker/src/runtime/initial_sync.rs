@@ -143,6 +143,17 @@ pub fn stopping(shutdown: Option<&watch::Receiver<bool>>) -> bool {
     shutdown.is_some_and(|s| *s.borrow())
 }
 
+/// Waits `d`, or less when a shutdown is requested; returns whether it was.
+async fn pause(d: std::time::Duration, shutdown: Option<&watch::Receiver<bool>>) -> bool {
+    match shutdown {
+        Some(s) => super::sleep_or_shutdown(d, &mut s.clone()).await,
+        None => {
+            tokio::time::sleep(d).await;
+            false
+        }
+    }
+}
+
 /// Copies one provider's collections (or only `only`); `restart` ignores
 /// earlier progress. Also what a source does when its feed lost history
 /// and the provider is configured to re-snapshot. Returns early, with what
@@ -161,11 +172,25 @@ pub async fn copy_provider(
         let collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let mut store = blocking(|| shared.open_store())?;
-        let begun: Vec<(String, String)> = collections
+        let start = snapshot.start_position();
+        // A copy that starts the provider's feed (no position yet) marks
+        // every collection begun, not only those it copies: the stream then
+        // starts here, and `needed` has `run` copy the others before it.
+        let first = start.is_some()
+            && blocking(|| store.position(&spec.name))
+                .map_err(ConnectorError::from)?
+                .is_none();
+        let all;
+        let marked = if first {
+            all = super::collections(&mapping, None)?;
+            &all
+        } else {
+            &collections
+        };
+        let begun: Vec<(String, String)> = marked
             .iter()
             .map(|c| (progress_key(&spec.name, c), Progress::default().to_json()))
             .collect();
-        let start = snapshot.start_position();
         blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), &begun))
             .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;
@@ -214,7 +239,9 @@ pub async fn copy_provider(
                             // nothing of this copy runs on behind a retry.
                             settle(&mut merging, &bar).await?;
                             warn!(provider = %spec.name, %collection, error = %e, "snapshot read failed; retrying");
-                            tokio::time::sleep(d).await;
+                            if pause(d, shutdown).await {
+                                break;
+                            }
                             snapshot = provider.open_snapshot(mapping.clone()).await?;
                             save_in_flight(&mut store, &spec.name, &*snapshot)?;
                             continue;
@@ -264,13 +291,18 @@ pub async fn copy_provider(
             let seconds = started.elapsed().as_secs_f64();
             let rows = progress.rows - start_rows;
             eprintln!(
-                "{}/{collection}: {rows} rows in {seconds:.1}s ({:.0} rows/s){}",
+                "{}/{collection}: {rows} rows in {seconds:.1}s ({:.0} rows/s){}{}",
                 spec.name,
                 rows as f64 / seconds.max(1e-9),
                 if start_rows > 0 {
                     format!(", resumed after {start_rows}")
                 } else {
                     String::new()
+                },
+                if progress.done {
+                    ""
+                } else {
+                    "; stopped before the end (the next start resumes it)"
                 }
             );
             out.push(Copied {

@@ -33,6 +33,15 @@ pub fn lock_path(store: &Path, provider: &str) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "store".into());
+    // The store file itself where it exists (a link to it shares its lock).
+    if let Ok(real) = std::fs::canonicalize(store) {
+        return real.with_file_name(format!(
+            "{}.{provider}.lock",
+            real.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(name)
+        ));
+    }
     let dir = match store.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

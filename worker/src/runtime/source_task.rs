@@ -139,6 +139,12 @@ async fn session(
     let mut store = blocking(|| shared.open_store())?;
     if shared.auto_initial_sync && blocking(|| super::initial_sync::needed(&store, &name, mapping))?
     {
+        shared.health.set(
+            &name,
+            "source",
+            Light::Yellow,
+            Some("copying existing rows".into()),
+        );
         super::initial_sync::copy_provider(
             provider,
             mapping.clone(),
