@@ -778,6 +778,49 @@ fn a_first_copy_of_one_collection_leaves_the_others_for_run_to_copy() {
 }
 
 #[test]
+fn run_started_beside_an_initial_sync_waits_for_it_then_streams() {
+    let mut f = Fleet::new("0.001");
+    // The copy holds hq's lock, and pauses 3 s after creating the slot.
+    let mut copy = f
+        .command_with(
+            &["initial-sync", "--provider", "hq"],
+            &[("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS", "3000")],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the slot", Duration::from_secs(60), || {
+        (f.pg
+            .query(
+                "hq",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
+            )
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    });
+    f.start();
+    wait_for("run to wait for hq's lock", Duration::from_secs(30), || {
+        f.logs()
+            .contains("waiting: another process streams or copies hq")
+            .then_some(())
+    });
+    let copied = copy.wait_with_output().unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'after-wait' WHERE order_id = 1",
+    );
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "after-wait");
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

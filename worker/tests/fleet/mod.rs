@@ -116,6 +116,16 @@ impl Fleet {
         cmd
     }
 
+    /// A connector command with the fleet's environment and `extra`, not
+    /// started (for a second process beside the fleet's own).
+    pub fn command_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut cmd = self.command(args);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Runs a connector command to completion.
     pub fn connector(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
