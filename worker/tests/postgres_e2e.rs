@@ -781,7 +781,7 @@ fn a_first_copy_of_one_collection_leaves_the_others_for_run_to_copy() {
 fn run_started_beside_an_initial_sync_waits_for_it_then_streams() {
     let mut f = Fleet::new("0.001");
     // The copy holds hq's lock, and pauses 3 s after creating the slot.
-    let mut copy = f
+    let copy = f
         .command_with(
             &["initial-sync", "--provider", "hq"],
             &[("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS", "3000")],
