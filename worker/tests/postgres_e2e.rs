@@ -821,6 +821,53 @@ fn run_started_beside_an_initial_sync_waits_for_it_then_streams() {
 }
 
 #[test]
+fn systemd_hears_ready_before_the_first_copy_then_watchdog_pings_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut f = Fleet::new("0.001");
+    f.extra_env.extend([
+        ("NOTIFY_SOCKET".into(), path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "400000".into()),
+        // The first copy waits 2 s after creating hq's slot.
+        ("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "2000".into()),
+    ]);
+    f.start();
+    let mut heard: Vec<String> = Vec::new();
+    let mut buf = [0u8; 512];
+    wait_for("STATUS=syncing", Duration::from_secs(60), || {
+        if let Ok(n) = sock.recv(&mut buf) {
+            heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        heard.iter().any(|m| m == "STATUS=syncing").then_some(())
+    });
+    let at = |what: &str| heard.iter().position(|m| m.starts_with(what));
+    let (ready, copying, syncing) = (
+        at("READY=1").expect("READY"),
+        at("STATUS=copying existing rows of hq").expect("the copy's status"),
+        at("STATUS=syncing").unwrap(),
+    );
+    assert!(ready < copying && copying < syncing, "{heard:?}");
+    assert!(
+        heard[ready..syncing]
+            .iter()
+            .filter(|m| *m == "WATCHDOG=1")
+            .count()
+            >= 2,
+        "the watchdog is fed during the copy: {heard:?}"
+    );
+    assert_eq!(f.stop(), Some(0));
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        stopping |= &buf[..n] == b"STOPPING=1";
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+}
+
+#[test]
 fn a_provider_added_after_the_log_was_compacted_is_backfilled() {
     let mut f = Fleet::new("0.001");
     // First only hq is configured: its sink passes every entry and the log

@@ -220,9 +220,9 @@ pub async fn run(
                     return Ok(0);
                 }
             }
-            systemd::notify_status("syncing");
         }
     }
+    systemd::notify_status("syncing");
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = Vec::new();
     for spec in specs {

@@ -30,7 +30,7 @@ fn notify(state: &str) {
 }
 
 pub fn notify_ready() {
-    notify("READY=1\nSTATUS=syncing");
+    notify("READY=1\nSTATUS=starting");
 }
 
 /// What `systemctl status` shows as the unit's status line.
