@@ -216,6 +216,20 @@ fn concurrent_conflicts_converge_per_field_and_by_commit_time() {
     f.wait_in_sync();
 }
 
+/// Waits until hq's replication slot exists (a first copy created it).
+fn hq_slot_exists(f: &Fleet) {
+    wait_for("hq's slot", Duration::from_secs(60), || {
+        (f.pg
+            .query(
+                "hq",
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
+            )
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    });
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(
@@ -576,16 +590,7 @@ fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     f.extra_env
         .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "2000".into()));
     f.start();
-    wait_for("the slot", Duration::from_secs(60), || {
-        (f.pg
-            .query(
-                "hq",
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
-            )
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    });
+    hq_slot_exists(&f);
     f.pg.psql(
         "hq",
         "UPDATE orders SET status = 'after-slot' WHERE order_id = 1",
@@ -663,16 +668,7 @@ fn sigterm_during_the_first_copy_stops_cleanly_and_the_next_start_resumes() {
     f.extra_env
         .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "3000".into()));
     f.start();
-    wait_for("the slot", Duration::from_secs(60), || {
-        (f.pg
-            .query(
-                "hq",
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
-            )
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    });
+    hq_slot_exists(&f);
     assert_eq!(f.stop(), Some(0), "{}", f.logs());
     assert!(
         f.logs().contains("stopped during the first copy"),
@@ -790,16 +786,7 @@ fn run_started_beside_an_initial_sync_waits_for_it_then_streams() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the slot", Duration::from_secs(60), || {
-        (f.pg
-            .query(
-                "hq",
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
-            )
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    });
+    hq_slot_exists(&f);
     f.start();
     wait_for("run to wait for hq's lock", Duration::from_secs(30), || {
         f.logs()
