@@ -134,7 +134,7 @@ sleep 35   # one compaction pass (every 30 s) after the catch-up
 
 # --- polling under a steady write load into SQLite
 MAXO=$(pg_psql hq -At -c "SELECT max(order_id) FROM orders")
-python3 - "$SQLITE" "$RATE" "$SECONDS_LOAD" "$MAXO" 2> "$WORK/load.txt" <<'PY'
+python3 - "$SQLITE" "$RATE" "$SECONDS_LOAD" "$MAXO" 2> "$WORK/load.txt" <<'PY' || { cat "$WORK/load.txt" >&2; exit 1; }
 import random, sqlite3, sys, time, datetime
 path, rate, seconds, maxo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 db = sqlite3.connect(path, timeout=30, isolation_level=None)
