@@ -47,6 +47,16 @@ pub struct CollectionCount {
     pub deleted: u64,
 }
 
+fn read_position(conn: &rusqlite::Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT position FROM positions WHERE provider = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 impl Store {
     pub fn provider_stats(&self, provider: &str) -> Result<ProviderStats> {
         let mut s = ProviderStats {
@@ -99,14 +109,7 @@ impl Store {
 
     /// The saved source position of a provider.
     pub fn position(&self, provider: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT position FROM positions WHERE provider = ?1",
-                [provider],
-                |r| r.get(0),
-            )
-            .optional()?)
+        read_position(&self.conn(), provider)
     }
 
     /// Begins an initial sync in one transaction: `start` (the position the
@@ -147,13 +150,7 @@ impl Store {
         update: impl FnOnce(Option<String>) -> String,
     ) -> Result<()> {
         let tx = self.write()?;
-        let old: Option<String> = tx
-            .query_row(
-                "SELECT position FROM positions WHERE provider = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let old = read_position(&tx, key)?;
         tx.execute(
             "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (provider) DO UPDATE SET position = excluded.position,

@@ -216,20 +216,6 @@ fn concurrent_conflicts_converge_per_field_and_by_commit_time() {
     f.wait_in_sync();
 }
 
-/// Waits until hq's replication slot exists (a first copy created it).
-fn hq_slot_exists(f: &Fleet) {
-    wait_for("hq's slot", Duration::from_secs(60), || {
-        (f.pg
-            .query(
-                "hq",
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
-            )
-            .as_deref()
-            == Some("1"))
-        .then_some(())
-    });
-}
-
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(
@@ -587,10 +573,7 @@ fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     // The first start creates the slot, then waits 2 s before it opens the
     // copy's transaction; hq commits a change inside that window: it is
     // streamed, not copied, and must not lose to the older copied row.
-    f.extra_env
-        .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "2000".into()));
-    f.start();
-    hq_slot_exists(&f);
+    f.start_with_first_copy_paused("2000");
     f.pg.psql(
         "hq",
         "UPDATE orders SET status = 'after-slot' WHERE order_id = 1",
@@ -665,18 +648,13 @@ fn sigterm_during_the_first_copy_stops_cleanly_and_the_next_start_resumes() {
     let mut f = Fleet::new("0.01");
     // The first start holds the copy 3 s after creating hq's slot: SIGTERM
     // arrives while it copies.
-    f.extra_env
-        .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "3000".into()));
-    f.start();
-    hq_slot_exists(&f);
+    f.start_with_first_copy_paused("3000");
     assert_eq!(f.stop(), Some(0), "{}", f.logs());
     assert!(
         f.logs().contains("stopped during the first copy"),
         "{}",
         f.logs()
     );
-    f.extra_env
-        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS");
     f.start();
     f.wait_in_sync();
     assert!(f.verify().status.success());
@@ -786,7 +764,7 @@ fn run_started_beside_an_initial_sync_waits_for_it_then_streams() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    hq_slot_exists(&f);
+    f.wait_for_hq_slot();
     f.start();
     wait_for("run to wait for hq's lock", Duration::from_secs(30), || {
         f.logs()
@@ -819,10 +797,8 @@ fn systemd_hears_ready_before_the_first_copy_then_watchdog_pings_and_stopping() 
     f.extra_env.extend([
         ("NOTIFY_SOCKET".into(), path.display().to_string()),
         ("WATCHDOG_USEC".into(), "400000".into()),
-        // The first copy waits 2 s after creating hq's slot.
-        ("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), "2000".into()),
     ]);
-    f.start();
+    f.start_with_first_copy_paused("2000");
     let mut heard: Vec<String> = Vec::new();
     let mut buf = [0u8; 512];
     wait_for("STATUS=syncing", Duration::from_secs(60), || {

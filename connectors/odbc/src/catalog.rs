@@ -34,6 +34,30 @@ impl TableInfo {
     }
 }
 
+/// An integer the database returned as text (`42`, or `42.0` where a
+/// driver renders a whole decimal).
+pub fn integer(text: &str) -> Option<i64> {
+    let t = text.trim();
+    t.parse().ok().or_else(|| {
+        let (whole, fraction) = t.split_once('.')?;
+        fraction
+            .chars()
+            .all(|c| c == '0')
+            .then(|| whole.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn integers_read_as_drivers_render_them() {
+    assert_eq!(integer(" 42 "), Some(42));
+    assert_eq!(integer("42.000"), Some(42));
+    assert_eq!(integer("9007199254740993"), Some(9_007_199_254_740_993));
+    assert_eq!(integer("42.5"), None);
+    assert_eq!(integer("forty-two"), None);
+}
+
 /// Runs a query with text parameters and returns every row as text
 /// (`None` for NULL), fetching long values in pieces (no truncation).
 pub fn query_text(

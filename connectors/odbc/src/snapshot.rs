@@ -39,7 +39,7 @@ use connector_core::{
     ConnectorError, Fields, InFlight, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
 };
 
-use crate::catalog::{mapped_tables, query_text, TableInfo};
+use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{is_missing_table, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::journal::{JournalPosition, MAX_GAPS};
@@ -119,30 +119,6 @@ impl OdbcSnapshot {
             )
         })
     }
-}
-
-/// An integer the database returned as text (`42`, or `42.0` where a
-/// driver renders a whole decimal).
-fn integer(text: &str) -> Option<i64> {
-    let t = text.trim();
-    t.parse().ok().or_else(|| {
-        let (whole, fraction) = t.split_once('.')?;
-        fraction
-            .chars()
-            .all(|c| c == '0')
-            .then(|| whole.parse().ok())
-            .flatten()
-    })
-}
-
-#[cfg(test)]
-#[test]
-fn integers_read_as_drivers_render_them() {
-    assert_eq!(integer(" 42 "), Some(42));
-    assert_eq!(integer("42.000"), Some(42));
-    assert_eq!(integer("9007199254740993"), Some(9_007_199_254_740_993));
-    assert_eq!(integer("42.5"), None);
-    assert_eq!(integer("forty-two"), None);
 }
 
 /// What the copy reads of the journal before its first row.
@@ -269,7 +245,8 @@ impl Snapshot for OdbcSnapshot {
         Ok(rows
             .first()
             .and_then(|r| r.first().cloned().flatten())
-            .and_then(|n| n.trim().parse().ok()))
+            .and_then(|n| integer(&n))
+            .map(|n| n as u64))
     }
 
     async fn chunk(

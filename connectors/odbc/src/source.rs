@@ -34,7 +34,7 @@ use connector_core::{
     SourceBatch, Stage,
 };
 
-use crate::catalog::{mapped_tables, query_text, TableInfo};
+use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{classify, is_missing_table, OdbcConn, Session};
 use crate::dialect::{Dialect, TriggerSpec};
 use crate::journal::JournalPosition;
@@ -188,7 +188,7 @@ impl OdbcSource {
         let cell = |i: usize| {
             rows.first()
                 .and_then(|r| r.get(i).cloned().flatten())
-                .and_then(|v| v.trim().parse::<i64>().ok())
+                .and_then(|v| integer(&v))
         };
         Ok(serde_json::json!({
             "journal": self.journal,
@@ -282,7 +282,7 @@ fn journal_row(cells: Vec<Option<String>>) -> Result<JournalRow> {
     let mut next = || it.next().flatten();
     let bad = |what: &str| ConnectorError::permanent(Stage::Source, format!("journal row: {what}"));
     let seq = next()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| integer(&s))
         .ok_or_else(|| bad("no sequence"))?;
     Ok(JournalRow {
         seq,
@@ -290,7 +290,7 @@ fn journal_row(cells: Vec<Option<String>>) -> Result<JournalRow> {
         op: next().ok_or_else(|| bad("no operation"))?,
         new_image: next(),
         old_image: next(),
-        changed_ms: next().and_then(|s| s.trim().parse().ok()),
+        changed_ms: next().and_then(|s| integer(&s)),
     })
 }
 

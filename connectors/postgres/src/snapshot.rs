@@ -49,12 +49,10 @@ pub struct PgSnapshot {
     _exporter: Option<ReplicationClient>,
     /// The new slot's consistent point (when this snapshot created it).
     start_position: Option<String>,
-    as_of_ms: i64,
-    /// The xids (64-bit `xid8`, as the source widens pgoutput's) the
-    /// snapshot saw in progress.
-    in_flight: Vec<u64>,
-    /// The snapshot's xmax: no xid from it on is visible to the copy.
-    not_seen_from: u64,
+    /// The copy's stamp (every row's), and the xids the snapshot does not
+    /// see: its xip list and, from its xmax on, every xid (64-bit `xid8`, as
+    /// the source widens pgoutput's).
+    unseen: InFlight,
     tables: HashMap<String, Table>,
 }
 
@@ -171,13 +169,15 @@ impl PgSnapshot {
             )
             .await
             .map_err(err("reading the snapshot's time and running transactions"))?;
-        let as_of_ms: i64 = before_slot_ms.unwrap_or_else(|| row.get(0));
-        let in_flight: Vec<u64> = row
-            .get::<_, Vec<i64>>(1)
-            .into_iter()
-            .map(|x| x as u64)
-            .collect();
-        let not_seen_from = row.get::<_, i64>(2) as u64;
+        let unseen = InFlight {
+            as_of_ms: before_slot_ms.unwrap_or_else(|| row.get(0)),
+            txns: row
+                .get::<_, Vec<i64>>(1)
+                .into_iter()
+                .map(|x| x as u64)
+                .collect(),
+            from: Some(row.get::<_, i64>(2) as u64),
+        };
         let mut tables = HashMap::new();
         for (collection, info) in setup::mapped_tables(&client, mapping, o).await? {
             let cols = info
@@ -223,9 +223,7 @@ impl PgSnapshot {
             client,
             _exporter: exporter,
             start_position,
-            as_of_ms,
-            in_flight,
-            not_seen_from,
+            unseen,
             tables,
         })
     }
@@ -247,11 +245,7 @@ impl Snapshot for PgSnapshot {
     }
 
     fn in_flight(&self) -> Option<InFlight> {
-        Some(InFlight {
-            as_of_ms: self.as_of_ms,
-            txns: self.in_flight.clone(),
-            from: Some(self.not_seen_from),
-        })
+        Some(self.unseen.clone())
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
@@ -336,7 +330,7 @@ impl Snapshot for PgSnapshot {
                 op: RawOp::Snapshot,
                 row: fields,
                 before: None,
-                commit_ts_ms: Some(self.as_of_ms),
+                commit_ts_ms: Some(self.unseen.as_of_ms),
                 unchanged: Vec::new(),
                 own_write: false,
                 txn: None,

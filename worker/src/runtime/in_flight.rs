@@ -292,26 +292,14 @@ mod tests {
     fn saved_lists_accumulate_in_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path().join("store.db")).unwrap();
-        save(
-            &mut store,
-            "hq",
-            &InFlight {
-                as_of_ms: 100,
-                txns: vec![1],
-                from: None,
-            },
-        )
-        .unwrap();
-        save(
-            &mut store,
-            "hq",
-            &InFlight {
-                as_of_ms: 200,
-                txns: vec![2],
-                from: Some(10),
-            },
-        )
-        .unwrap();
+        for (as_of_ms, txn, from) in [(100, 1, None), (200, 2, Some(10))] {
+            let copy = InFlight {
+                as_of_ms,
+                txns: vec![txn],
+                from,
+            };
+            save(&mut store, "hq", &copy).unwrap();
+        }
         let floors = load(&store, "hq").unwrap();
         let mut changes = vec![
             change(Some(1), 50),

@@ -15,13 +15,12 @@
 //! Inside `connector run` a shutdown request (SIGTERM) ends the copy after
 //! the chunk in flight has committed; the next start resumes after it.
 
-use tokio::sync::watch;
-
 use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tracing::warn;
 
 use connector_core::{ConnectorError, MappingSet, Provider, ProviderMapping, ProviderSpec, Stage};
@@ -32,6 +31,9 @@ use super::source_task::map_batch;
 use super::{blocking, provider_lock, Shared};
 use crate::config::Config;
 use crate::registry;
+
+/// What `/health` says of a provider whose rows are being copied.
+pub const COPYING: &str = "copying existing rows";
 
 /// Rows read per chunk (and merged per store transaction).
 pub const CHUNK_ROWS: usize = 5000;
@@ -180,12 +182,10 @@ pub async fn copy_provider(
             && blocking(|| store.position(&spec.name))
                 .map_err(ConnectorError::from)?
                 .is_none();
-        let all;
         let marked = if first {
-            all = super::collections(&mapping, None)?;
-            &all
+            super::collections(&mapping, None)?
         } else {
-            &collections
+            collections.clone()
         };
         let begun: Vec<(String, String)> = marked
             .iter()

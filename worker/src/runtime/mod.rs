@@ -194,7 +194,7 @@ pub async fn run(
                     name,
                     "source",
                     Light::Yellow,
-                    Some("copying existing rows".into()),
+                    Some(initial_sync::COPYING.into()),
                 );
             }
             for spec in first {

@@ -29,25 +29,19 @@ pub struct ProviderLock {
 }
 
 pub fn lock_path(store: &Path, provider: &str) -> PathBuf {
-    let name = store
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "store".into());
-    // The store file itself where it exists (a link to it shares its lock).
-    if let Ok(real) = std::fs::canonicalize(store) {
-        return real.with_file_name(format!(
-            "{}.{provider}.lock",
-            real.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or(name)
-        ));
-    }
-    let dir = match store.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    dir.join(format!("{name}.{provider}.lock"))
+    // The store file's real path where it exists (a link to it shares its
+    // lock), else the same name in its directory's real path.
+    let real = std::fs::canonicalize(store).unwrap_or_else(|_| {
+        let dir = match store.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.to_path_buf())
+            .join(store.file_name().unwrap_or("store".as_ref()))
+    });
+    let name = real.file_name().unwrap_or_default().to_string_lossy();
+    real.with_file_name(format!("{name}.{provider}.lock"))
 }
 
 fn open(path: &Path) -> std::io::Result<File> {

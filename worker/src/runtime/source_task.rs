@@ -143,7 +143,7 @@ async fn session(
             &name,
             "source",
             Light::Yellow,
-            Some("copying existing rows".into()),
+            Some(super::initial_sync::COPYING.into()),
         );
         super::initial_sync::copy_provider(
             provider,

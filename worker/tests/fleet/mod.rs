@@ -158,16 +158,11 @@ impl Fleet {
 
     /// Rows the store's initial-sync progress of `provider` counts as
     /// copied.
-    pub fn progress_rows(&self, provider: &str) -> i64 {
-        let out = Command::new("sqlite3")
-            .arg(self.dir.path().join("store.db"))
-            .arg(format!(
-                "SELECT coalesce(sum(json_extract(position, '$.rows')), 0) FROM positions \
-                 WHERE provider LIKE 'initial-sync:{provider}:%'"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    pub fn progress_rows(&self, provider: &str) -> u64 {
+        connector_store::Store::open(self.dir.path().join("store.db"))
+            .and_then(|s| s.initial_sync_progress(provider))
+            .unwrap()
+            .2
     }
 
     /// Runs `initial-sync` for `provider` after an interrupted one and checks
@@ -183,7 +178,7 @@ impl Fleet {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "{said}");
-        let copied: i64 = said
+        let copied: u64 = said
             .split("initial sync done: ")
             .nth(1)
             .and_then(|rest| rest.split(" rows").next())
@@ -195,6 +190,32 @@ impl Fleet {
             self.progress_rows(provider),
             "the resumed copy copies only what the first did not: {said}"
         );
+    }
+
+    /// `connector run` whose first copy waits `ms` after creating hq's slot
+    /// (a test hook), returned once the slot exists.
+    pub fn start_with_first_copy_paused(&mut self, ms: &str) {
+        self.extra_env
+            .push(("CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS".into(), ms.into()));
+        self.start();
+        self.wait_for_hq_slot();
+        self.extra_env
+            .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_SLOT_MS");
+    }
+
+    /// Waits until hq's replication slot exists (a first copy created it).
+    pub fn wait_for_hq_slot(&self) {
+        wait_for("hq's slot", Duration::from_secs(60), || {
+            (self
+                .pg
+                .query(
+                    "hq",
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'connector_hq'",
+                )
+                .as_deref()
+                == Some("1"))
+            .then_some(())
+        });
     }
 
     /// `connector run` in the background.
