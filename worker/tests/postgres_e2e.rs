@@ -644,6 +644,53 @@ fn a_commit_a_repeated_copy_saw_in_progress_wins_though_stamped_before_it() {
 }
 
 #[test]
+fn a_commit_the_new_slot_waited_for_wins_over_an_earlier_write_elsewhere() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    f.pg.psql("hq", "CREATE TABLE release (id int)");
+    // hq's slot is lost while the worker is down; the next start makes a new
+    // one (policy resnapshot) and copies hq through its exported snapshot.
+    f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
+    f.extra_env.push((
+        "CONNECTOR_HQ_OPTIONS".into(),
+        "heartbeat_ms=1000,on_slot_lost=resnapshot".into(),
+    ));
+    // A transaction running in hq, which CREATE_REPLICATION_SLOT waits for.
+    let mut open = f.pg.psql_spawn(
+        "hq",
+        "BEGIN;
+         UPDATE orders SET status = 'hq-later' WHERE order_id = 1;
+         DO $$ BEGIN
+           WHILE NOT EXISTS (SELECT 1 FROM release) LOOP PERFORM pg_sleep(0.02); END LOOP;
+         END $$;
+         COMMIT;",
+    );
+    wait_for("hq's transaction to run", Duration::from_secs(30), || {
+        (f.pg
+            .query(
+                "hq",
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+            )
+            .as_deref()
+            == Some("1"))
+        .then_some(())
+    });
+    f.start();
+    f.wait_for_hq_slot();
+    // While the slot waits, shop commits a change of the same field, then
+    // hq's transaction commits: hq's is the later commit, and the copy
+    // (the new slot's snapshot) shows it.
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'shop-earlier' WHERE order_id = 1",
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    f.pg.psql("hq", "INSERT INTO release VALUES (1)");
+    assert!(open.wait().unwrap().success());
+    f.wait_in_sync();
+    f.expect_both("SELECT status FROM orders WHERE order_id = 1", "hq-later");
+}
+
+#[test]
 fn sigterm_during_the_first_copy_stops_cleanly_and_the_next_start_resumes() {
     let mut f = Fleet::new("0.01");
     // The first start holds the copy 3 s after creating hq's slot: SIGTERM

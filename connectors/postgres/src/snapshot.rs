@@ -6,16 +6,22 @@
 //! that stays open while the pages are read through `SET TRANSACTION
 //! SNAPSHOT`: the copy is exactly the state at the slot's consistent point,
 //! and streaming from the slot continues from there, with no row missed or
-//! applied twice; the copy is stamped just before the slot's creation, so
-//! every streamed commit wins over it. When the slot exists (a resumed copy,
-//! or streaming already ran), the pages come from a fresh snapshot: rows
-//! changed since the slot's position are then both copied and streamed,
-//! which the store's stamps resolve (the copy is stamped with its snapshot
-//! time, later commits win). Either way the xids the snapshot does not see
-//! (its xip list, and every xid from its xmax on) are handed to the worker
-//! ([`Snapshot::in_flight`]): a commit PostgreSQL stamped before it became
-//! visible is not in the copy, and its streamed stamp is raised above the
-//! copy's.
+//! applied twice. When the slot exists (a resumed copy, or streaming
+//! already ran), the pages come from a fresh snapshot: rows changed since
+//! the slot's position are then both copied and streamed, which the store's
+//! stamps resolve (later commits win).
+//!
+//! Either way the copy is stamped with the start of its snapshot
+//! transaction (less a millisecond), later than every commit it shows, and
+//! the xids the snapshot does not see (its xip list, and every xid from its
+//! xmax on) are handed to the worker ([`Snapshot::in_flight`]): a commit not
+//! in the copy whose stamp is older than the copy's (PostgreSQL stamps a
+//! commit before it becomes visible; with an exported snapshot, any commit
+//! between the slot's consistent point and the copy's transaction) has its
+//! streamed stamp raised above the copy's. So a commit the copy shows wins
+//! over every other provider's write from before it, including one that
+//! committed while `CREATE_REPLICATION_SLOT` waited for running
+//! transactions, and every commit the copy does not show wins over the copy.
 
 use std::collections::HashMap;
 
@@ -76,26 +82,9 @@ impl PgSnapshot {
         let mut exporter = None;
         let mut exported = None;
         let mut start_position = None;
-        // With an exported snapshot, the copy is stamped just below the
-        // server's clock as the slot is created: every commit the slot then
-        // streams comes after its consistent point, so later than that, and
-        // wins over the copied row. (The snapshot transaction's `now()` is
-        // later than the consistent point: a commit in between would lose
-        // to the older copied value.)
-        let mut before_slot_ms = None;
         if !slot_exists {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
-            before_slot_ms = Some(
-                client
-                    .query_one(
-                        "SELECT floor(extract(epoch from clock_timestamp()) * 1000)::int8 - 1",
-                        &[],
-                    )
-                    .await
-                    .map_err(err("reading the server's clock"))?
-                    .get::<_, i64>(0),
-            );
             let mut repl =
                 ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
                     .await
@@ -144,8 +133,10 @@ impl PgSnapshot {
                 .await
                 .map_err(err("importing the exported snapshot"))?;
         }
-        // Without an exported snapshot, now() is the transaction's start,
-        // before its snapshot is taken (at its first query, this one): a
+        // now() is the transaction's start. With an exported snapshot that
+        // is after the slot's consistent point, so after every commit the
+        // copy shows. Without one, it is before the snapshot is taken (at
+        // its first query, this one): a
         // commit the slot streams that is older than the copy's rows loses
         // to them, a newer one wins, also within the same millisecond (hence
         // - 1: a streamed commit from before the snapshot that wins is
@@ -170,7 +161,7 @@ impl PgSnapshot {
             .await
             .map_err(err("reading the snapshot's time and running transactions"))?;
         let unseen = InFlight {
-            as_of_ms: before_slot_ms.unwrap_or_else(|| row.get(0)),
+            as_of_ms: row.get(0),
             txns: row
                 .get::<_, Vec<i64>>(1)
                 .into_iter()
