@@ -415,14 +415,24 @@ fn plan_change(
         });
     }
 
-    // Values the feed left out because they did not change: the store's.
+    // Values the feed left out because they did not change: the store's,
+    // from the old id's document when the change moved the row to a new id
+    // (that document was deleted just before; its registers keep the values).
     let filled;
     let c = if c.unchanged.is_empty() {
         c
     } else {
+        let moved_from = match &c.unchanged_from {
+            Some(old) => Some(load_state(tx, &c.collection, &id_key(old))?),
+            None => None,
+        };
         let mut full = c.clone();
         for f in &c.unchanged {
-            match current.as_ref().and_then(|d| d.get(f)) {
+            let kept = match &moved_from {
+                Some(old) => old.last_value(f),
+                None => current.as_ref().and_then(|d| d.get(f)),
+            };
+            match kept {
                 Some(v) => {
                     full.fields.insert(f.clone(), v.clone());
                 }

@@ -278,6 +278,12 @@ impl DocState {
         Some(doc)
     }
 
+    /// The last value written to a plain field, visible or not (a deleted
+    /// document keeps its fields' registers under the tombstone).
+    pub fn last_value(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)?.value.as_ref()
+    }
+
     /// A counter's visible value (sum of the visible entries), if any entry is visible.
     pub fn counter_value(&self, name: &str) -> Option<f64> {
         let entries = self.counters.get(name)?;

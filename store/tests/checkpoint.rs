@@ -22,6 +22,7 @@ fn batch(round: usize) -> Vec<DocChange> {
             commit_ts_ms: Some(1_700_000_000_000 + round as i64),
             counters: Arc::from(Vec::<String>::new()),
             unchanged: vec![],
+            unchanged_from: None,
             snapshot: false,
             own_write: false,
         })

@@ -28,6 +28,7 @@ fn upsert(coll: &str, id: Value, fields: Value, before: Option<Value>, ts: i64) 
         commit_ts_ms: Some(ts),
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
+        unchanged_from: None,
         snapshot: false,
         own_write: false,
     }
@@ -59,6 +60,7 @@ fn delete(coll: &str, id: Value, ts: i64) -> DocChange {
         commit_ts_ms: Some(ts),
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
+        unchanged_from: None,
         snapshot: false,
         own_write: false,
     }
@@ -798,6 +800,45 @@ fn unchanged_toast_values_keep_the_stores_value() {
         json!(big),
         "an unchanged TOAST value must never become null or vanish"
     );
+}
+
+#[test]
+fn a_primary_key_change_takes_unchanged_values_from_the_old_ids_document() {
+    let (_d, mut s) = store();
+    let big = "x".repeat(5000);
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "products",
+            json!(1),
+            json!({"product_id": 1, "name": "drill", "manual": big}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    // product_id 1 → 2 in one transaction: the old document is deleted, the
+    // new one arrives without the TOASTed `manual` (key-only old image).
+    let mut moved = upsert(
+        "products",
+        json!(2),
+        json!({"product_id": 2, "name": "drill"}),
+        None,
+        2000,
+    );
+    moved.unchanged = vec!["manual".into()];
+    moved.unchanged_from = Some(json!(1));
+    apply(
+        &mut s,
+        "hq",
+        &[delete("products", json!(1), 2000), moved],
+        "2",
+    );
+    assert_eq!(s.get("products", &json!(1)).unwrap(), None);
+    let doc = s.get("products", &json!(2)).unwrap().unwrap();
+    assert_eq!(doc["name"], json!("drill"));
+    assert_eq!(doc["manual"], json!(big), "the moved row keeps its value");
 }
 
 #[test]

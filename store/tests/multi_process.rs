@@ -43,6 +43,7 @@ fn child_writer() {
                 commit_ts_ms: None,
                 counters: Arc::from(Vec::<String>::new()),
                 unchanged: vec![],
+                unchanged_from: None,
                 snapshot: false,
                 own_write: false,
             })

@@ -110,6 +110,7 @@ fn fill(store_path: &Path) {
         commit_ts_ms: Some(connector_store::stamp::now_millis() - 1500),
         counters: Arc::from(Vec::<String>::new()),
         unchanged: vec![],
+        unchanged_from: None,
         snapshot: false,
         own_write: false,
     };

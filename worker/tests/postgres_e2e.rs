@@ -708,30 +708,44 @@ fn sigterm_during_the_first_copy_stops_cleanly_and_the_next_start_resumes() {
 }
 
 #[test]
-fn a_toasted_value_survives_a_primary_key_change_under_replica_identity_full() {
+fn a_toasted_value_survives_a_primary_key_change() {
     let mut f = Fleet::new("0.001");
     f.start();
     f.wait_in_sync();
-    f.pg.psql("hq", "ALTER TABLE stores REPLICA IDENTITY FULL");
     // ~9.6 KB of text: stored out of line (TOAST).
-    f.pg.psql(
-        "hq",
-        "UPDATE stores SET city = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i) \
-         WHERE store_id = 1",
-    );
-    f.expect_both("SELECT length(city) FROM stores WHERE store_id = 1", "9600");
-    // The new key's row: PostgreSQL sends `city` as unchanged TOAST.
-    f.pg.psql("hq", "UPDATE stores SET store_id = 999 WHERE store_id = 1");
-    f.expect_both(
-        "SELECT string_agg(store_id || ':' || coalesce(length(city), 0), ',') FROM stores \
-         WHERE store_id IN (1, 999)",
-        "999:9600",
-    );
-    f.expect_both(
-        "SELECT md5(city) = (SELECT md5(string_agg(md5(i::text), '')) FROM generate_series(1, 300) i) \
-         FROM stores WHERE store_id = 999",
-        "t",
-    );
+    let big = "(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 300) i)";
+    // Store 1 under the default replica identity (the old image is the key
+    // only), store 2 under REPLICA IDENTITY FULL.
+    for (store, moved_to, identity) in [(1, 999, "DEFAULT"), (2, 998, "FULL")] {
+        f.pg.psql(
+            "hq",
+            &format!("ALTER TABLE stores REPLICA IDENTITY {identity}"),
+        );
+        f.pg.psql(
+            "hq",
+            &format!("UPDATE stores SET city = {big} WHERE store_id = {store}"),
+        );
+        f.expect_both(
+            &format!("SELECT length(city) FROM stores WHERE store_id = {store}"),
+            "9600",
+        );
+        // The new key's row: PostgreSQL sends `city` as unchanged TOAST.
+        f.pg.psql(
+            "hq",
+            &format!("UPDATE stores SET store_id = {moved_to} WHERE store_id = {store}"),
+        );
+        f.expect_both(
+            &format!(
+                "SELECT string_agg(store_id || ':' || coalesce(length(city), 0), ',') FROM stores \
+                 WHERE store_id IN ({store}, {moved_to})"
+            ),
+            &format!("{moved_to}:9600"),
+        );
+        f.expect_both(
+            &format!("SELECT md5(city) = md5({big}) FROM stores WHERE store_id = {moved_to}"),
+            "t",
+        );
+    }
 }
 
 #[test]

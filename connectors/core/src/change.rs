@@ -48,6 +48,11 @@ pub struct RawChange {
     /// (PostgreSQL's unchanged TOAST values): the store keeps its values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<String>,
+    /// The key of the row whose stored document holds the `unchanged`
+    /// values, when it is not this row's own: the old key of an update that
+    /// changed the primary key (the new key has no document yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_from: Option<Fields>,
     /// Written by this fleet's own sink, as the provider itself says
     /// (PostgreSQL: the transaction carries the sink's replication origin).
     /// The store records it as what the provider holds and merges nothing.
@@ -88,6 +93,9 @@ pub struct DocChange {
     pub counters: Arc<[String]>,
     /// Fields not sent because unchanged: taken from the store's document.
     pub unchanged: Vec<String>,
+    /// The id of the document that holds the `unchanged` values, when it is
+    /// not this one (see [`RawChange::unchanged_from`]).
+    pub unchanged_from: Option<Value>,
     /// A snapshot row (initial sync) rather than a live change.
     pub snapshot: bool,
     /// See [`RawChange::own_write`].

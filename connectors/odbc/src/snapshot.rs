@@ -308,6 +308,7 @@ impl Snapshot for OdbcSnapshot {
                 before: None,
                 commit_ts_ms: Some(self.as_of_ms),
                 unchanged: Vec::new(),
+                unchanged_from: None,
                 own_write: false,
                 txn: None,
             });

@@ -238,6 +238,7 @@ impl OdbcSource {
             before,
             commit_ts_ms: row.changed_ms,
             unchanged: Vec::new(),
+            unchanged_from: None,
             own_write: false,
             txn: Some(row.seq as u64),
         })
@@ -351,6 +352,7 @@ impl Source for OdbcSource {
                         before: None,
                         commit_ts_ms: row.changed_ms,
                         unchanged: Vec::new(),
+                        unchanged_from: None,
                         own_write: false,
                         txn: Some(row.seq as u64),
                     });

@@ -323,6 +323,7 @@ impl Snapshot for PgSnapshot {
                 before: None,
                 commit_ts_ms: Some(self.unseen.as_of_ms),
                 unchanged: Vec::new(),
+                unchanged_from: None,
                 own_write: false,
                 txn: None,
             });

@@ -293,6 +293,7 @@ impl PgSource {
             before,
             commit_ts_ms: Some(commit_ms),
             unchanged,
+            unchanged_from: None,
             own_write: self.txn.as_ref().is_some_and(|t| t.own_write),
             txn: self.txn.as_ref().map(|t| t.xid),
         }
@@ -348,8 +349,8 @@ impl PgSource {
                         // A new primary key is a new document: delete the old
                         // one. Values PostgreSQL left out as unchanged TOAST
                         // come from the old image where it has them (REPLICA
-                        // IDENTITY FULL); the new id has no stored document
-                        // to take them from.
+                        // IDENTITY FULL), else from the old key's document in
+                        // the store; the new id has none to take them from.
                         let (mut row, mut unchanged) = (row, unchanged);
                         // A key-only old image ('K') has NULL for every
                         // other column: nothing to take from it.
@@ -362,18 +363,19 @@ impl PgSource {
                                 None => true,
                             });
                         }
-                        if !unchanged.is_empty() {
-                            warn!(table = %rel.name, columns = ?unchanged, "a primary key change left TOASTed values out and the old image lacks them (set REPLICA IDENTITY FULL); the new document goes without them");
-                        }
-                        out.push(self.change(
-                            rel,
-                            RawOp::Delete,
-                            old.unwrap_or_default(),
-                            None,
-                            Vec::new(),
-                            commit_ms,
-                        ));
-                        out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
+                        let old = old.unwrap_or_default();
+                        // The rest the store takes from the old key's
+                        // document (deleted just before, its values kept).
+                        let unchanged_from = (!unchanged.is_empty()).then(|| {
+                            key.iter()
+                                .filter_map(|k| Some((k.clone(), old.get(k)?.clone())))
+                                .collect()
+                        });
+                        out.push(self.change(rel, RawOp::Delete, old, None, Vec::new(), commit_ms));
+                        let mut insert =
+                            self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms);
+                        insert.unchanged_from = unchanged_from;
+                        out.push(insert);
                     } else {
                         let before = if key_only { None } else { old };
                         out.push(self.change(

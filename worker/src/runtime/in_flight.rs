@@ -179,6 +179,7 @@ mod tests {
             before: None,
             commit_ts_ms: Some(ts),
             unchanged: Vec::new(),
+            unchanged_from: None,
             own_write: false,
             txn,
         }

@@ -205,6 +205,7 @@ impl ProviderMapping {
                 commit_ts_ms: raw.commit_ts_ms,
                 counters: rule.counters.clone(),
                 unchanged: Vec::new(),
+                unchanged_from: None,
                 snapshot: false,
                 own_write: false,
             });
@@ -241,51 +242,17 @@ impl ProviderMapping {
                 }
             }
         }
-        let id = match &rule.id {
-            IdMode::MatchIds => match fields.shift_remove("_id") {
-                Some(v) => scalar_id(v, "_id").map_err(|r| (Some("_id".to_string()), r)),
-                None => Err((
-                    Some("_id".into()),
-                    format!(
-                        "the record has no `{}` (match_ids takes the record's own id)",
-                        b.outbound.get("_id").map(String::as_str).unwrap_or("_id")
-                    ),
-                )),
-            },
-            IdMode::SingleField(f) => match fields.get(f) {
-                Some(v) => scalar_id(v.clone(), f).map_err(|r| (Some(f.clone()), r)),
-                None => Err((Some(f.clone()), format!("id field `{f}` is missing"))),
-            },
-            IdMode::MultipleFields(fs) => {
-                let mut id = Map::new();
-                let mut err = None;
-                for f in fs {
-                    match fields.get(f) {
-                        Some(v) => match scalar_id(v.clone(), f) {
-                            Ok(v) => {
-                                id.insert(f.clone(), v);
-                            }
-                            Err(r) => {
-                                err = Some((Some(f.clone()), r));
-                                break;
-                            }
-                        },
-                        None => {
-                            err = Some((Some(f.clone()), format!("id field `{f}` is missing")));
-                            break;
-                        }
-                    }
-                }
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok(Value::Object(id)),
-                }
-            }
-        };
-        let id = match id {
+        let id = match doc_id(rule, &b.outbound, &mut fields) {
             Ok(id) => id,
             Err((field, reason)) => return reject(field.as_deref(), reason),
         };
+        // The old key of a primary key change: its document's id (it holds
+        // the values the feed left out as unchanged).
+        let unchanged_from = raw.unchanged_from.as_ref().and_then(|key| {
+            let mut k_fields = rename_keys(key, &b.inbound);
+            transform::apply_inbound(&rule.transforms, &mut k_fields).ok()?;
+            doc_id(rule, &b.outbound, &mut k_fields).ok()
+        });
         let before = raw.before.as_ref().and_then(|before| {
             let mut b_fields = rename_keys(before, &b.inbound);
             transform::apply_inbound(&rule.transforms, &mut b_fields).ok()?;
@@ -309,6 +276,7 @@ impl ProviderMapping {
                 .iter()
                 .map(|c| b.inbound.get(c).cloned().unwrap_or_else(|| c.clone()))
                 .collect(),
+            unchanged_from,
             snapshot: raw.op == RawOp::Snapshot,
             own_write: raw.own_write,
         })
@@ -370,6 +338,56 @@ impl ProviderMapping {
             key,
             row,
         })
+    }
+}
+
+/// The document id of a record's (renamed, transformed) fields, by the
+/// collection's id rule; `match_ids` takes `_id` out of the fields.
+fn doc_id(
+    rule: &CollectionRule,
+    outbound: &HashMap<String, String>,
+    fields: &mut Fields,
+) -> Result<Value, (Option<String>, String)> {
+    match &rule.id {
+        IdMode::MatchIds => match fields.shift_remove("_id") {
+            Some(v) => scalar_id(v, "_id").map_err(|r| (Some("_id".to_string()), r)),
+            None => Err((
+                Some("_id".into()),
+                format!(
+                    "the record has no `{}` (match_ids takes the record's own id)",
+                    outbound.get("_id").map(String::as_str).unwrap_or("_id")
+                ),
+            )),
+        },
+        IdMode::SingleField(f) => match fields.get(f) {
+            Some(v) => scalar_id(v.clone(), f).map_err(|r| (Some(f.clone()), r)),
+            None => Err((Some(f.clone()), format!("id field `{f}` is missing"))),
+        },
+        IdMode::MultipleFields(fs) => {
+            let mut id = Map::new();
+            let mut err = None;
+            for f in fs {
+                match fields.get(f) {
+                    Some(v) => match scalar_id(v.clone(), f) {
+                        Ok(v) => {
+                            id.insert(f.clone(), v);
+                        }
+                        Err(r) => {
+                            err = Some((Some(f.clone()), r));
+                            break;
+                        }
+                    },
+                    None => {
+                        err = Some((Some(f.clone()), format!("id field `{f}` is missing")));
+                        break;
+                    }
+                }
+            }
+            match err {
+                Some(e) => Err(e),
+                None => Ok(Value::Object(id)),
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ fn raw(table: &str, op: RawOp, row: Value) -> RawChange {
         before: None,
         commit_ts_ms: Some(1_700_000_000_000),
         unchanged: vec![],
+        unchanged_from: None,
         own_write: false,
         txn: None,
     }
@@ -121,6 +122,35 @@ fn match_ids_takes_the_native_id_of_each_provider_kind() {
     assert_eq!(
         mongo.outbound(&w).unwrap().key,
         vec![("_id".to_string(), json!("c-1"))]
+    );
+}
+
+#[test]
+fn the_old_key_of_a_moved_row_maps_to_its_documents_id() {
+    let m = ProviderMapping::new(retail(), "hq", ProviderKind::Postgres);
+    let mut r = raw(
+        "categories",
+        RawOp::Insert,
+        json!({"id": "c-2", "name": "Tools"}),
+    );
+    r.unchanged = vec!["name".into()];
+    r.unchanged_from = Some(json!({"id": "c-1"}).as_object().unwrap().clone());
+    let c = change(&m, r);
+    assert_eq!((c.id, c.unchanged_from), (json!("c-2"), Some(json!("c-1"))));
+    let mut r = raw(
+        "store_order_numbers",
+        RawOp::Insert,
+        json!({"store_id": 3, "order_no": 18}),
+    );
+    r.unchanged_from = Some(
+        json!({"order_no": 17, "store_id": 3})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    assert_eq!(
+        serde_json::to_string(&change(&m, r).unchanged_from).unwrap(),
+        r#"{"store_id":3,"order_no":17}"#
     );
 }
 
