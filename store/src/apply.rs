@@ -234,7 +234,14 @@ impl Store {
 fn origin_holds(body: Option<&Map<String, Value>>, change: &DocChange) -> bool {
     match (body, change.op) {
         (None, DocOp::Delete) => true,
-        (Some(doc), DocOp::Upsert) => change.unchanged.is_empty() && *doc == change.fields,
+        // Equal on every field both have (see `Shadow::agrees_with`).
+        (Some(doc), DocOp::Upsert) => {
+            change.unchanged.is_empty()
+                && change
+                    .fields
+                    .iter()
+                    .all(|(k, v)| doc.get(k).is_none_or(|d| d == v))
+        }
         _ => false,
     }
 }
@@ -323,7 +330,7 @@ fn take_intent(
         .collect::<Result<_, _>>()?;
     intents.sort_unstable_by_key(|(rowid, _)| *rowid);
     for (rowid, bytes) in intents {
-        if Shadow::decode(&bytes).is_some_and(|intent| intent.same_image(image)) {
+        if Shadow::decode(&bytes).is_some_and(|intent| intent.agrees_with(image)) {
             tx.prepare_cached("DELETE FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND rowid <= ?4")?
                 .execute(params![provider, collection, key, rowid])?;
             return Ok(true);
@@ -383,7 +390,7 @@ fn plan_change(
     let current_shadow = || Shadow::of_option(current.as_ref(), &c.counters);
     let mut hlc = base_hlc(c.commit_ts_ms, now);
     let echo = |key: String, image: Shadow| {
-        let touch = !image.same_image(&current_shadow());
+        let touch = !image.agrees_with(&current_shadow());
         Plan::Echo { key, image, touch }
     };
 
@@ -398,7 +405,7 @@ fn plan_change(
         }
         if seen
             .as_ref()
-            .is_some_and(|s| s.same_image(&current_shadow()))
+            .is_some_and(|s| s.agrees_with(&current_shadow()))
         {
             if let Some(s) = state.max_stamp() {
                 hlc = hlc.max(s.hlc + 1);

@@ -170,7 +170,7 @@ impl Store {
             let shadow = Shadow::of_option(body.as_ref(), &counters);
             let held = load_shadows(&conn, provider, &e.collection, key)?.held;
             let up_to_date = match &held {
-                Some(h) => h.same_image(&shadow),
+                Some(h) => h.agrees_with(&shadow),
                 // Never seen by this provider: a deleted document needs no delete.
                 None => body.is_none(),
             };

@@ -71,6 +71,35 @@ impl Shadow {
         }
     }
 
+    /// Whether a provider showing one of the two images holds the other, as
+    /// far as its table can: equal on every field both have. A field one
+    /// side lacks is a column the other's table does not have (a sink writes
+    /// only the columns its table has and never clears one the document
+    /// lacks), so nothing any write could change. Between a provider's image
+    /// and the store's document (or what a sink wrote); two images from one
+    /// provider's feed compare with [`Shadow::same_image`]. (A document
+    /// database, where a missing field is an unset one, would need a shadow
+    /// that says its image is complete.)
+    pub fn agrees_with(&self, other: &Shadow) -> bool {
+        match (self, other) {
+            (Shadow::Deleted, Shadow::Deleted) => true,
+            (
+                Shadow::Present {
+                    fingerprints: a, ..
+                },
+                Shadow::Present {
+                    fingerprints: b, ..
+                },
+            ) => {
+                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+                small
+                    .iter()
+                    .all(|(k, v)| large.get(k).is_none_or(|w| w == v))
+            }
+            _ => false,
+        }
+    }
+
     pub fn fingerprint(&self, field: &str) -> Option<u64> {
         match self {
             Shadow::Present { fingerprints, .. } => fingerprints.get(field).copied(),
@@ -202,6 +231,22 @@ mod tests {
         let c = json!({"a": 2, "b": {"x": 1, "y": 2}});
         assert!(!sa.same_image(&Shadow::of(c.as_object().unwrap(), &[])));
         assert!(!sa.same_image(&Shadow::Deleted));
+    }
+
+    #[test]
+    fn a_table_holds_a_document_when_the_fields_both_have_agree() {
+        let shadow = |v: Value| Shadow::of(v.as_object().unwrap(), &[]);
+        let doc = shadow(json!({"id": 1, "name": "scanner", "note": "dented"}));
+        // a table without `note`; one with an extra column the document lacks
+        let narrow = shadow(json!({"id": 1, "name": "scanner"}));
+        let wide = shadow(json!({"id": 1, "name": "scanner", "note": "dented", "rack": 4}));
+        assert!(narrow.agrees_with(&doc) && doc.agrees_with(&narrow));
+        assert!(wide.agrees_with(&doc) && doc.agrees_with(&wide));
+        assert!(!narrow.same_image(&doc));
+        let renamed = shadow(json!({"id": 1, "name": "old scanner"}));
+        assert!(!renamed.agrees_with(&doc) && !doc.agrees_with(&renamed));
+        assert!(!narrow.agrees_with(&Shadow::Deleted));
+        assert!(Shadow::Deleted.agrees_with(&Shadow::Deleted));
     }
 
     #[test]

@@ -227,11 +227,9 @@ fn writes(f: &Fleet, db: &str) -> i64 {
     .unwrap()
 }
 
-#[test]
-fn no_echo_loop_after_a_burst() {
-    let mut f = Fleet::new("0.001");
-    // shop's role may not use replication origins: its echoes are
-    // recognised by recorded intents; hq's (superuser) by origin tags.
+/// shop's role may not use replication origins: its echoes are recognised
+/// by recorded intents; hq's (superuser) by origin tags.
+fn shop_without_origins(f: &mut Fleet) {
     f.pg.psql(
         "shop",
         "CREATE ROLE syncer LOGIN REPLICATION;
@@ -246,6 +244,12 @@ fn no_echo_loop_after_a_burst() {
     assert!(shop_url.contains("syncer@"), "{shop_url}");
     f.extra_env
         .push(("CONNECTOR_SHOP_CONNECTION_STRING".into(), shop_url));
+}
+
+#[test]
+fn no_echo_loop_after_a_burst() {
+    let mut f = Fleet::new("0.001");
+    shop_without_origins(&mut f);
     f.start();
     f.wait_in_sync();
     for i in 0..50 {
@@ -309,6 +313,46 @@ fn no_echo_loop_after_a_burst() {
     assert!(
         logs.contains("sink writes are not tagged with a replication origin"),
         "{logs}"
+    );
+}
+
+#[test]
+fn no_echo_loop_when_one_table_has_a_column_the_other_lacks() {
+    let mut f = Fleet::new("0.001");
+    // shop's devices table has a `note` that hq's lacks. hq's echoes are
+    // known by origin tags, shop's by recorded intents: both paths.
+    f.pg.psql("shop", "ALTER TABLE devices ADD COLUMN note text");
+    shop_without_origins(&mut f);
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "scanner",
+    );
+    f.pg.psql(
+        "shop",
+        "UPDATE devices SET note = 'dented', name = 'old scanner' WHERE serial_no = 'd-1'",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "old scanner",
+    );
+    f.wait_in_sync();
+    std::thread::sleep(Duration::from_secs(3));
+    let first = (writes(&f, "hq"), writes(&f, "shop"));
+    std::thread::sleep(Duration::from_secs(4));
+    let second = (writes(&f, "hq"), writes(&f, "shop"));
+    assert_eq!(first, second, "writes keep coming: an echo loop");
+    f.expect_in(
+        "shop",
+        "SELECT note FROM devices WHERE serial_no = 'd-1'",
+        "dented",
     );
 }
 
