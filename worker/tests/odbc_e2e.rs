@@ -627,6 +627,21 @@ fn conflicting_updates_in_postgres_and_sqlite_converge_per_field() {
 }
 
 #[test]
+fn a_row_moved_to_a_new_key_in_sqlite_moves_everywhere() {
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
+    f.start();
+    // The journal holds one update with the old and the new image: the old
+    // document must go, in the store and in hq.
+    shop.sql("UPDATE stores SET store_id = 900 WHERE store_id = 3");
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(store_id::text, ',' ORDER BY store_id) FROM stores WHERE store_id IN (3, 900)",
+        "900",
+    );
+    verify_passes(&f);
+}
+
+#[test]
 fn a_change_journaled_before_a_copy_and_committed_after_it_wins() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // Journaled and committed while the worker is down, so the copy below

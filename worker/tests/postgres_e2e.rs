@@ -793,6 +793,34 @@ fn a_toasted_value_survives_a_primary_key_change() {
 }
 
 #[test]
+fn a_change_of_a_document_id_that_is_not_the_primary_key_moves_the_document() {
+    let mut f = Fleet::new("0.001");
+    // devices: the primary key is `id`, the document id `serial_no`; setup
+    // gives the table REPLICA IDENTITY FULL for the old image.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "scanner",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE devices SET serial_no = 'd-2' WHERE serial_no = 'd-1'",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT string_agg(serial_no || ':' || name, ',') FROM devices",
+        "d-2:scanner",
+    );
+    f.wait_in_sync();
+}
+
+#[test]
 fn a_quiet_slot_advances_on_heartbeats_and_status_shows_its_wal_limit() {
     let mut f = Fleet::new("0.001");
     f.pg.psql(

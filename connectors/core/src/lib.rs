@@ -2,7 +2,7 @@
 //!
 //! Everything a provider crate and the worker agree on lives here, and
 //! nothing heavier: documents and changes ([`change`]), canonical JSON and
-//! fingerprints ([`value`]), one JSON form per SQL value ([`column_type`]), the YAML mapping rules ([`mapping`]), the provider
+//! fingerprints ([`value`]), primary key changes ([`key_change`]), one JSON form per SQL value ([`column_type`]), the YAML mapping rules ([`mapping`]), the provider
 //! traits ([`provider`]), the typed errors that decide retry vs give up
 //! ([`error`]), connection-string redaction ([`redact`]) and metric names
 //! ([`metrics`]). No driver, no runtime, no store: a change here rebuilds
@@ -12,6 +12,7 @@ pub mod change;
 pub mod clock;
 pub mod column_type;
 pub mod error;
+pub mod key_change;
 pub mod mapping;
 pub mod metrics;
 pub mod provider;

@@ -3,8 +3,12 @@
 //! Rows are grouped by table and operation; upserts further by their set of
 //! columns (those the table has), so one statement covers rows of one shape
 //! and a document that lacks a column never overwrites it with NULL. Groups
-//! come out in a fixed order (upserts by table and columns, then deletes by
-//! table) so a batch always runs its statements the same way.
+//! come out in a fixed order (deletes by table, then upserts by table and
+//! columns) so a batch always runs its statements the same way. Deletes go
+//! first: a row moved to a new document id (an update of its id columns)
+//! is a delete of the old document and an upsert of the new one, and the
+//! upsert would collide with the old row on every other unique key (the
+//! primary key, when the id is not the primary key).
 
 use std::collections::BTreeMap;
 
@@ -60,18 +64,18 @@ pub fn group_rows(
         }
     }
     let key = |i: usize| rows[i].key.iter().map(|(k, _)| k.clone()).collect();
-    let mut out: Vec<RowGroup> = upserts
+    let mut out: Vec<RowGroup> = deletes
         .into_iter()
-        .map(|((table, columns), idx)| RowGroup {
+        .map(|(table, idx)| RowGroup {
             table,
-            op: GroupOp::Upsert { columns },
+            op: GroupOp::Delete,
             key: key(idx[0]),
             rows: idx,
         })
         .collect();
-    out.extend(deletes.into_iter().map(|(table, idx)| RowGroup {
+    out.extend(upserts.into_iter().map(|((table, columns), idx)| RowGroup {
         table,
-        op: GroupOp::Delete,
+        op: GroupOp::Upsert { columns },
         key: key(idx[0]),
         rows: idx,
     }));
@@ -113,10 +117,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("t", upsert(&["a", "id"]), vec![0, 2]),
-                ("t", upsert(&["id"]), vec![3]),
                 ("t", GroupOp::Delete, vec![1]),
                 ("u", GroupOp::Delete, vec![4]),
+                ("t", upsert(&["a", "id"]), vec![0, 2]),
+                ("t", upsert(&["id"]), vec![3]),
             ]
         );
         assert!(groups.iter().all(|g| g.key == ["id"]));

@@ -29,6 +29,7 @@ use tracing::warn;
 
 use connector_core::clock::now_millis;
 use connector_core::column_type::normalize;
+use connector_core::key_change::split_key_change;
 use connector_core::{
     ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
     SourceBatch, Stage,
@@ -49,6 +50,9 @@ pub struct OdbcSource {
     journal: String,
     provider: String,
     tables: HashMap<String, TableInfo>,
+    /// The document id's columns per table: an update that changes them
+    /// moves the row to another document.
+    keys: HashMap<String, Vec<String>>,
     position: JournalPosition,
     gap_timeout: Duration,
     last_poll: Option<Instant>,
@@ -102,6 +106,13 @@ impl OdbcSource {
                 .await?
         };
         let (tables, journal_exists) = mapping_tables;
+        let keys = tables
+            .iter()
+            .map(|(collection, t)| {
+                let id = mapping.key_columns(collection).unwrap_or_default();
+                (t.name.clone(), id)
+            })
+            .collect();
         let journal = d.qualified(o.schema.as_deref(), &o.journal);
         if !journal_exists {
             return Err(missing_journal(&journal, &provider));
@@ -111,6 +122,7 @@ impl OdbcSource {
             d,
             journal,
             provider,
+            keys,
             tables: tables
                 .into_iter()
                 .map(|(_, t)| (t.name.clone(), t))
@@ -332,6 +344,10 @@ impl Source for OdbcSource {
                 continue;
             }
             match self.change(row) {
+                Ok(c) if c.op == RawOp::Update => {
+                    let key = self.keys.get(&c.table).map_or(&[][..], Vec::as_slice);
+                    changes.extend(split_key_change(c, key, None));
+                }
                 Ok(c) => changes.push(c),
                 Err(e) if e.kind == ErrorKind::BadRecord => {
                     // Undecodable: hand it to the mapping as a row it will

@@ -1,5 +1,6 @@
 //! `connector setup` for PostgreSQL: the publication over the mapped tables,
-//! `REPLICA IDENTITY FULL` where counters need before images, and the
+//! `REPLICA IDENTITY FULL` where counters need before images or the
+//! document id is not the primary key, and the
 //! logical replication slot. Idempotent: it reads the catalog first and
 //! only issues what is missing, and says what it did.
 
@@ -107,7 +108,18 @@ pub async fn run(
     }
     for (collection, t) in &tables {
         let rule = mapping.set().collection(collection);
-        let needs_full = o.full_identity_everywhere || rule.is_some_and(|r| !r.counters.is_empty());
+        // Where the document id is not the primary key, an update of the id
+        // columns moves the row to another document: only the old image
+        // names the document to delete.
+        let id_is_key = mapping.key_columns(collection).is_some_and(|mut id| {
+            let mut key = t.key.clone();
+            id.sort();
+            key.sort();
+            id == key
+        });
+        let needs_full = o.full_identity_everywhere
+            || !id_is_key
+            || rule.is_some_and(|r| !r.counters.is_empty());
         if needs_full && t.replica_identity != 'f' {
             statements.push(format!(
                 "ALTER TABLE {} REPLICA IDENTITY FULL",

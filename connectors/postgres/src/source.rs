@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use connector_core::key_change::split_key_change;
 use connector_core::{
     ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
     SourceBatch, Stage,
@@ -66,7 +67,8 @@ pub struct PgSource {
     /// The replication origin our sink tags its transactions with.
     origin: String,
     relations: HashMap<u32, Relation>,
-    /// Primary key columns per (schema, table) of the mapped tables.
+    /// The document id's columns per (schema, table) of the mapped tables:
+    /// an update that changes them moves the row to another document.
     keys: HashMap<(String, String), Vec<String>>,
     resume: Lsn,
     txn: Option<Txn>,
@@ -188,8 +190,9 @@ impl PgSource {
             _ => {}
         }
         let mut keys = HashMap::new();
-        for (_, info) in setup::mapped_tables(&sql, mapping, o).await? {
-            keys.insert((info.schema.clone(), info.name.clone()), info.key.clone());
+        for (collection, info) in setup::mapped_tables(&sql, mapping, o).await? {
+            let id = mapping.key_columns(&collection).unwrap_or(info.key);
+            keys.insert((info.schema.clone(), info.name.clone()), id);
         }
         let start = resume_lsn.unwrap_or(Lsn(0));
         let mut client =
@@ -340,53 +343,12 @@ impl PgSource {
                     let key = self
                         .keys
                         .get(&(rel.namespace.clone(), rel.name.clone()))
-                        .cloned()
-                        .unwrap_or_default();
-                    let key_changed = old
-                        .as_ref()
-                        .is_some_and(|o| key.iter().any(|k| o.get(k) != row.get(k)));
-                    if key_changed {
-                        // A new primary key is a new document: delete the old
-                        // one. Values PostgreSQL left out as unchanged TOAST
-                        // come from the old image where it has them (REPLICA
-                        // IDENTITY FULL), else from the old key's document in
-                        // the store; the new id has none to take them from.
-                        let (mut row, mut unchanged) = (row, unchanged);
-                        // A key-only old image ('K') has NULL for every
-                        // other column: nothing to take from it.
-                        if let (Some(o), false) = (&old, key_only) {
-                            unchanged.retain(|c| match o.get(c) {
-                                Some(v) => {
-                                    row.insert(c.clone(), v.clone());
-                                    false
-                                }
-                                None => true,
-                            });
-                        }
-                        let old = old.unwrap_or_default();
-                        // The rest the store takes from the old key's
-                        // document (deleted just before, its values kept).
-                        let unchanged_from = (!unchanged.is_empty()).then(|| {
-                            key.iter()
-                                .filter_map(|k| Some((k.clone(), old.get(k)?.clone())))
-                                .collect()
-                        });
-                        out.push(self.change(rel, RawOp::Delete, old, None, Vec::new(), commit_ms));
-                        let mut insert =
-                            self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms);
-                        insert.unchanged_from = unchanged_from;
-                        out.push(insert);
-                    } else {
-                        let before = if key_only { None } else { old };
-                        out.push(self.change(
-                            rel,
-                            RawOp::Update,
-                            row,
-                            before,
-                            unchanged,
-                            commit_ms,
-                        ));
-                    }
+                        .map_or(&[][..], Vec::as_slice);
+                    // A key-only old image ('K') has NULL for every column
+                    // but the key: no before image, only the old key.
+                    let (before, key_image) = if key_only { (None, old) } else { (old, None) };
+                    let update = self.change(rel, RawOp::Update, row, before, unchanged, commit_ms);
+                    out.extend(split_key_change(update, key, key_image.as_ref()));
                 }
             }
             Message::Delete { relation, old, .. } => {
