@@ -118,15 +118,26 @@ impl Store {
     /// progress entry without a value gets one. A copy killed at any point
     /// after this is therefore both resumable (its progress entries exist)
     /// and streamed from the right place (a lost feed is detected, not
-    /// silently re-created).
+    /// silently re-created). With `restart` (every collection copied again,
+    /// the operator's answer to a lost feed) `start` replaces the position:
+    /// the new feed starts where the new copy is consistent.
     pub fn begin_initial_sync(
         &mut self,
         provider: &str,
         start: Option<&str>,
+        restart: bool,
         progress: &[(String, String)],
     ) -> Result<()> {
         let now = now_millis();
         let tx = self.write()?;
+        if let (Some(start), true) = (start, restart) {
+            tx.prepare_cached(
+                "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (provider) DO UPDATE SET position = excluded.position,
+                   updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![provider, start, now])?;
+        }
         let mut insert = tx.prepare_cached(
             "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (provider) DO NOTHING",

@@ -180,7 +180,7 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
             ),
         ]
     };
-    s.begin_initial_sync("hq", Some("0/20"), &progress(0))
+    s.begin_initial_sync("hq", Some("0/20"), false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
     assert_eq!(
@@ -188,9 +188,10 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
         Some("{\"rows\":0}")
     );
     // A later begin (a resumed copy, or a re-created feed) keeps both.
-    s.begin_initial_sync("hq", Some("0/99"), &progress(7))
+    s.begin_initial_sync("hq", Some("0/99"), false, &progress(7))
         .unwrap();
-    s.begin_initial_sync("hq", None, &progress(8)).unwrap();
+    s.begin_initial_sync("hq", None, true, &progress(8))
+        .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
     assert_eq!(
         s.position("initial-sync:hq:stores").unwrap().as_deref(),
@@ -198,9 +199,14 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
     );
     // After forgetting (a lost feed being re-snapshotted) it starts afresh.
     s.forget_positions("hq").unwrap();
-    s.begin_initial_sync("hq", Some("0/99"), &progress(0))
+    s.begin_initial_sync("hq", Some("0/99"), false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/99"));
+    // A copy of everything again (--restart) that started a new feed
+    // streams from there.
+    s.begin_initial_sync("hq", Some("0/A0"), true, &progress(0))
+        .unwrap();
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/A0"));
 }
 
 #[test]

@@ -642,6 +642,51 @@ fn a_row_moved_to_a_new_key_in_sqlite_moves_everywhere() {
 }
 
 #[test]
+fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
+    // The poller reads the fan-out's journal rows (our own writes) and
+    // prunes all but the last.
+    f.start();
+    f.expect_text("the journal read and pruned", "1", || {
+        shop.sql("SELECT count(*) FROM connector_journal")
+    });
+    assert_eq!(f.stop(), Some(0));
+    // The journal is dropped and set up again while the fleet is down: its
+    // numbers start over, far below what the store has read.
+    shop.sql("DROP TABLE connector_journal");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    shop.sql("UPDATE orders SET status = 'after-the-reset' WHERE order_id = 3");
+    f.start();
+    wait_for(
+        "shop to report the journal that started over",
+        Duration::from_secs(60),
+        || {
+            let shop = f.provider_status("shop")?;
+            shop["last_error"]
+                .as_str()?
+                .contains("started its numbering over")
+                .then_some(())
+        },
+    );
+    assert_eq!(f.stop(), Some(0));
+    // The advised fix: copy everything again; the journal is read anew.
+    ok(&f.connector(&["initial-sync", "--provider", "shop", "--restart"]));
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "after-the-reset",
+    );
+    shop.sql("UPDATE orders SET status = 'streamed' WHERE order_id = 4");
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 4",
+        "streamed",
+    );
+    verify_passes(&f);
+}
+
+#[test]
 fn a_change_journaled_before_a_copy_and_committed_after_it_wins() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // Journaled and committed while the worker is down, so the copy below

@@ -612,6 +612,48 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
 }
 
 #[test]
+fn a_lost_slot_is_recovered_by_the_advised_restarted_copy() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'during-the-gap' WHERE order_id = 5",
+    );
+    f.start();
+    let advice = wait_for(
+        "hq to report the lost slot",
+        Duration::from_secs(60),
+        || {
+            f.provider_status("hq")?["last_error"]
+                .as_str()
+                .filter(|e| e.contains("does not exist"))
+                .map(str::to_string)
+        },
+    );
+    assert_eq!(f.stop(), Some(0));
+    assert!(
+        advice.contains("initial-sync --provider hq --restart"),
+        "{advice}"
+    );
+    // What the error advises: the copy creates the slot and the stream
+    // starts at it.
+    ok(&f.connector(&["initial-sync", "--provider", "hq", "--restart"]));
+    f.start();
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 5",
+        "during-the-gap",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'streamed-again' WHERE order_id = 6",
+    );
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 6",
+        "streamed-again",
+    );
+}
+
+#[test]
 fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     let mut f = Fleet::new("0.001");
     // The first start creates the slot, then waits 2 s before it opens the

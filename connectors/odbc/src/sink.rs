@@ -63,7 +63,13 @@ impl OdbcSink {
             .run(move |c| {
                 c.set_autocommit(false)
                     .map_err(|e| classify(&e, Stage::Sink, "turning autocommit off"))?;
-                mapped_tables(c, d, &m, &o)
+                let tables = mapped_tables(c, d, &m, &o)?;
+                // End the catalog reads' transaction: held open until the
+                // first batch, it blocked every writer of an SQLite file in
+                // rollback-journal mode (a read lock never released).
+                c.commit()
+                    .map_err(|e| classify(&e, Stage::Sink, "ending the catalog reads"))?;
+                Ok(tables)
             })
             .await?;
         Ok(OdbcSink {

@@ -189,7 +189,9 @@ impl OdbcSource {
         }
     }
 
-    /// The journal's size and the poller's place in it, for `status`.
+    /// The journal's size and the poller's place in it, for `status`; an
+    /// error when the journal's numbering went back below the position (see
+    /// [`journal_restarted`]).
     async fn details(&mut self) -> Result<Value> {
         let sql = format!("SELECT COUNT(*), MAX(seq) FROM {}", self.journal);
         let result = self
@@ -202,6 +204,14 @@ impl OdbcSource {
                 .and_then(|r| r.get(i).cloned().flatten())
                 .and_then(|v| integer(&v))
         };
+        if let Some(max) = cell(1).filter(|max| *max < self.position.seq) {
+            return Err(journal_restarted(
+                &self.journal,
+                &self.provider,
+                max,
+                self.position.seq,
+            ));
+        }
         Ok(serde_json::json!({
             "journal": self.journal,
             "journal_rows": cell(0),
@@ -286,6 +296,23 @@ fn missing_journal(journal: &str, provider: &str) -> ConnectorError {
             "the change journal {journal} does not exist (dropped, or setup never ran): changes made \
              meanwhile cannot be recovered from it; run `connector setup --provider {provider}`, then \
              `connector initial-sync --provider {provider} --restart`"
+        ),
+    )
+}
+
+/// Pruning keeps the highest row read, so the journal's highest number is
+/// never below the position the store holds, unless the journal started
+/// over: dropped and set up again, or restored from a backup. Its new rows
+/// carry numbers the poller has passed and would never read (and a prune
+/// would delete them).
+fn journal_restarted(journal: &str, provider: &str, max: i64, position: i64) -> ConnectorError {
+    ConnectorError::permanent(
+        Stage::Source,
+        format!(
+            "the change journal {journal} started its numbering over (its highest sequence is \
+             {max}, the store has read up to {position}): it was set up again or restored, and \
+             changes made meanwhile may be missing; run `connector initial-sync --provider \
+             {provider} --restart` (it copies every table and starts reading the journal anew)"
         ),
     )
 }
@@ -408,7 +435,9 @@ impl Source for OdbcSource {
         if upto <= 0 {
             return Ok(());
         }
-        let sql = format!("DELETE FROM {} WHERE seq <= ?", self.journal);
+        // The row at `upto` stays: the highest number read is always in
+        // the journal, which tells a journal that started over.
+        let sql = format!("DELETE FROM {} WHERE seq < ?", self.journal);
         let result = self
             .session
             .run(move |c| {

@@ -123,8 +123,9 @@ async fn slot_lost(
         SlotLostPolicy::Stop => ConnectorError::permanent(
             Stage::Source,
             format!(
-                "{gap}. Policy `stop`: re-create the slot (`connector setup --provider {provider}`) and copy again \
-                 (`connector initial-sync --provider {provider} --restart`), or set on_slot_lost=resnapshot"
+                "{gap}. Policy `stop`: drop the slot if it is still there (`SELECT pg_drop_replication_slot('{slot}')`), \
+                 then copy again with `connector initial-sync --provider {provider} --restart`, which creates it; \
+                 or set on_slot_lost=resnapshot"
             ),
         ),
         SlotLostPolicy::Resnapshot => {

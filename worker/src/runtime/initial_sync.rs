@@ -191,7 +191,10 @@ pub async fn copy_provider(
             .iter()
             .map(|c| (progress_key(&spec.name, c), Progress::default().to_json()))
             .collect();
-        blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), &begun))
+        // Every collection copied again: the feed restarts with this copy
+        // (a journal that started over, a slot this copy created).
+        let restart_feed = restart && only.is_none();
+        blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), restart_feed, &begun))
             .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;
         for collection in collections {
