@@ -415,6 +415,11 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     // are taken at insert time and become visible at commit, so two
     // concurrent writers commit them out of order.
     let mut f = Fleet::new("0.001");
+    // A length the sink must not cut a value to (see the end).
+    f.pg.psql(
+        "shop",
+        "ALTER TABLE orders ALTER COLUMN status TYPE varchar(20)",
+    );
     let odbc = OdbcConfig::new(None);
     let conn = format!(
         "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
@@ -462,17 +467,32 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
         "A-late",
     );
     wait_for(
-        "the journal to be pruned after the gap filled",
+        "the journal to be pruned after the gap filled (all but the last row)",
         Duration::from_secs(30),
         || {
             (f.pg
                 .query("shop", "SELECT count(*) FROM connector_journal")
                 .as_deref()
-                == Some("0"))
+                == Some("1"))
             .then_some(())
         },
     );
     verify_passes(&f);
+    // A status too long for shop's varchar(20) is a dead letter, not cut.
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'this status is far too long for shop' WHERE order_id = 2",
+    );
+    wait_for("the dead letter", Duration::from_secs(30), || {
+        let dead = ok(&f.connector(&["dead-letters", "list", "--json"]));
+        dead.contains("22001").then_some(())
+    });
+    assert_ne!(
+        f.pg.query("shop", "SELECT status FROM orders WHERE order_id = 2")
+            .as_deref(),
+        Some("this status is far "),
+        "the value was cut to the column's length"
+    );
 }
 
 /// The real IBM DB2 ODBC driver (`libdb2.so` from the PyPI `ibm_db` wheel,

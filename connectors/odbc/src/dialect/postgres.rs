@@ -84,7 +84,7 @@ impl Dialect for Postgres {
     }
 
     fn placeholder(&self, column: &Column) -> String {
-        format!("CAST(? AS {})", column.sql_type)
+        format!("CAST(? AS {})", base_type(&column.sql_type))
     }
 
     fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
@@ -93,5 +93,40 @@ impl Dialect for Postgres {
 
     fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
         super::generic_param_text(ty, v, false)
+    }
+}
+
+/// A type without its modifiers (`character varying(20)` → `character
+/// varying`): an explicit cast to `varchar(n)` cuts a longer value without
+/// an error, where storing it into the column raises 22001 (a dead letter).
+/// Numeric scales and time precisions round the same either way.
+fn base_type(sql_type: &str) -> String {
+    let mut out = String::with_capacity(sql_type.len());
+    let mut depth = 0;
+    for ch in sql_type.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => out.push(ch),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_type;
+
+    #[test]
+    fn casts_go_to_the_type_without_its_length() {
+        assert_eq!(base_type("character varying(20)"), "character varying");
+        assert_eq!(base_type("numeric(10,2)"), "numeric");
+        assert_eq!(
+            base_type("timestamp(3) with time zone"),
+            "timestamp with time zone"
+        );
+        assert_eq!(base_type("character(2)[]"), "character[]");
+        assert_eq!(base_type("jsonb"), "jsonb");
     }
 }
