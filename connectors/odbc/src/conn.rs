@@ -157,22 +157,33 @@ pub fn classify(e: &odbc_api::Error, stage: Stage, context: &str) -> ConnectorEr
         odbc_api::Error::Diagnostics { record, .. } => {
             let state = record.state.as_str().to_string();
             let message = String::from_utf8_lossy(&record.message).trim().to_string();
-            let lower = message.to_ascii_lowercase();
-            let kind = if lower.contains("database is locked") || lower.contains("deadlock") {
-                ErrorKind::Transient
-            } else if state == "HY000"
-                && (lower.contains("constraint failed") || lower.contains("datatype mismatch"))
-            {
-                // SQLite's driver reports every statement error as HY000.
-                ErrorKind::BadRecord
-            } else {
-                kind_for_sqlstate(&state)
-            };
-            (kind, format!("{message} (SQLSTATE {state})"))
+            (
+                kind_of(&state, &message),
+                format!("{message} (SQLSTATE {state})"),
+            )
         }
         other => (ErrorKind::Permanent, other.to_string()),
     };
     ConnectorError::new(kind, stage, format!("{context}: {detail}"))
+}
+
+/// The kind of a diagnostic: by SQLSTATE, except for what drivers report
+/// as the catch-all HY000 (SQLite for every statement error, MariaDB for
+/// a lock wait timeout) and lock conflicts in any words.
+fn kind_of(state: &str, message: &str) -> ErrorKind {
+    let lower = message.to_ascii_lowercase();
+    if ["database is locked", "deadlock", "lock wait timeout"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        ErrorKind::Transient
+    } else if state == "HY000"
+        && (lower.contains("constraint failed") || lower.contains("datatype mismatch"))
+    {
+        ErrorKind::BadRecord
+    } else {
+        kind_for_sqlstate(state)
+    }
 }
 
 /// Whether an error says that a table does not exist, in any dialect's words.
@@ -233,6 +244,25 @@ async fn run_blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_conflicts_are_retried_whatever_the_sqlstate() {
+        let mariadb_1205 =
+            "[ma-3.1.15][10.11.6-MariaDB]Lock wait timeout exceeded; try restarting transaction";
+        assert_eq!(kind_of("HY000", mariadb_1205), ErrorKind::Transient);
+        assert_eq!(
+            kind_of("HY000", "database is locked (5)"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind_of("HY000", "UNIQUE constraint failed: orders.order_id (19)"),
+            ErrorKind::BadRecord
+        );
+        assert_eq!(
+            kind_of("HY000", "near \"x\": syntax error"),
+            ErrorKind::Permanent
+        );
+    }
 
     #[test]
     fn connection_strings_parse_with_braces_and_name_their_endpoint() {

@@ -81,7 +81,10 @@ impl Dialect for MariaDb {
     }
 
     fn now_ms(&self) -> &'static str {
-        "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+        // SYSDATE, not NOW: in a trigger NOW() is the time the statement
+        // began, so a row a long UPDATE reached a minute later would carry
+        // a time older than changes made elsewhere meanwhile, and lose.
+        "CAST(UNIX_TIMESTAMP(SYSDATE(3)) * 1000 AS SIGNED)"
     }
 
     fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
