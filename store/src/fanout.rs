@@ -50,6 +50,9 @@ pub struct Pending {
     /// The document's id as the store keys it.
     pub key: String,
     pub shadow: Shadow,
+    /// The provider's `seen` shadow when the write was planned: its commit
+    /// records `held` only if the feed has shown nothing else since.
+    pub seen: Option<Shadow>,
 }
 
 /// Log entries [`Store::read_log_for_sink`] scans at most per call.
@@ -168,7 +171,8 @@ impl Store {
             }
             let (body, counters) = document_row(&conn, &e.collection, key)?;
             let shadow = Shadow::of_option(body.as_ref(), &counters);
-            let held = load_shadows(&conn, provider, &e.collection, key)?.held;
+            let shadows = load_shadows(&conn, provider, &e.collection, key)?;
+            let held = shadows.held;
             let up_to_date = match &held {
                 Some(h) => h.agrees_with(&shadow),
                 // Never seen by this provider: a deleted document needs no delete.
@@ -183,6 +187,7 @@ impl Store {
                     },
                     key: e.key.clone(),
                     shadow,
+                    seen: shadows.seen,
                 });
             }
         }
@@ -233,6 +238,7 @@ impl Store {
             write: w,
             key,
             shadow,
+            ..
         } in writes
         {
             tx.prepare_cached(
@@ -269,13 +275,15 @@ impl Store {
         for dl in rejected {
             insert_dead_letter(&tx, provider, dl, now)?;
         }
-        for Pending {
-            write: w,
-            key,
-            shadow,
-        } in written
-        {
-            save_held(&tx, provider, &w.collection, key, shadow)?;
+        for p in written {
+            save_held(
+                &tx,
+                provider,
+                &p.write.collection,
+                &p.key,
+                &p.shadow,
+                p.seen.as_ref(),
+            )?;
         }
         upsert_cursor(&tx, &sink_cursor(provider), upto_seq)?;
         tx.prepare_cached(

@@ -313,19 +313,34 @@ pub(crate) fn save_own_echo(
     Ok(())
 }
 
-/// A sink wrote `image` to the provider: it is held (seen comes with the echo).
+/// A sink wrote `image` to the provider: it is held (seen comes with the
+/// echo). Unless the feed has shown the provider holding something else
+/// since the write was planned (`seen` then is neither what it was,
+/// `planned_seen`, nor the image: a change of the provider's own, after our
+/// write or before it): `held` then stays as that change left it, and our
+/// echo, if it comes later, corrects it. Recording the image over it made
+/// the store believe the provider held our write while it held its own
+/// newer change.
 pub(crate) fn save_held(
     tx: &Connection,
     provider: &str,
     collection: &str,
     id: &str,
     image: &Shadow,
+    planned_seen: Option<&Shadow>,
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO shadows (provider, collection, id, held) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (provider, collection, id) DO UPDATE SET held = excluded.held",
+         ON CONFLICT (provider, collection, id) DO UPDATE SET held = excluded.held
+         WHERE shadows.seen IS ?5 OR shadows.seen = excluded.held",
     )?
-    .execute(params![provider, collection, id, image.encode()])?;
+    .execute(params![
+        provider,
+        collection,
+        id,
+        image.encode(),
+        planned_seen.map(Shadow::encode)
+    ])?;
     Ok(())
 }
 

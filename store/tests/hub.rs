@@ -1338,3 +1338,64 @@ fn a_batch_read_ahead_is_compared_again_where_the_batch_before_wrote() {
     assert_eq!(writes.len(), 1, "shop must get the delete");
     assert!(writes[0].write.doc.is_none());
 }
+
+#[test]
+fn a_sink_commit_recorded_after_a_newer_change_of_the_provider_does_not_hide_it() {
+    let (_d, mut s) = store();
+    let status = |st: &str| json!({"order_id": 7, "status": st});
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), status("new"), None, 1000)],
+        "1",
+    );
+    deliver(&mut s, "shop");
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), status("open"), None, 2000)],
+        "2",
+    );
+    // shop's sink plans `open` and writes it; before it records the commit,
+    // shop's feed brings the echo and then a change of shop's own user.
+    let after = s
+        .cursor(&connector_store::sink_cursor("shop"))
+        .unwrap()
+        .unwrap();
+    let read = s.read_log_for_sink("shop", after, 100).unwrap();
+    let writes = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    assert_eq!(writes.len(), 1);
+    apply(
+        &mut s,
+        "shop",
+        &[own(upsert("orders", json!(7), status("open"), None, 2100))],
+        "a",
+    );
+    apply(
+        &mut s,
+        "shop",
+        &[upsert("orders", json!(7), status("closed"), None, 2200)],
+        "b",
+    );
+    s.sink_committed("shop", read.upto, &writes, &[]).unwrap();
+    // hq moves on and back to `open` before shop's sink runs again: shop
+    // holds `closed`, so its sink must write.
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), status("pending"), None, 2500)],
+        "3",
+    );
+    apply(
+        &mut s,
+        "hq",
+        &[upsert("orders", json!(7), status("open"), None, 3000)],
+        "4",
+    );
+    let written = drain_sink(&mut s, "shop");
+    assert_eq!(
+        written.iter().map(|w| w.doc.clone()).collect::<Vec<_>>(),
+        vec![Some(status("open").as_object().unwrap().clone())],
+        "shop still holds `closed`"
+    );
+}
