@@ -66,6 +66,11 @@ pub struct SinkRead {
     pub upto: i64,
 }
 
+/// Intents older than this are dropped whatever the feed shows.
+const INTENT_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// How far a provider's commit times may run behind the store's clock.
+const INTENT_SKEW_MS: i64 = 60_000;
+
 /// Log entries [`Store::compact_log`] deletes per transaction.
 pub const COMPACT_SLICE: i64 = 2_000;
 
@@ -250,12 +255,27 @@ impl Store {
         Ok(())
     }
 
-    /// Drops intents older than `max_age_ms` (their echo will not come: the
-    /// write failed, or the provider coalesced it).
+    /// Drops intents whose echo will not come (the write failed, or the
+    /// provider coalesced it): older than `max_age_ms`, and the provider's
+    /// feed has since delivered a commit from a minute (clock skew) after
+    /// them, so an echo would have come before it. While the feed is behind
+    /// (a long copy of the provider, a backlog) they stay, or its echoes
+    /// would be merged as the provider's own changes (a counter's delta
+    /// counted twice); a day is the limit either way.
     pub fn expire_intents(&mut self, provider: &str, max_age_ms: i64) -> Result<u64> {
+        let now = now_millis();
         let n = self.conn().execute(
-            "DELETE FROM sink_intents WHERE provider = ?1 AND at_ms < ?2",
-            params![provider, now_millis() - max_age_ms],
+            "DELETE FROM sink_intents WHERE provider = ?1
+               AND (at_ms < ?3
+                 OR (at_ms < ?2
+                     AND at_ms + ?4 < coalesce(
+                       (SELECT last_commit_ms FROM positions WHERE provider = ?1), 0)))",
+            params![
+                provider,
+                now - max_age_ms,
+                now - INTENT_MAX_AGE_MS,
+                INTENT_SKEW_MS
+            ],
         )?;
         Ok(n as u64)
     }

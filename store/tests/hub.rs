@@ -1399,3 +1399,34 @@ fn a_sink_commit_recorded_after_a_newer_change_of_the_provider_does_not_hide_it(
         "shop still holds `closed`"
     );
 }
+
+#[test]
+fn intents_wait_for_a_feed_that_is_behind() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(1)], "1");
+    let written = run_sink(&mut s, "shop", true);
+    assert_eq!(written.len(), 1);
+    // Older than the age given, but shop's feed has delivered nothing
+    // since: the echo may still come.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(s.expire_intents("shop", 0).unwrap(), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // A commit of shop's from two minutes after the write, and no echo
+    // before it: the write's echo will not come.
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(2),
+            json!({"order_id": 2}),
+            None,
+            now + 120_000,
+        )],
+        "s1",
+    );
+    assert_eq!(s.expire_intents("shop", 0).unwrap(), 1);
+}
