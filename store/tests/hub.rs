@@ -1430,3 +1430,50 @@ fn intents_wait_for_a_feed_that_is_behind() {
     );
     assert_eq!(s.expire_intents("shop", 0).unwrap(), 1);
 }
+
+#[test]
+fn a_tagged_echo_without_its_unchanged_toast_values_is_still_only_an_echo() {
+    let (_d, mut s) = store();
+    let notes = "n".repeat(3000);
+    let row = |q: i64| json!({"inventory_id": 1, "quantity": q, "notes": notes});
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert("inventory", json!(1), row(3), None, 1000))],
+        "1",
+    );
+    deliver(&mut s, "shop");
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert(
+            "inventory",
+            json!(1),
+            row(5),
+            Some(row(3)),
+            2000,
+        ))],
+        "2",
+    );
+    assert_eq!(drain_sink(&mut s, "shop").len(), 1);
+    // shop's feed reports our write (tagged by its replication origin)
+    // without `notes`, which PostgreSQL sent as unchanged TOAST.
+    let mut echo = own(counted(upsert(
+        "inventory",
+        json!(1),
+        json!({"inventory_id": 1, "quantity": 5}),
+        None,
+        2100,
+    )));
+    echo.unchanged = vec!["notes".into()];
+    let out = apply(&mut s, "shop", &[echo], "a");
+    assert_eq!((out.echoes, out.applied), (1, 0));
+    let doc = s.get("inventory", &json!(1)).unwrap().unwrap();
+    assert_eq!(
+        doc["quantity"],
+        json!(5),
+        "our own write counted as a delta"
+    );
+    assert_eq!(doc["notes"], json!(notes));
+    assert!(drain_sink(&mut s, "shop").is_empty());
+}
