@@ -383,6 +383,18 @@ fn plan_change(
     intents: bool,
 ) -> Result<Plan> {
     let key = id_key(&c.id);
+    // An image our sink recorded as about to write is our echo, known by
+    // the image alone: only the document's body is read (for `touch`), not
+    // its merge state or the shadows. Most of an ODBC fan-out's echoes.
+    let whole_image = c.op == DocOp::Upsert && c.unchanged.is_empty();
+    if intents && whole_image {
+        let image = Shadow::of(&c.fields, &c.counters);
+        if take_intent(tx, origin, &c.collection, &key, &image)? {
+            let body = load_body(tx, &c.collection, &key)?;
+            let touch = !image.agrees_with(&Shadow::of_option(body.as_ref(), &c.counters));
+            return Ok(Plan::Echo { key, image, touch });
+        }
+    }
     let state = load_state(tx, &c.collection, &key)?;
     let seen = load_shadows(tx, origin, &c.collection, &key)?.seen;
     let current = state.materialize();
@@ -452,7 +464,7 @@ fn plan_change(
         &filled
     };
     let new_shadow = Shadow::of(&c.fields, &c.counters);
-    if (intents && take_intent(tx, origin, &c.collection, &key, &new_shadow)?)
+    if (intents && !whole_image && take_intent(tx, origin, &c.collection, &key, &new_shadow)?)
         || seen.as_ref().is_some_and(|s| s.same_image(&new_shadow))
     {
         return Ok(echo(key, new_shadow));
