@@ -417,7 +417,7 @@ fn plan_change(
         }
         if seen
             .as_ref()
-            .is_some_and(|s| s.agrees_with(&current_shadow()))
+            .is_some_and(|s| s.same_image(&current_shadow()))
         {
             if let Some(s) = state.max_stamp() {
                 hlc = hlc.max(s.hlc + 1);

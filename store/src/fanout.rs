@@ -179,7 +179,7 @@ impl Store {
             let shadows = load_shadows(&conn, provider, &e.collection, key)?;
             let held = shadows.held;
             let up_to_date = match &held {
-                Some(h) => h.agrees_with(&shadow),
+                Some(h) => h.covers(&shadow),
                 // Never seen by this provider: a deleted document needs no delete.
                 None => body.is_none(),
             };

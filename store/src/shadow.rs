@@ -75,11 +75,13 @@ impl Shadow {
     /// far as its table can: equal on every field both have. A field one
     /// side lacks is a column the other's table does not have (a sink writes
     /// only the columns its table has and never clears one the document
-    /// lacks), so nothing any write could change. Between a provider's image
-    /// and the store's document (or what a sink wrote); two images from one
-    /// provider's feed compare with [`Shadow::same_image`]. (A document
-    /// database, where a missing field is an unset one, would need a shadow
-    /// that says its image is complete.)
+    /// lacks), so nothing any write could change. Between an image the
+    /// provider's feed shows (all its columns) and the store's document or
+    /// a write our sink recorded; two images from one provider's feed
+    /// compare with [`Shadow::same_image`], and whether a sink must write
+    /// with [`Shadow::covers`]. (A document database, where a missing field
+    /// is an unset one, would need a shadow that says its image is
+    /// complete.)
     pub fn agrees_with(&self, other: &Shadow) -> bool {
         match (self, other) {
             (Shadow::Deleted, Shadow::Deleted) => true,
@@ -96,6 +98,28 @@ impl Shadow {
                     .iter()
                     .all(|(k, v)| large.get(k).is_none_or(|w| w == v))
             }
+            _ => false,
+        }
+    }
+
+    /// Whether what a provider holds (`self`, written or shown by it)
+    /// covers the document `doc`: every field of the document, equal. A
+    /// field only the provider has is a column the document never had
+    /// (nothing a write could clear). A document field the provider lacks
+    /// is written, even if its table has no such column (one redundant
+    /// write per change, its echo then agrees): a column added to the
+    /// table is filled that way.
+    pub fn covers(&self, doc: &Shadow) -> bool {
+        match (self, doc) {
+            (Shadow::Deleted, Shadow::Deleted) => true,
+            (
+                Shadow::Present {
+                    fingerprints: held, ..
+                },
+                Shadow::Present {
+                    fingerprints: doc, ..
+                },
+            ) => doc.iter().all(|(k, v)| held.get(k) == Some(v)),
             _ => false,
         }
     }
@@ -247,6 +271,16 @@ mod tests {
         assert!(!renamed.agrees_with(&doc) && !doc.agrees_with(&renamed));
         assert!(!narrow.agrees_with(&Shadow::Deleted));
         assert!(Shadow::Deleted.agrees_with(&Shadow::Deleted));
+    }
+
+    #[test]
+    fn what_a_provider_holds_covers_the_document_field_by_field() {
+        let shadow = |v: Value| Shadow::of(v.as_object().unwrap(), &[]);
+        let doc = shadow(json!({"id": 1, "name": "scanner"}));
+        assert!(shadow(json!({"id": 1, "name": "scanner", "rack": 4})).covers(&doc));
+        assert!(!shadow(json!({"id": 1})).covers(&doc), "a field to fill");
+        assert!(!shadow(json!({"id": 1, "name": "old"})).covers(&doc));
+        assert!(!Shadow::Deleted.covers(&doc) && Shadow::Deleted.covers(&Shadow::Deleted));
     }
 
     #[test]

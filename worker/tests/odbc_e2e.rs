@@ -662,6 +662,19 @@ fn a_row_moved_to_a_new_key_in_sqlite_moves_everywhere() {
 }
 
 #[test]
+fn a_restarted_copy_over_a_journal_that_is_only_behind_keeps_its_deletes() {
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
+    // A delete waits in the journal while the fleet is down; a copy shows
+    // no deletes, so the stream must still read it after the copy.
+    shop.sql("DELETE FROM order_items WHERE order_id = 5");
+    shop.sql("DELETE FROM orders WHERE order_id = 5");
+    ok(&f.connector(&["initial-sync", "--provider", "shop", "--restart"]));
+    f.start();
+    f.expect_in("hq", "SELECT count(*) FROM orders WHERE order_id = 5", "0");
+    verify_passes(&f);
+}
+
+#[test]
 fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // The poller reads the fan-out's journal rows (our own writes) and

@@ -27,7 +27,10 @@ pub fn split_key_change(
     let Some(old) = key_image.or(update.before.as_ref()) else {
         return vec![update];
     };
-    if key.is_empty() || key.iter().all(|k| old.get(k) == update.row.get(k)) {
+    // A NULL in the old id: the old row had no document (or a key-only
+    // image left the id columns out); nothing to delete.
+    let old_id_null = key.iter().any(|k| old.get(k).is_none_or(|v| v.is_null()));
+    if key.is_empty() || old_id_null || key.iter().all(|k| old.get(k) == update.row.get(k)) {
         return vec![update];
     }
     let old = old.clone();
@@ -114,6 +117,18 @@ mod tests {
         assert!(out
             .iter()
             .all(|c| c.txn == Some(3) && c.commit_ts_ms == Some(7)));
+    }
+
+    #[test]
+    fn an_old_id_that_is_null_deletes_nothing() {
+        // A key-only image of another key (the id is not the primary key),
+        // or an id column that was NULL: no document to delete.
+        let old = fields(json!({"id": 7, "serial_no": null}));
+        let u = update(json!({"id": 7, "serial_no": "d-2"}), &[]);
+        assert_eq!(
+            split_key_change(u.clone(), &["serial_no".into()], Some(&old)),
+            vec![u]
+        );
     }
 
     #[test]

@@ -208,6 +208,15 @@ pub trait Snapshot: Send {
     fn start_position(&self) -> Option<String> {
         None
     }
+    /// Whether a copy of every collection again (`initial-sync --restart`)
+    /// should move the stream from the saved position `saved` to
+    /// [`Snapshot::start_position`]: only when the feed behind `saved` is
+    /// gone (a slot this copy had to create, a journal that started its
+    /// numbering over). A feed that is merely behind must be read on from
+    /// `saved`: the copy shows no deletes, only the feed has them.
+    fn restarts_feed(&self, _saved: &str) -> bool {
+        true
+    }
     /// The transactions in progress when the copy's snapshot was taken, and
     /// the copy's stamp. Their changes are not in the copy, but a commit
     /// stamped before it became visible (PostgreSQL takes the commit time

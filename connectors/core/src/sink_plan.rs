@@ -3,12 +3,14 @@
 //! Rows are grouped by table and operation; upserts further by their set of
 //! columns (those the table has), so one statement covers rows of one shape
 //! and a document that lacks a column never overwrites it with NULL. Groups
-//! come out in a fixed order (deletes by table, then upserts by table and
-//! columns) so a batch always runs its statements the same way. Deletes go
-//! first: a row moved to a new document id (an update of its id columns)
-//! is a delete of the old document and an upsert of the new one, and the
-//! upsert would collide with the old row on every other unique key (the
-//! primary key, when the id is not the primary key).
+//! come out in a fixed order so a batch always runs its statements the
+//! same way: deletes from tables the batch also upserts into, then the
+//! upserts (by table and columns), then the other deletes. A row moved to
+//! a new document id (an update of its id columns) is a delete of the old
+//! document and an upsert of the new one in the same table, and the upsert
+//! would collide with the old row on every other unique key (the primary
+//! key, when the id is not the primary key); a parent deleted after its
+//! children moved elsewhere must go after those upserts (foreign keys).
 
 use std::collections::BTreeMap;
 
@@ -64,21 +66,23 @@ pub fn group_rows(
         }
     }
     let key = |i: usize| rows[i].key.iter().map(|(k, _)| k.clone()).collect();
-    let mut out: Vec<RowGroup> = deletes
+    let delete = |(table, idx): (String, Vec<usize>)| RowGroup {
+        table,
+        op: GroupOp::Delete,
+        key: key(idx[0]),
+        rows: idx,
+    };
+    let (first, last): (Vec<_>, Vec<_>) = deletes
         .into_iter()
-        .map(|(table, idx)| RowGroup {
-            table,
-            op: GroupOp::Delete,
-            key: key(idx[0]),
-            rows: idx,
-        })
-        .collect();
+        .partition(|(table, _)| upserts.keys().any(|(t, _)| t == table));
+    let mut out: Vec<RowGroup> = first.into_iter().map(delete).collect();
     out.extend(upserts.into_iter().map(|((table, columns), idx)| RowGroup {
         table,
         op: GroupOp::Upsert { columns },
         key: key(idx[0]),
         rows: idx,
     }));
+    out.extend(last.into_iter().map(delete));
     Ok(out)
 }
 
@@ -118,9 +122,9 @@ mod tests {
             got,
             vec![
                 ("t", GroupOp::Delete, vec![1]),
-                ("u", GroupOp::Delete, vec![4]),
                 ("t", upsert(&["a", "id"]), vec![0, 2]),
                 ("t", upsert(&["id"]), vec![3]),
+                ("u", GroupOp::Delete, vec![4]),
             ]
         );
         assert!(groups.iter().all(|g| g.key == ["id"]));

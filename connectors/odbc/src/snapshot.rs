@@ -235,6 +235,19 @@ impl Snapshot for OdbcSnapshot {
         self.start_position.clone()
     }
 
+    /// The journal started over when its highest number is below the saved
+    /// position's.
+    fn restarts_feed(&self, saved: &str) -> bool {
+        let start = self
+            .start_position
+            .as_deref()
+            .and_then(JournalPosition::parse);
+        match (start, JournalPosition::parse(saved)) {
+            (Some(start), Some(saved)) => start.seq < saved.seq,
+            _ => false,
+        }
+    }
+
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
         let (info, _) = self.table(collection)?;
         let sql = format!("SELECT COUNT(*) FROM {}", info.qualified(self.d));

@@ -32,6 +32,11 @@ impl TableInfo {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// Whether `columns` are the primary key's, in any order.
+    pub fn is_primary_key(&self, columns: &[String]) -> bool {
+        columns.len() == self.key.len() && columns.iter().all(|c| self.key.contains(c))
+    }
 }
 
 /// Reads a table's description; `None` when it does not exist.

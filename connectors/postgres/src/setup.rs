@@ -111,12 +111,9 @@ pub async fn run(
         // Where the document id is not the primary key, an update of the id
         // columns moves the row to another document: only the old image
         // names the document to delete.
-        let id_is_key = mapping.key_columns(collection).is_some_and(|mut id| {
-            let mut key = t.key.clone();
-            id.sort();
-            key.sort();
-            id == key
-        });
+        let id_is_key = mapping
+            .key_columns(collection)
+            .is_some_and(|id| t.is_primary_key(&id));
         let needs_full = o.full_identity_everywhere
             || !id_is_key
             || rule.is_some_and(|r| !r.counters.is_empty());

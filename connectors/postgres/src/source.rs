@@ -192,7 +192,16 @@ impl PgSource {
         }
         let mut keys = HashMap::new();
         for (collection, info) in setup::mapped_tables(&sql, mapping, o).await? {
-            let id = mapping.key_columns(&collection).unwrap_or(info.key);
+            // The document id's columns, where the table has them all (an
+            // id a transform builds is not among them): the primary key.
+            let id = mapping
+                .key_columns(&collection)
+                .filter(|id| id.iter().all(|c| info.column(c).is_some()))
+                .unwrap_or_else(|| info.key.clone());
+            if !info.is_primary_key(&id) && info.replica_identity != 'f' {
+                warn!(table = %info.name, id = ?id,
+                    "the document id is not the primary key and the table lacks REPLICA IDENTITY FULL: an update of the id leaves the old document behind (connector setup sets FULL)");
+            }
             keys.insert((info.schema.clone(), info.name.clone()), id);
         }
         let start = resume_lsn.unwrap_or(Lsn(0));

@@ -175,13 +175,11 @@ pub async fn copy_provider(
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let mut store = blocking(|| shared.open_store())?;
         let start = snapshot.start_position();
+        let saved = blocking(|| store.position(&spec.name)).map_err(ConnectorError::from)?;
         // A copy that starts the provider's feed (no position yet) marks
         // every collection begun, not only those it copies: the stream then
         // starts here, and `needed` has `run` copy the others before it.
-        let first = start.is_some()
-            && blocking(|| store.position(&spec.name))
-                .map_err(ConnectorError::from)?
-                .is_none();
+        let first = start.is_some() && saved.is_none();
         let marked = if first {
             super::collections(&mapping, None)?
         } else {
@@ -191,9 +189,12 @@ pub async fn copy_provider(
             .iter()
             .map(|c| (progress_key(&spec.name, c), Progress::default().to_json()))
             .collect();
-        // Every collection copied again: the feed restarts with this copy
-        // (a journal that started over, a slot this copy created).
-        let restart_feed = restart && only.is_none();
+        // Every collection copied again over a feed that is gone: the feed
+        // restarts with this copy (a slot this copy created, a journal
+        // that started over).
+        let restart_feed = restart
+            && only.is_none()
+            && saved.as_deref().is_some_and(|s| snapshot.restarts_feed(s));
         blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), restart_feed, &begun))
             .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;

@@ -96,10 +96,12 @@ impl Dialect for Postgres {
     }
 }
 
-/// A type without its modifiers (`character varying(20)` → `character
+/// A type without its length (`character varying(20)` → `character
 /// varying`): an explicit cast to `varchar(n)` cuts a longer value without
 /// an error, where storing it into the column raises 22001 (a dead letter).
-/// Numeric scales and time precisions round the same either way.
+/// `character(n)` and `bit(n)` become `bpchar` and `bit varying`: without
+/// a length `character` means `character(1)`, and `bit` `bit(1)`. Numeric
+/// scales and time precisions round the same either way.
 fn base_type(sql_type: &str) -> String {
     let mut out = String::with_capacity(sql_type.len());
     let mut depth = 0;
@@ -111,7 +113,16 @@ fn base_type(sql_type: &str) -> String {
             _ => {}
         }
     }
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (name, array) = match out.strip_suffix("[]") {
+        Some(name) => (name, "[]"),
+        None => (out.as_str(), ""),
+    };
+    match name {
+        "character" | "char" => format!("bpchar{array}"),
+        "bit" => format!("bit varying{array}"),
+        _ => out.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -126,7 +137,10 @@ mod tests {
             base_type("timestamp(3) with time zone"),
             "timestamp with time zone"
         );
-        assert_eq!(base_type("character(2)[]"), "character[]");
+        assert_eq!(base_type("character(2)"), "bpchar");
+        assert_eq!(base_type("character(2)[]"), "bpchar[]");
+        assert_eq!(base_type("bit(8)"), "bit varying");
+        assert_eq!(base_type("character varying(20)[]"), "character varying[]");
         assert_eq!(base_type("jsonb"), "jsonb");
     }
 }
