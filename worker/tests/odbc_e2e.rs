@@ -310,6 +310,11 @@ fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_onl
         "shop",
         "CREATE TABLE devices (id INT, serial_no VARCHAR(100) PRIMARY KEY, name VARCHAR(100))",
     );
+    // A TIMESTAMP (zoned by the session) beside the schema's DATETIMEs.
+    db.sql(
+        "shop",
+        "ALTER TABLE customers MODIFY created_at TIMESTAMP(6) NULL",
+    );
     odbc_shop(&mut f, &odbc, db.odbc("shop"));
     let tested = ok(&f.connector(&["test-connection"]));
     assert!(tested.contains("MariaDB"), "{tested}");
@@ -351,6 +356,18 @@ fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_onl
         "hq",
         "SELECT email || ' ' || deleted FROM customers WHERE customer_id = 1",
         "m@example.com false",
+    );
+    // An application session two hours east of UTC writes a TIMESTAMP: the
+    // instant, not the wall time, reaches hq.
+    db.sql(
+        "shop",
+        "SET time_zone = '+02:00'; \
+         UPDATE customers SET created_at = '2024-07-01 12:00:00.250000' WHERE customer_id = 2",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS') FROM customers WHERE customer_id = 2",
+        "2024-07-01 10:00:00.250",
     );
 
     // Inserts and deletes both ways, a composite id, and a counter.
