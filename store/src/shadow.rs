@@ -57,6 +57,16 @@ impl Shadow {
     /// Whether two shadows describe the same image (counter values are
     /// covered by the fingerprints).
     pub fn same_image(&self, other: &Shadow) -> bool {
+        self.compare(other, |a, b| a == b)
+    }
+
+    /// Both deleted, or both present and `fields` holds for their
+    /// fingerprints.
+    fn compare(
+        &self,
+        other: &Shadow,
+        fields: impl Fn(&BTreeMap<String, u64>, &BTreeMap<String, u64>) -> bool,
+    ) -> bool {
         match (self, other) {
             (Shadow::Deleted, Shadow::Deleted) => true,
             (
@@ -66,7 +76,7 @@ impl Shadow {
                 Shadow::Present {
                     fingerprints: b, ..
                 },
-            ) => a == b,
+            ) => fields(a, b),
             _ => false,
         }
     }
@@ -83,23 +93,12 @@ impl Shadow {
     /// is an unset one, would need a shadow that says its image is
     /// complete.)
     pub fn agrees_with(&self, other: &Shadow) -> bool {
-        match (self, other) {
-            (Shadow::Deleted, Shadow::Deleted) => true,
-            (
-                Shadow::Present {
-                    fingerprints: a, ..
-                },
-                Shadow::Present {
-                    fingerprints: b, ..
-                },
-            ) => {
-                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-                small
-                    .iter()
-                    .all(|(k, v)| large.get(k).is_none_or(|w| w == v))
-            }
-            _ => false,
-        }
+        self.compare(other, |a, b| {
+            let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+            small
+                .iter()
+                .all(|(k, v)| large.get(k).is_none_or(|w| w == v))
+        })
     }
 
     /// Whether what a provider holds (`self`, written or shown by it)
@@ -110,18 +109,9 @@ impl Shadow {
     /// write per change, its echo then agrees): a column added to the
     /// table is filled that way.
     pub fn covers(&self, doc: &Shadow) -> bool {
-        match (self, doc) {
-            (Shadow::Deleted, Shadow::Deleted) => true,
-            (
-                Shadow::Present {
-                    fingerprints: held, ..
-                },
-                Shadow::Present {
-                    fingerprints: doc, ..
-                },
-            ) => doc.iter().all(|(k, v)| held.get(k) == Some(v)),
-            _ => false,
-        }
+        self.compare(doc, |held, doc| {
+            doc.iter().all(|(k, v)| held.get(k) == Some(v))
+        })
     }
 
     pub fn fingerprint(&self, field: &str) -> Option<u64> {

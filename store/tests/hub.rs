@@ -773,12 +773,12 @@ proptest! {
     }
 }
 
-#[test]
-fn unchanged_toast_values_keep_the_stores_value() {
-    let (_d, mut s) = store();
+/// hq inserts product 1 with a 5,000-character `manual` (stored as TOAST
+/// in PostgreSQL), returned.
+fn drill_with_a_manual(s: &mut Store) -> String {
     let big = "x".repeat(5000);
     apply(
-        &mut s,
+        s,
         "hq",
         &[upsert(
             "products",
@@ -789,6 +789,13 @@ fn unchanged_toast_values_keep_the_stores_value() {
         )],
         "1",
     );
+    big
+}
+
+#[test]
+fn unchanged_toast_values_keep_the_stores_value() {
+    let (_d, mut s) = store();
+    let big = drill_with_a_manual(&mut s);
     // an update of `name` that leaves the TOASTed `manual` out
     let mut c = upsert(
         "products",
@@ -811,19 +818,7 @@ fn unchanged_toast_values_keep_the_stores_value() {
 #[test]
 fn a_primary_key_change_takes_unchanged_values_from_the_old_ids_document() {
     let (_d, mut s) = store();
-    let big = "x".repeat(5000);
-    apply(
-        &mut s,
-        "hq",
-        &[upsert(
-            "products",
-            json!(1),
-            json!({"product_id": 1, "name": "drill", "manual": big}),
-            None,
-            1000,
-        )],
-        "1",
-    );
+    let big = drill_with_a_manual(&mut s);
     // product_id 1 → 2 in one transaction: the old document is deleted, the
     // new one arrives without the TOASTed `manual` (key-only old image).
     let mut moved = upsert(

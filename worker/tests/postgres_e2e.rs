@@ -525,16 +525,21 @@ fn truncate_propagates_only_where_the_mapping_opts_in() {
     );
 }
 
-#[test]
-fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
-    let mut f = Fleet::synced_and_stopped("0.001");
-    // The slot disappears while the worker is down, and hq changes meanwhile:
-    // those changes are gone from the server's WAL stream.
+/// A synced fleet, stopped; hq's slot disappears and hq changes order 5
+/// (`during-the-gap`) meanwhile: gone from the server's WAL stream.
+fn hq_slot_lost_with_a_change_in_the_gap() -> Fleet {
+    let f = Fleet::synced_and_stopped("0.001");
     f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
     f.pg.psql(
         "hq",
         "UPDATE orders SET status = 'during-the-gap' WHERE order_id = 5",
     );
+    f
+}
+
+#[test]
+fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
+    let mut f = hq_slot_lost_with_a_change_in_the_gap();
     // Policy stop (the default): hq stops with the diagnosis, shop goes on.
     let http = format!("127.0.0.1:{}", free_port());
     f.extra_env
@@ -613,12 +618,7 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
 
 #[test]
 fn a_lost_slot_is_recovered_by_the_advised_restarted_copy() {
-    let mut f = Fleet::synced_and_stopped("0.001");
-    f.pg.psql("hq", "SELECT pg_drop_replication_slot('connector_hq')");
-    f.pg.psql(
-        "hq",
-        "UPDATE orders SET status = 'during-the-gap' WHERE order_id = 5",
-    );
+    let mut f = hq_slot_lost_with_a_change_in_the_gap();
     f.start();
     let advice = wait_for(
         "hq to report the lost slot",
