@@ -415,12 +415,12 @@ fn plan_change(
         if noop || (intents && take_intent(tx, origin, &c.collection, &key, &Shadow::Deleted)?) {
             return Ok(echo(key, Shadow::Deleted));
         }
-        if seen
-            .as_ref()
-            .is_some_and(|s| s.same_image(&current_shadow()))
-        {
-            if let Some(s) = state.max_stamp() {
-                hlc = hlc.max(s.hlc + 1);
+        // The provider saw the document as it is (as far as its table
+        // goes): its delete comes after every value it saw, and only those
+        // (a field its table lacks it never saw change).
+        if let Some(s) = seen.as_ref().filter(|s| s.agrees_with(&current_shadow())) {
+            if let Some(m) = state.max_stamp_of(s.fields()) {
+                hlc = hlc.max(m.hlc + 1);
             }
         }
         return Ok(Plan::Write {

@@ -255,6 +255,30 @@ impl Store {
         Ok(())
     }
 
+    /// Drops the intents of writes the provider refused (dead letters):
+    /// never written, they have no echo, and a change of the provider's own
+    /// that happened to equal one would be taken for it.
+    pub fn drop_intents(&mut self, provider: &str, refused: &[&Pending]) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        for p in refused {
+            tx.prepare_cached(
+                "DELETE FROM sink_intents
+                 WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4",
+            )?
+            .execute(params![
+                provider,
+                p.write.collection,
+                p.key,
+                p.shadow.encode()
+            ])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Drops intents whose echo will not come (the write failed, or the
     /// provider coalesced it): older than `max_age_ms`, and the provider's
     /// feed has since delivered a commit from a minute (clock skew) after

@@ -319,6 +319,22 @@ impl DocState {
         self.fields.get(name).map(|r| &r.stamp)
     }
 
+    /// The highest stamp of the named fields (registers and counter
+    /// entries) and the tombstone.
+    pub fn max_stamp_of<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<Stamp> {
+        names
+            .flat_map(|n| {
+                let field = self.fields.get(n).map(|r| r.stamp.clone());
+                let counter = self.counters.get(n).into_iter().flat_map(|es| {
+                    es.iter()
+                        .map(|(origin, e)| Stamp::new(e.hlc, origin.clone()))
+                });
+                field.into_iter().chain(counter)
+            })
+            .chain(self.tombstone.clone())
+            .max()
+    }
+
     /// The highest stamp anywhere in the document.
     pub fn max_stamp(&self) -> Option<Stamp> {
         let fields = self.fields.values().map(|r| r.stamp.clone());

@@ -1472,3 +1472,83 @@ fn a_tagged_echo_without_its_unchanged_toast_values_is_still_only_an_echo() {
     assert_eq!(doc["notes"], json!(notes));
     assert!(drain_sink(&mut s, "shop").is_empty());
 }
+
+#[test]
+fn a_delete_from_a_table_lacking_a_field_comes_after_what_it_saw() {
+    let (_d, mut s) = store();
+    // `note` only hq's table has; hq's clock runs ahead of shop's.
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "status": "new", "note": "x"}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    drain_sink(&mut s, "shop");
+    // shop's echo: its table has no `note`.
+    let out = apply(
+        &mut s,
+        "shop",
+        &[own(upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "status": "new"}),
+            None,
+            900,
+        ))],
+        "a",
+    );
+    assert_eq!(out.echoes, 1);
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "status": "paid", "note": "x"}),
+            None,
+            5000,
+        )],
+        "2",
+    );
+    drain_sink(&mut s, "shop");
+    apply(
+        &mut s,
+        "shop",
+        &[own(upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "status": "paid"}),
+            None,
+            2900,
+        ))],
+        "b",
+    );
+    // shop, having seen `paid`, deletes the order by its own (slower) clock.
+    apply(&mut s, "shop", &[delete("orders", json!(7), 3000)], "c");
+    assert_eq!(
+        s.get("orders", &json!(7)).unwrap(),
+        None,
+        "shop's delete came after everything it saw"
+    );
+}
+
+#[test]
+fn a_refused_writes_intent_is_dropped_and_takes_no_change_for_its_echo() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(1)], "1");
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let writes = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    s.record_intents("shop", &writes).unwrap();
+    // shop refused the row (a dead letter): no echo will come.
+    s.drop_intents("shop", &[&writes[0]]).unwrap();
+    s.sink_committed("shop", read.upto, &[], &[]).unwrap();
+    // shop's own user then writes exactly that row: a change, not an echo.
+    let out = apply(&mut s, "shop", &[order(1)], "a");
+    assert_eq!(out.echoes, 0, "taken for the refused write's echo");
+}

@@ -198,7 +198,8 @@ impl PgSource {
                 .key_columns(&collection)
                 .filter(|id| id.iter().all(|c| info.column(c).is_some()))
                 .unwrap_or_else(|| info.key.clone());
-            if !info.is_primary_key(&id) && info.replica_identity != 'f' {
+            // ('i': REPLICA IDENTITY USING INDEX, presumably the id's.)
+            if !info.is_primary_key(&id) && !matches!(info.replica_identity, 'f' | 'i') {
                 warn!(table = %info.name, id = ?id,
                     "the document id is not the primary key and the table lacks REPLICA IDENTITY FULL: an update of the id leaves the old document behind (connector setup sets FULL)");
             }

@@ -243,6 +243,10 @@ async fn deliver(
     } else {
         sink.write(&rows).await?
     };
+    if !refused.is_empty() && !sink.tags_own_writes() {
+        let never_written: Vec<&Pending> = refused.iter().map(|(i, _)| &mapped[*i]).collect();
+        blocking(|| store.drop_intents(name, &never_written)).map_err(ConnectorError::from)?;
+    }
     let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
     for (i, p) in mapped.into_iter().enumerate() {
         match refused.iter().find(|(idx, _)| *idx == i) {
