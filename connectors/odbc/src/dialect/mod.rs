@@ -112,7 +112,10 @@ impl TriggerSpec<'_> {
         self.table
             .columns
             .iter()
-            .map(|c| f(&literal(&c.name), &format!("{row}.{}", d.quote(&c.name))))
+            .map(|c| {
+                let value = d.image_value(c, format!("{row}.{}", d.quote(&c.name)));
+                f(&literal(&c.name), &value)
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -199,6 +202,13 @@ pub trait Dialect: Send + Sync {
     /// DDL (re)creating the three row triggers of a table; running it again
     /// replaces them, so a changed column list is picked up.
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String>;
+
+    /// The expression a trigger's row image takes for `column`'s value
+    /// `expr` (`NEW.col`): as it is, unless the database renders the type in
+    /// a form the decoder cannot read as it means it.
+    fn image_value(&self, _column: &Column, expr: String) -> String {
+        expr
+    }
 
     /// An expression for the current time in milliseconds since the Unix
     /// epoch, UTC (an integer).
