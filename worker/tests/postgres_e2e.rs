@@ -654,6 +654,29 @@ fn a_lost_slot_is_recovered_by_the_advised_restarted_copy() {
 }
 
 #[test]
+fn a_lost_slot_made_again_by_setup_is_recovered_by_a_restarted_copy() {
+    let f = hq_slot_lost_with_a_change_in_the_gap();
+    // The older advice: setup first (a new slot, past the store's
+    // position), then the copy, which then streams from that slot.
+    ok(&f.connector(&["setup", "--provider", "hq"]));
+    ok(&f.connector(&["initial-sync", "--provider", "hq", "--restart"]));
+    let mut f = f;
+    f.start();
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 5",
+        "during-the-gap",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'streamed-again' WHERE order_id = 6",
+    );
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 6",
+        "streamed-again",
+    );
+}
+
+#[test]
 fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     let mut f = Fleet::new("0.001");
     // The first start creates the slot, then waits 2 s before it opens the

@@ -200,11 +200,13 @@ pub struct InFlight {
 /// Reads existing rows for `initial-sync`.
 #[async_trait]
 pub trait Snapshot: Send {
-    /// The feed position this copy is consistent with, when opening the
-    /// snapshot created the feed (a replication slot's consistent point, a
-    /// journal's high-water mark). The worker saves it as the provider's
-    /// position if the store has none, so streaming starts exactly there and
-    /// a feed lost later is detected rather than silently re-created.
+    /// Where the feed streams from after this copy: the position the copy
+    /// is consistent with where opening it created the feed (a replication
+    /// slot's consistent point, a journal's high-water mark), else the
+    /// feed's own (an existing slot's confirmed position). The worker saves
+    /// it as the provider's position if the store has none, so streaming
+    /// starts there and a feed lost later is detected rather than silently
+    /// re-created.
     fn start_position(&self) -> Option<String> {
         None
     }

@@ -71,17 +71,20 @@ impl PgSnapshot {
         let client = conn.connect().await?;
         let err =
             |ctx: &'static str| move |e: tokio_postgres::Error| classify(&e, Stage::Snapshot, ctx);
-        let slot_exists = !client
+        let slot = client
             .query(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
                 &[&o.slot],
             )
             .await
-            .map_err(err("reading pg_replication_slots"))?
-            .is_empty();
+            .map_err(err("reading pg_replication_slots"))?;
+        let slot_exists = !slot.is_empty();
         let mut exporter = None;
         let mut exported = None;
-        let mut start_position = None;
+        // An existing slot streams from its confirmed position: the stream's
+        // start for a feed that has none yet (a slot `setup` made), or that
+        // the slot has left behind (a slot made again after it was lost).
+        let mut start_position: Option<String> = slot.first().and_then(|r| r.get(0));
         if !slot_exists {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
@@ -233,6 +236,17 @@ impl PgSnapshot {
 impl Snapshot for PgSnapshot {
     fn start_position(&self) -> Option<String> {
         self.start_position.clone()
+    }
+
+    /// The slot starts after the saved position: it was made again (by this
+    /// copy, or by `setup` after the old one was lost); what lay between is
+    /// only in this copy.
+    fn restarts_feed(&self, saved: &str) -> bool {
+        let start = self.start_position.as_deref().map(Lsn::parse);
+        match (start, Lsn::parse(saved)) {
+            (Some(Ok(start)), Ok(saved)) => saved < start,
+            _ => false,
+        }
     }
 
     fn in_flight(&self) -> Option<InFlight> {
