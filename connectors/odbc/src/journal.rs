@@ -16,8 +16,10 @@
 //!
 //! The position is saved in the store together with the changes it covers,
 //! so a restart re-reads exactly what was not merged. Pruning deletes only
-//! journal rows that were read: those at or below the highest sequence and
-//! below the lowest open gap.
+//! journal rows that were read: those below the highest sequence and below
+//! the lowest open gap. The row at the highest sequence read stays, so the
+//! journal's highest number is never below the position unless the journal
+//! started over (see the source).
 
 use std::collections::BTreeMap;
 
@@ -123,7 +125,8 @@ impl JournalPosition {
         expired
     }
 
-    /// Journal rows at or below this sequence were all read: they may go.
+    /// Journal rows at or below this sequence were all read; those below it
+    /// may go (the source keeps the row at it).
     pub fn prune_upto(&self) -> i64 {
         match self.gaps.keys().next() {
             Some(first) => (first - 1).min(self.seq),
