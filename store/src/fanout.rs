@@ -264,9 +264,11 @@ impl Store {
         }
         let tx = self.write()?;
         for p in refused {
+            // The newest such intent only: an older one with the same image
+            // may still have an echo on its way.
             tx.prepare_cached(
-                "DELETE FROM sink_intents
-                 WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4",
+                "DELETE FROM sink_intents WHERE rowid = (SELECT max(rowid) FROM sink_intents
+                 WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4)",
             )?
             .execute(params![
                 provider,

@@ -692,6 +692,50 @@ fn a_restarted_copy_over_a_journal_that_is_only_behind_keeps_its_deletes() {
 }
 
 #[test]
+fn a_journal_set_up_again_is_told_even_once_its_numbers_passed_the_old_ones() {
+    let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
+    f.start();
+    wait_for(
+        "the journal read and pruned",
+        Duration::from_secs(60),
+        || {
+            let out = f.connector(&["status"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("journal \"connector_journal\": 1 rows kept")
+                .then_some(())
+        },
+    );
+    assert_eq!(f.stop(), Some(0));
+    let read: i64 = shop
+        .sql("SELECT max(seq) FROM connector_journal")
+        .parse()
+        .unwrap();
+    shop.sql("DROP TABLE connector_journal");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    // Busy while the fleet is down: the new journal's numbers pass the old.
+    while shop
+        .sql("SELECT coalesce(max(seq), 0) FROM connector_journal")
+        .parse::<i64>()
+        .unwrap()
+        <= read
+    {
+        shop.sql("UPDATE order_items SET quantity = quantity");
+    }
+    f.start();
+    wait_for(
+        "shop to report the journal that started over",
+        Duration::from_secs(60),
+        || {
+            let shop = f.provider_status("shop")?;
+            shop["last_error"]
+                .as_str()?
+                .contains("started its numbering over")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
 fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // The poller reads the fan-out's journal rows (our own writes) and

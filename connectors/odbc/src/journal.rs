@@ -39,6 +39,9 @@ pub struct JournalPosition {
     pub seq: i64,
     /// Missing sequences below `seq` → when first missed (ms).
     pub gaps: BTreeMap<i64, i64>,
+    /// The change time of the row numbered `seq`, where it was read: a row
+    /// of another time under that number is a journal that started over.
+    pub mark: Option<i64>,
 }
 
 impl JournalPosition {
@@ -47,7 +50,7 @@ impl JournalPosition {
         if let Ok(seq) = text.trim().parse::<i64>() {
             return Some(JournalPosition {
                 seq,
-                gaps: BTreeMap::new(),
+                ..Default::default()
             });
         }
         let v: Value = serde_json::from_str(text).ok()?;
@@ -61,15 +64,20 @@ impl JournalPosition {
                     .collect()
             })
             .unwrap_or_default();
-        Some(JournalPosition { seq, gaps })
+        let mark = v.get("mark").and_then(Value::as_i64);
+        Some(JournalPosition { seq, gaps, mark })
     }
 
     pub fn encode(&self) -> String {
-        if self.gaps.is_empty() {
-            return json!({"seq": self.seq}).to_string();
+        let mut v = json!({"seq": self.seq});
+        if let Some(mark) = self.mark {
+            v["mark"] = json!(mark);
         }
-        let gaps: Vec<Value> = self.gaps.iter().map(|(s, t)| json!([s, t])).collect();
-        json!({"seq": self.seq, "gaps": gaps}).to_string()
+        if !self.gaps.is_empty() {
+            let gaps: Vec<Value> = self.gaps.iter().map(|(s, t)| json!([s, t])).collect();
+            v["gaps"] = Value::Array(gaps);
+        }
+        v.to_string()
     }
 
     /// Whether a row with this sequence has not been read yet.
@@ -186,6 +194,15 @@ mod tests {
         p.read(&[3, 7], 5);
         let again = JournalPosition::parse(&p.encode()).unwrap();
         assert_eq!(again, p);
+        p.mark = Some(1_700_000_000_123);
+        assert_eq!(JournalPosition::parse(&p.encode()).unwrap(), p);
+        // Positions saved before marks existed read without one.
+        assert_eq!(
+            JournalPosition::parse(r#"{"seq": 7, "gaps": [[5, 1]]}"#)
+                .unwrap()
+                .mark,
+            None
+        );
         assert_eq!(JournalPosition::parse("42").unwrap().seq, 42);
         assert!(JournalPosition::parse("0/16B3748").is_none());
     }

@@ -82,6 +82,7 @@ impl OdbcSnapshot {
                 let start = JournalPosition {
                     seq: high,
                     gaps: missing.iter().map(|s| (*s, now)).collect(),
+                    mark: None,
                 };
                 let in_flight = InFlight {
                     as_of_ms,

@@ -204,13 +204,40 @@ impl OdbcSource {
                 .and_then(|r| r.get(i).cloned().flatten())
                 .and_then(|v| integer(&v))
         };
-        if let Some(max) = cell(1).filter(|max| *max < self.position.seq) {
+        let seq = self.position.seq;
+        if let Some(max) = cell(1).filter(|max| *max < seq) {
             return Err(journal_restarted(
                 &self.journal,
                 &self.provider,
-                max,
-                self.position.seq,
+                &format!("its highest sequence is {max}, the store has read up to {seq}"),
             ));
+        }
+        if let Some(mark) = self.position.mark {
+            let sql = format!("SELECT changed_ms FROM {} WHERE seq = ?", self.journal);
+            let result = self
+                .session
+                .run(move |c| {
+                    query_text(
+                        c,
+                        &sql,
+                        &[seq.to_string()],
+                        Stage::Source,
+                        "reading the journal's last row read",
+                    )
+                })
+                .await;
+            let at = self.journal_result(result)?;
+            let at = at
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|v| integer(&v));
+            if let Some(at) = at.filter(|at| *at != mark) {
+                return Err(journal_restarted(
+                    &self.journal,
+                    &self.provider,
+                    &format!("its row {seq}, the last the store read, is now another row, of time {at} instead of {mark}"),
+                ));
+            }
         }
         Ok(serde_json::json!({
             "journal": self.journal,
@@ -301,18 +328,19 @@ fn missing_journal(journal: &str, provider: &str) -> ConnectorError {
 }
 
 /// Pruning keeps the highest row read, so the journal's highest number is
-/// never below the position the store holds, unless the journal started
-/// over: dropped and set up again, or restored from a backup. Its new rows
-/// carry numbers the poller has passed and would never read (and a prune
-/// would delete them).
-fn journal_restarted(journal: &str, provider: &str, max: i64, position: i64) -> ConnectorError {
+/// never below the position the store holds, and the row at the position
+/// keeps the change time the poller saw (`JournalPosition::mark`), unless
+/// the journal started over: dropped and set up again, or restored from a
+/// backup. Its new rows carry numbers the poller has passed and would
+/// never read (and a prune would delete them).
+fn journal_restarted(journal: &str, provider: &str, why: &str) -> ConnectorError {
     ConnectorError::permanent(
         Stage::Source,
         format!(
-            "the change journal {journal} started its numbering over (its highest sequence is \
-             {max}, the store has read up to {position}): it was set up again or restored, and \
-             changes made meanwhile may be missing; run `connector initial-sync --provider \
-             {provider} --restart` (it copies every table and starts reading the journal anew)"
+            "the change journal {journal} started its numbering over ({why}): it was set up \
+             again or restored, and changes made meanwhile may be missing; run `connector \
+             initial-sync --provider {provider} --restart` (it copies every table and starts \
+             reading the journal anew)"
         ),
     )
 }
@@ -359,12 +387,26 @@ impl Source for OdbcSource {
             tokio::time::sleep_until(due.into()).await;
         }
         self.last_poll = Some(Instant::now());
+        // Before the poll, at a session's start and every 10 s: a journal
+        // that started over is told before its rows are read as new ones.
+        let status = if self
+            .last_details
+            .is_none_or(|t| t.elapsed() >= DETAILS_EVERY)
+        {
+            self.last_details = Some(Instant::now());
+            Some(self.details().await?)
+        } else {
+            None
+        };
         let rows = self.poll(max.max(1)).await?;
         self.full = rows.iter().filter(|r| r.seq > self.position.seq).count() >= max.max(1);
         let now = now_millis();
         let before = self.position.clone();
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let apply = self.position.read(&seqs, now);
+        if let Some(top) = rows.iter().find(|r| r.seq == self.position.seq) {
+            self.position.mark = top.changed_ms;
+        }
         let mut changes = Vec::with_capacity(rows.len());
         for (row, apply) in rows.iter().zip(apply) {
             if !apply {
@@ -411,15 +453,6 @@ impl Source for OdbcSource {
                 "journal sequence numbers never committed within gap_timeout_s; taken for rolled-back transactions");
         }
         let position = (self.position != before).then(|| self.position.encode());
-        let status = if self
-            .last_details
-            .is_none_or(|t| t.elapsed() >= DETAILS_EVERY)
-        {
-            self.last_details = Some(Instant::now());
-            Some(self.details().await?)
-        } else {
-            None
-        };
         Ok(SourceBatch {
             changes,
             position,

@@ -52,7 +52,7 @@ struct Table {
 pub struct PgSnapshot {
     client: Client,
     /// Keeps an exported snapshot alive until the copy is done.
-    _exporter: Option<ReplicationClient>,
+    exporter: Option<ReplicationClient>,
     /// The new slot's consistent point (when this snapshot created it).
     start_position: Option<String>,
     /// The copy's stamp (every row's), and the xids the snapshot does not
@@ -215,7 +215,7 @@ impl PgSnapshot {
         }
         Ok(PgSnapshot {
             client,
-            _exporter: exporter,
+            exporter,
             start_position,
             unseen,
             tables,
@@ -238,10 +238,15 @@ impl Snapshot for PgSnapshot {
         self.start_position.clone()
     }
 
-    /// The slot starts after the saved position: it was made again (by this
-    /// copy, or by `setup` after the old one was lost); what lay between is
-    /// only in this copy.
+    /// The slot is new to the saved position: this copy created it (the
+    /// saved position belongs to a slot that is gone, wherever it stood: a
+    /// cluster restored or failed over can be behind it), or it starts
+    /// after the saved position (made again by `setup`). What lay between
+    /// is only in this copy.
     fn restarts_feed(&self, saved: &str) -> bool {
+        if self.exporter.is_some() {
+            return true;
+        }
         let start = self.start_position.as_deref().map(Lsn::parse);
         match (start, Lsn::parse(saved)) {
             (Some(Ok(start)), Ok(saved)) => saved < start,

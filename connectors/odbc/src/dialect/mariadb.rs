@@ -91,8 +91,11 @@ impl Dialect for MariaDb {
             .to_ascii_lowercase()
             .starts_with("timestamp")
         {
+            // A zero date ('0000-00-00 00:00:00') has no epoch value (NULL,
+            // or 0 on older servers): it goes in as it is, as the copy reads it.
             format!(
-                "(TIMESTAMP('1970-01-01') + INTERVAL CAST(UNIX_TIMESTAMP({expr}) * 1000000 AS SIGNED) MICROSECOND)"
+                "CASE WHEN COALESCE(UNIX_TIMESTAMP({expr}), 0) = 0 THEN {expr} \
+                 ELSE TIMESTAMP('1970-01-01') + INTERVAL CAST(UNIX_TIMESTAMP({expr}) * 1000000 AS SIGNED) MICROSECOND END"
             )
         } else {
             expr
