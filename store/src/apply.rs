@@ -49,7 +49,7 @@ use crate::shadow::Shadow;
 use crate::sqlite::{
     load_body, load_shadows, load_state, save_own_echo, save_seen, save_state, Store,
 };
-use crate::stamp::{base_hlc, now_millis, Stamp};
+use crate::stamp::{base_hlc, now_millis, Stamp, LOGICAL_BITS};
 
 /// One source batch, as mapped by the worker.
 #[derive(Debug, Default)]
@@ -539,9 +539,19 @@ fn plan_change(
                 name.clone(),
                 state.counter_contribution(name, origin) + delta,
             );
-            // The origin's entry must move forward in its own order.
-            if let Some(prev) = state.max_stamp().filter(|s| s.origin == origin) {
-                hlc = hlc.max(prev.hlc + 1);
+            // The origin's entry must move forward in its own order: past
+            // its own entry where that entry was bumped (a stamp ahead of the
+            // origin's clock, with a logical part) or is of the same
+            // millisecond. An entry a copy stamped (no logical part) is
+            // passed only by commits after the copy (later ones, or raised
+            // above it as in flight): a change the copy already holds,
+            // streamed again after a fresh-snapshot copy, loses to it, or
+            // its delta would count twice.
+            if let Some(prev) = state.counter_stamp(name, origin) {
+                let bumped = prev.hlc & ((1 << LOGICAL_BITS) - 1) != 0;
+                if bumped || prev.millis() == Stamp::new(hlc, origin).millis() {
+                    hlc = hlc.max(prev.hlc + 1);
+                }
             }
         }
     }

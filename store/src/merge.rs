@@ -309,6 +309,12 @@ impl DocState {
             .unwrap_or(0.0)
     }
 
+    /// The stamp of `origin`'s entry of a counter, if it has one.
+    pub fn counter_stamp(&self, name: &str, origin: &str) -> Option<Stamp> {
+        let e = self.counters.get(name)?.get(origin)?;
+        Some(Stamp::new(e.hlc, origin))
+    }
+
     /// The names of the counter fields this document has.
     pub fn counter_names(&self) -> impl Iterator<Item = &str> {
         self.counters.keys().map(String::as_str)

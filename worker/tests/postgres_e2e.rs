@@ -677,6 +677,38 @@ fn a_lost_slot_made_again_by_setup_is_recovered_by_a_restarted_copy() {
 }
 
 #[test]
+fn a_counter_change_made_while_stopped_counts_once_after_a_restarted_copy() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    let id =
+        f.pg.query("hq", "SELECT id FROM inventory ORDER BY id LIMIT 1")
+            .unwrap();
+    let before: i64 =
+        f.pg.query(
+            "hq",
+            &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    // While the fleet is down hq sells 5, then 3; the repeated copy shows
+    // both, and the stream (from where the store stopped) brings the same
+    // sales again.
+    for n in [5, 3] {
+        f.pg.psql(
+            "hq",
+            &format!("UPDATE inventory SET quantity = quantity - {n} WHERE id = '{id}'"),
+        );
+    }
+    ok(&f.connector(&["initial-sync", "--provider", "hq", "--restart"]));
+    f.start();
+    f.wait_in_sync();
+    f.expect_both(
+        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        &(before - 8).to_string(),
+    );
+}
+
+#[test]
 fn a_commit_after_the_slot_is_created_and_before_the_copy_starts_wins() {
     let mut f = Fleet::new("0.001");
     // The first start creates the slot, then waits 2 s before it opens the
