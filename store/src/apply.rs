@@ -49,7 +49,7 @@ use crate::shadow::Shadow;
 use crate::sqlite::{
     load_body, load_shadows, load_state, save_own_echo, save_seen, save_state, Store,
 };
-use crate::stamp::{base_hlc, now_millis, Stamp, LOGICAL_BITS};
+use crate::stamp::{base_hlc, now_millis, Stamp};
 
 /// One source batch, as mapped by the worker.
 #[derive(Debug, Default)]
@@ -354,6 +354,7 @@ pub(crate) fn touch_write() -> Write {
             fields: Default::default(),
             unset: Default::default(),
             counters: Default::default(),
+            copied: false,
         },
     }
 }
@@ -539,19 +540,15 @@ fn plan_change(
                 name.clone(),
                 state.counter_contribution(name, origin) + delta,
             );
-            // The origin's entry must move forward in its own order: past
-            // its own entry where that entry was bumped (a stamp ahead of the
-            // origin's clock, with a logical part) or is of the same
-            // millisecond. An entry a copy stamped (no logical part) is
-            // passed only by commits after the copy (later ones, or raised
-            // above it as in flight): a change the copy already holds,
-            // streamed again after a fresh-snapshot copy, loses to it, or
-            // its delta would count twice.
-            if let Some(prev) = state.counter_stamp(name, origin) {
-                let bumped = prev.hlc & ((1 << LOGICAL_BITS) - 1) != 0;
-                if bumped || prev.millis() == Stamp::new(hlc, origin).millis() {
-                    hlc = hlc.max(prev.hlc + 1);
-                }
+            // The origin's entry moves forward in its own order (its feed
+            // is its commit order): past its own earlier entry, whatever its
+            // stamp, except an entry a copy wrote. Only the origin's commits
+            // after the copy pass that one (later ones, or those the copy
+            // saw in flight, raised above it): a change the copy already
+            // holds, streamed again after a fresh-snapshot copy, loses to
+            // it, or its delta would count twice.
+            if let Some((prev, false)) = state.counter_entry(name, origin) {
+                hlc = hlc.max(prev + 1);
             }
         }
     }
@@ -601,6 +598,7 @@ fn plan_change(
             kind: WriteKind::Set {
                 fields,
                 unset: unset.into_iter().collect(),
+                copied: c.snapshot && !counters.is_empty(),
                 counters,
             },
         },

@@ -44,6 +44,9 @@ pub enum WriteKind {
         /// counter field → the origin's new cumulative contribution.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         counters: BTreeMap<String, f64>,
+        /// The counter totals are what a copy (initial sync) read.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        copied: bool,
     },
     Delete,
 }
@@ -61,6 +64,10 @@ struct CounterEntry {
     total: f64,
     #[serde(rename = "t")]
     hlc: u64,
+    /// Written by a copy: only the origin's commits after the copy pass it
+    /// (see `Store::apply_source`).
+    #[serde(rename = "k", default, skip_serializing_if = "std::ops::Not::not")]
+    copied: bool,
 }
 
 /// The merge state of one document.
@@ -196,6 +203,7 @@ impl DocState {
                 fields,
                 unset,
                 counters,
+                copied,
             } => {
                 let mut changed = false;
                 let values = fields
@@ -226,6 +234,7 @@ impl DocState {
                             CounterEntry {
                                 total: *total,
                                 hlc: write.stamp.hlc,
+                                copied: *copied,
                             },
                         );
                         changed = true;
@@ -309,10 +318,11 @@ impl DocState {
             .unwrap_or(0.0)
     }
 
-    /// The stamp of `origin`'s entry of a counter, if it has one.
-    pub fn counter_stamp(&self, name: &str, origin: &str) -> Option<Stamp> {
+    /// The hlc of `origin`'s entry of a counter, and whether a copy wrote
+    /// it, if it has one.
+    pub fn counter_entry(&self, name: &str, origin: &str) -> Option<(u64, bool)> {
         let e = self.counters.get(name)?.get(origin)?;
-        Some(Stamp::new(e.hlc, origin))
+        Some((e.hlc, e.copied))
     }
 
     /// The names of the counter fields this document has.
@@ -378,6 +388,7 @@ mod tests {
                     .collect(),
                 unset: BTreeSet::new(),
                 counters: BTreeMap::new(),
+                copied: false,
             },
         }
     }
@@ -434,6 +445,7 @@ mod tests {
                 fields: [("n".to_string(), Value::Null)].into_iter().collect(),
                 unset: ["gone".to_string()].into_iter().collect(),
                 counters: [("quantity".to_string(), -2.0)].into_iter().collect(),
+                copied: true,
             },
         });
         d.apply(&delete(0, "x"));

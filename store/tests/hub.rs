@@ -1552,3 +1552,30 @@ fn a_refused_writes_intent_is_dropped_and_takes_no_change_for_its_echo() {
     let out = apply(&mut s, "shop", &[order(1)], "a");
     assert_eq!(out.echoes, 0, "taken for the refused write's echo");
 }
+
+#[test]
+fn a_counter_change_stamped_behind_its_origins_last_one_still_counts() {
+    // hq's clock steps back between two sales: its feed order decides.
+    let (_d, mut s) = store();
+    let row = |q: i64| json!({"inventory_id": 1, "quantity": q});
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert("inventory", json!(1), row(10), None, 1000))],
+        "1",
+    );
+    apply(
+        &mut s,
+        "hq",
+        &[counted(upsert(
+            "inventory",
+            json!(1),
+            row(7),
+            Some(row(10)),
+            990,
+        ))],
+        "2",
+    );
+    let doc = s.get("inventory", &json!(1)).unwrap().unwrap();
+    assert_eq!(doc["quantity"], json!(7), "the second sale was lost");
+}

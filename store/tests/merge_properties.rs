@@ -41,6 +41,7 @@ fn write() -> impl Strategy<Value = Write> {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.round()))
                 .collect(),
+            copied: false,
         });
     let kind = prop_oneof![4 => set, 1 => Just(WriteKind::Delete)];
     (stamp, kind).prop_map(|(stamp, kind)| Write { stamp, kind })
@@ -109,6 +110,7 @@ proptest! {
                 fields: [("a".to_string(), json!(1))].into_iter().collect(),
                 unset: Default::default(),
                 counters: Default::default(),
+                copied: false,
             },
         };
         let d = Write { stamp: Stamp::new(delete_hlc, "shop"), kind: WriteKind::Delete };
