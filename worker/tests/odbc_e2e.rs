@@ -94,14 +94,8 @@ fn composite_id_arrived(f: &Fleet) {
 /// A decrement of an inventory counter in hq and one in shop add up in
 /// both (shop's SQL through `shop`).
 fn counter_decrements_add_up(f: &Fleet, what: &str, shop: &dyn Fn(&str) -> String) {
-    let inv =
-        f.pg.query(
-            "hq",
-            "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
-        )
-        .unwrap();
-    let (id, qty) = inv.split_once(' ').unwrap();
-    let want = (qty.parse::<i64>().unwrap() - 5).to_string();
+    let (id, qty) = f.first_inventory();
+    let want = (qty - 5).to_string();
     f.pg.psql(
         "hq",
         &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
@@ -235,16 +229,7 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
         shop.sql("SELECT count(*) FROM connector_journal")
     });
     // `status` shows the journal and how far it was read.
-    wait_for(
-        "status to show the journal",
-        Duration::from_secs(30),
-        || {
-            let out = f.connector(&["status"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("journal \"connector_journal\": 1 rows kept")
-                .then_some(())
-        },
-    );
+    journal_read_and_pruned(&f);
 
     // kill -9 while polling: nothing lost, nothing doubled.
     for i in 0..200 {
@@ -691,17 +676,41 @@ fn a_restarted_copy_over_a_journal_that_is_only_behind_keeps_its_deletes() {
     verify_passes(&f);
 }
 
+/// Waits until status shows shop's journal read and pruned to its last row
+/// (the worker is up and polling).
+fn journal_read_and_pruned(f: &Fleet) {
+    wait_for(
+        "the journal read and pruned",
+        Duration::from_secs(60),
+        || {
+            let out = f.connector(&["status"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("journal \"connector_journal\": 1 rows kept")
+                .then_some(())
+        },
+    );
+}
+
+/// Waits until shop stops on a journal that started its numbering over.
+fn reports_a_journal_that_started_over(f: &Fleet) {
+    wait_for(
+        "shop to report the journal that started over",
+        Duration::from_secs(60),
+        || {
+            let shop = f.provider_status("shop")?;
+            shop["last_error"]
+                .as_str()?
+                .contains("started its numbering over")
+                .then_some(())
+        },
+    );
+}
+
 #[test]
 fn sqlite_counter_changes_made_while_stopped_count_once_after_a_restarted_copy() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
-    let inv =
-        f.pg.query(
-            "hq",
-            "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
-        )
-        .unwrap();
-    let (id, qty) = inv.split_once(' ').unwrap();
-    let want = (qty.parse::<i64>().unwrap() - 8).to_string();
+    let (id, qty) = f.first_inventory();
+    let want = (qty - 8).to_string();
     // Two sales in SQLite while the fleet is down: the repeated copy shows
     // both, and the journal (kept: it is only behind) brings them again.
     for n in [5, 3] {
@@ -726,16 +735,7 @@ fn sqlite_counter_changes_made_while_stopped_count_once_after_a_restarted_copy()
 fn a_journal_set_up_again_is_told_even_once_its_numbers_passed_the_old_ones() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     f.start();
-    wait_for(
-        "the journal read and pruned",
-        Duration::from_secs(60),
-        || {
-            let out = f.connector(&["status"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("journal \"connector_journal\": 1 rows kept")
-                .then_some(())
-        },
-    );
+    journal_read_and_pruned(&f);
     assert_eq!(f.stop(), Some(0));
     let read: i64 = shop
         .sql("SELECT max(seq) FROM connector_journal")
@@ -753,17 +753,7 @@ fn a_journal_set_up_again_is_told_even_once_its_numbers_passed_the_old_ones() {
         shop.sql("UPDATE order_items SET quantity = quantity");
     }
     f.start();
-    wait_for(
-        "shop to report the journal that started over",
-        Duration::from_secs(60),
-        || {
-            let shop = f.provider_status("shop")?;
-            shop["last_error"]
-                .as_str()?
-                .contains("started its numbering over")
-                .then_some(())
-        },
-    );
+    reports_a_journal_that_started_over(&f);
 }
 
 #[test]
@@ -772,16 +762,7 @@ fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
     // The poller reads the fan-out's journal rows (our own writes) and
     // prunes all but the last; status shows it once the worker is up.
     f.start();
-    wait_for(
-        "the journal read and pruned",
-        Duration::from_secs(60),
-        || {
-            let out = f.connector(&["status"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("journal \"connector_journal\": 1 rows kept")
-                .then_some(())
-        },
-    );
+    journal_read_and_pruned(&f);
     assert_eq!(f.stop(), Some(0));
     // The journal is dropped and set up again while the fleet is down: its
     // numbers start over, far below what the store has read.
@@ -789,17 +770,7 @@ fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
     ok(&f.connector(&["setup", "--provider", "shop"]));
     shop.sql("UPDATE orders SET status = 'after-the-reset' WHERE order_id = 3");
     f.start();
-    wait_for(
-        "shop to report the journal that started over",
-        Duration::from_secs(60),
-        || {
-            let shop = f.provider_status("shop")?;
-            shop["last_error"]
-                .as_str()?
-                .contains("started its numbering over")
-                .then_some(())
-        },
-    );
+    reports_a_journal_that_started_over(&f);
     assert_eq!(f.stop(), Some(0));
     // The advised fix: copy everything again; the journal is read anew.
     ok(&f.connector(&["initial-sync", "--provider", "shop", "--restart"]));

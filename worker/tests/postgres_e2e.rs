@@ -108,17 +108,7 @@ fn hq_and_shop_stay_in_sync_both_ways() {
     assert!(doc.contains("\"note\": \"changed\""), "{doc}");
 
     // counters: both databases sell at the same time
-    let id =
-        f.pg.query("hq", "SELECT id FROM inventory ORDER BY id LIMIT 1")
-            .unwrap();
-    let before: i64 =
-        f.pg.query(
-            "hq",
-            &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (id, before) = f.first_inventory();
     f.pg.psql(
         "hq",
         &format!("UPDATE inventory SET quantity = quantity - 1 WHERE id = '{id}'"),
@@ -537,6 +527,23 @@ fn hq_slot_lost_with_a_change_in_the_gap() -> Fleet {
     f
 }
 
+/// After a recovery from [`hq_slot_lost_with_a_change_in_the_gap`]: the
+/// change made in the gap is everywhere, and hq streams again.
+fn gap_filled_and_streaming_again(f: &Fleet) {
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 5",
+        "during-the-gap",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'streamed-again' WHERE order_id = 6",
+    );
+    f.expect_both(
+        "SELECT status FROM orders WHERE order_id = 6",
+        "streamed-again",
+    );
+}
+
 #[test]
 fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
     let mut f = hq_slot_lost_with_a_change_in_the_gap();
@@ -639,57 +646,24 @@ fn a_lost_slot_is_recovered_by_the_advised_restarted_copy() {
     // starts at it.
     ok(&f.connector(&["initial-sync", "--provider", "hq", "--restart"]));
     f.start();
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 5",
-        "during-the-gap",
-    );
-    f.pg.psql(
-        "hq",
-        "UPDATE orders SET status = 'streamed-again' WHERE order_id = 6",
-    );
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 6",
-        "streamed-again",
-    );
+    gap_filled_and_streaming_again(&f);
 }
 
 #[test]
 fn a_lost_slot_made_again_by_setup_is_recovered_by_a_restarted_copy() {
-    let f = hq_slot_lost_with_a_change_in_the_gap();
+    let mut f = hq_slot_lost_with_a_change_in_the_gap();
     // The older advice: setup first (a new slot, past the store's
     // position), then the copy, which then streams from that slot.
     ok(&f.connector(&["setup", "--provider", "hq"]));
     ok(&f.connector(&["initial-sync", "--provider", "hq", "--restart"]));
-    let mut f = f;
     f.start();
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 5",
-        "during-the-gap",
-    );
-    f.pg.psql(
-        "hq",
-        "UPDATE orders SET status = 'streamed-again' WHERE order_id = 6",
-    );
-    f.expect_both(
-        "SELECT status FROM orders WHERE order_id = 6",
-        "streamed-again",
-    );
+    gap_filled_and_streaming_again(&f);
 }
 
 #[test]
 fn a_counter_change_made_while_stopped_counts_once_after_a_restarted_copy() {
     let mut f = Fleet::synced_and_stopped("0.001");
-    let id =
-        f.pg.query("hq", "SELECT id FROM inventory ORDER BY id LIMIT 1")
-            .unwrap();
-    let before: i64 =
-        f.pg.query(
-            "hq",
-            &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (id, before) = f.first_inventory();
     // While the fleet is down hq sells 5, then 3; the repeated copy shows
     // both, and the stream (from where the store stopped) brings the same
     // sales again.

@@ -218,6 +218,19 @@ impl Fleet {
         });
     }
 
+    /// The first inventory row of hq: its id and quantity (a counter).
+    pub fn first_inventory(&self) -> (String, i64) {
+        let row = self
+            .pg
+            .query(
+                "hq",
+                "SELECT id || ' ' || quantity FROM inventory ORDER BY id LIMIT 1",
+            )
+            .unwrap();
+        let (id, qty) = row.split_once(' ').unwrap();
+        (id.to_string(), qty.parse().unwrap())
+    }
+
     /// `connector run` in the background.
     pub fn start(&mut self) {
         self.spawn(&["run"]);
