@@ -300,6 +300,12 @@ fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_onl
         "shop",
         "ALTER TABLE customers MODIFY created_at TIMESTAMP(6) NULL",
     );
+    // Totals wider than a 64-bit float holds exactly.
+    db.sql("shop", "ALTER TABLE orders MODIFY total DECIMAL(30,4)");
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE orders ALTER COLUMN total TYPE numeric(30,4)",
+    );
     odbc_shop(&mut f, &odbc, db.odbc("shop"));
     let tested = ok(&f.connector(&["test-connection"]));
     assert!(tested.contains("MariaDB"), "{tested}");
@@ -337,6 +343,23 @@ fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_onl
         "SELECT price || ' ' || (attributes->>'size') FROM products WHERE product_id = 1",
         "7.25 L",
     );
+    // Through the journal's JSON image, every digit.
+    db.sql(
+        "shop",
+        "UPDATE orders SET total = 12345678901234567.25 WHERE order_id = 3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT total FROM orders WHERE order_id = 3",
+        "12345678901234567.2500",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET total = 98765432109876543.125 WHERE order_id = 4",
+    );
+    f.expect_text("a wide total from hq", "98765432109876543.1250", || {
+        db.sql("shop", "SELECT total FROM orders WHERE order_id = 4")
+    });
     f.expect_in(
         "hq",
         "SELECT email || ' ' || deleted FROM customers WHERE customer_id = 1",

@@ -206,6 +206,64 @@ fn concurrent_conflicts_converge_per_field_and_by_commit_time() {
     f.wait_in_sync();
 }
 
+#[test]
+fn decimals_beyond_a_float_arrive_exactly_and_settle() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "ALTER TABLE orders ALTER COLUMN total TYPE numeric(40,6)",
+        );
+    }
+    // Copied: 24 significant digits, and one with trailing zeros.
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET total = 123456789012345678.901234 WHERE order_id = 1;
+         UPDATE orders SET total = 98765432109876543210.500000 WHERE order_id = 2",
+    );
+    f.start();
+    f.wait_in_sync();
+    let totals = "SELECT total::text FROM orders WHERE order_id IN (1, 2) ORDER BY order_id";
+    f.expect_in(
+        "shop",
+        &totals.replace("IN (1, 2)", "= 1"),
+        "123456789012345678.901234",
+    );
+    f.expect_in(
+        "shop",
+        &totals.replace("IN (1, 2)", "= 2"),
+        "98765432109876543210.500000",
+    );
+    // Streamed, from shop.
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET total = 12345678901234567.25 WHERE order_id = 3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT total::text FROM orders WHERE order_id = 3",
+        "12345678901234567.250000",
+    );
+    // Each database's spelling of the value is the same document value: no
+    // write goes back and forth once it arrived.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = (writes(&f, "hq"), writes(&f, "shop"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        before,
+        (writes(&f, "hq"), writes(&f, "shop")),
+        "the totals keep being rewritten"
+    );
+    let doc = String::from_utf8_lossy(&f.connector(&["query", "orders", "1"]).stdout).into_owned();
+    assert!(doc.contains("123456789012345678.901234"), "{doc}");
+    let verified = f.verify();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

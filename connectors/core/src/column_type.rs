@@ -11,6 +11,12 @@
 //!   MariaDB store booleans as integers);
 //! * integers → numbers; decimals and floats → numbers, whole values as
 //!   integers (`12.00` → `12`); non-finite values stay strings;
+//! * decimals are exact: a value a 64-bit float cannot hold as written
+//!   (`12345678901234567.25`, 18 and more significant digits) becomes its
+//!   canonical text (`"12345678901234567.25"`, no trailing zeros), which
+//!   every database's cast reads back exactly. One value has one form from
+//!   any text of it (`1.50`, `1.5E0`, a journal's JSON number), so two
+//!   providers never overwrite each other over the spelling;
 //! * `json` columns → the parsed value;
 //! * timestamps with a time zone → RFC 3339 in UTC with `Z`, fractional
 //!   seconds only where non-zero; a value without an offset is UTC (MariaDB
@@ -55,7 +61,8 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
             _ => None,
         },
         ColumnType::Integer => text.trim().parse::<i64>().ok().map(Value::from),
-        ColumnType::Decimal | ColumnType::Float => number(text.trim()),
+        ColumnType::Decimal => decimal(text.trim()),
+        ColumnType::Float => float(text.trim()),
         ColumnType::Json => serde_json::from_str(text).ok(),
         ColumnType::TimestampTz => parse_timestamptz(text.trim()).map(Value::String),
         ColumnType::Timestamp => parse_naive(text.trim())
@@ -85,9 +92,10 @@ pub fn normalize(ty: ColumnType, value: Value) -> Value {
             Some(_) => Value::Bool(true),
             None => Value::Number(n),
         },
-        (ColumnType::Decimal | ColumnType::Float, Value::Number(n)) => {
-            number(&n.to_string()).unwrap_or(Value::Number(n))
+        (ColumnType::Decimal, Value::Number(n)) => {
+            decimal(&n.to_string()).unwrap_or(Value::Number(n))
         }
+        (ColumnType::Float, Value::Number(n)) => float(&n.to_string()).unwrap_or(Value::Number(n)),
         (ColumnType::Text | ColumnType::Date | ColumnType::Uuid, Value::Number(n)) => {
             Value::String(n.to_string())
         }
@@ -98,21 +106,90 @@ pub fn normalize(ty: ColumnType, value: Value) -> Value {
     }
 }
 
-fn number(text: &str) -> Option<Value> {
-    // Through f64 for every form ("…567", "…567.00", a journal's JSON
-    // number): the same value must have one JSON form whichever way it came,
-    // so an integral value is exact only below 2^53 (see ARCHITECTURE).
-    text.parse::<f64>()
-        .ok()
-        .filter(|f| f.is_finite())
-        .and_then(|f| {
-            if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 && !text.contains(['e', 'E'])
-            {
-                Some(Value::from(f as i64))
-            } else {
-                Number::from_f64(f).map(Value::Number)
-            }
-        })
+/// A float's text → a whole number where it is one and fits an `i64`, else
+/// the float. Non-finite values have no JSON number (`None`).
+fn float(text: &str) -> Option<Value> {
+    let f = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+    Some(match whole(f) {
+        Some(i) => Value::from(i),
+        None => Value::Number(Number::from_f64(f)?),
+    })
+}
+
+/// `f` as an `i64` when it is a whole number in range.
+fn whole(f: f64) -> Option<i64> {
+    // ±2^63 are exact as f64s; every whole f64 in [-2^63, 2^63) converts
+    // exactly.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    (f.fract() == 0.0 && (-TWO_63..TWO_63).contains(&f)).then_some(f as i64)
+}
+
+/// A decimal's text → its one exact form: an `i64` for a whole number that
+/// fits, else a float when the float's shortest text is the value's
+/// canonical text, else that canonical text as a string. `None` for text
+/// that is no decimal number (`NaN`, `Infinity`).
+fn decimal(text: &str) -> Option<Value> {
+    let canonical = canonical_decimal(text)?;
+    if let Ok(i) = canonical.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    let f = canonical.parse::<f64>().ok().filter(|f| f.is_finite());
+    match f.filter(|f| whole(*f).is_none() && f.to_string() == canonical) {
+        Some(f) => Number::from_f64(f).map(Value::Number),
+        None => Some(Value::String(canonical)),
+    }
+}
+
+/// `[-]digits[.digits]` without leading or trailing zeros (`-0` is `0`),
+/// from a decimal literal with an optional sign, point and exponent.
+/// `None` for anything else, or an exponent beyond ±4096.
+fn canonical_decimal(text: &str) -> Option<String> {
+    let (negative, rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
+        None => (rest, 0),
+    };
+    if !(-4096..=4096).contains(&exponent) {
+        return None;
+    }
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.len() + frac.len() == 0 || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    // The digits and where the point falls among them.
+    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let point = int.len() as i64 + i64::from(exponent);
+    let Some(first) = digits.iter().position(|d| *d != b'0') else {
+        return Some("0".into());
+    };
+    let last = digits.iter().rposition(|d| *d != b'0').unwrap_or(first);
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    let digit_at = |i: i64| {
+        if (0..digits.len() as i64).contains(&i) {
+            digits[i as usize] as char
+        } else {
+            '0'
+        }
+    };
+    let (first, last) = (first as i64, last as i64);
+    if point <= first {
+        out.push('0');
+    } else {
+        (first..point).for_each(|i| out.push(digit_at(i)));
+    }
+    if last >= point {
+        out.push('.');
+        (point..=last).for_each(|i| out.push(digit_at(i)));
+    }
+    Some(out)
 }
 
 fn parse_naive(text: &str) -> Option<NaiveDateTime> {
@@ -162,8 +239,29 @@ mod tests {
             (Integer, "9007199254740993", json!(9007199254740993i64)),
             (Decimal, "12.50", json!(12.5)),
             (Decimal, "12.00", json!(12)),
-            (Decimal, "12345678901234567", json!(12345678901234568.0)),
-            (Decimal, "12345678901234567.00", json!(12345678901234568.0)),
+            (Decimal, "12345678901234567", json!(12345678901234567i64)),
+            (Decimal, "12345678901234567.00", json!(12345678901234567i64)),
+            (
+                Decimal,
+                "12345678901234567.25",
+                json!("12345678901234567.25"),
+            ),
+            (
+                Decimal,
+                "-0.0000000000000000123456789012345678",
+                json!("-0.0000000000000000123456789012345678"),
+            ),
+            (
+                Decimal,
+                "123456789012345678901234",
+                json!("123456789012345678901234"),
+            ),
+            (Decimal, "100000000000000000000", json!(1e20)),
+            (Decimal, "1.5E3", json!(1500)),
+            (Decimal, "-0.00", json!(0)),
+            (Decimal, "0.30000000000000004", json!(0.30000000000000004)),
+            (Float, "1e5", json!(100000)),
+            (Float, "12345678901234567.25", json!(12345678901234568i64)),
             (Decimal, "NaN", json!("NaN")),
             (Float, "0.1", json!(0.1)),
             (Text, "hello", json!("hello")),
@@ -239,6 +337,87 @@ mod tests {
         ];
         for (ty, v, want) in cases {
             assert_eq!(normalize(ty, v.clone()), want, "{ty:?} {v}");
+        }
+    }
+
+    #[test]
+    fn a_decimal_has_one_form_however_it_is_spelled() {
+        let spellings = [
+            ("12.5", ["12.50", "+12.5", "1.25E1", "0.125e+2", "125e-1"]),
+            ("0.0015", ["0.00150", ".0015", "1.5e-3", "15E-4", "0.0015"]),
+            (
+                "12345678901234567.25",
+                [
+                    "12345678901234567.250",
+                    "1.234567890123456725E16",
+                    "012345678901234567.25",
+                    "1234567890123456725e-2",
+                    "12345678901234567.25",
+                ],
+            ),
+            ("-3", ["-3.000", "-0.3e1", "-30E-1", "-3", "-3."]),
+        ];
+        for (canonical, others) in spellings {
+            let want = decimal(canonical).unwrap();
+            for other in others {
+                assert_eq!(
+                    canonical_decimal(other).as_deref(),
+                    Some(canonical),
+                    "{other}"
+                );
+                assert_eq!(text_to_json(Decimal, other), want, "{other}");
+            }
+        }
+        // The same value from an integer column, a float column and a
+        // journal's JSON number has the decimal column's form.
+        assert_eq!(
+            text_to_json(Integer, "9007199254740993"),
+            text_to_json(Decimal, "9007199254740993.0")
+        );
+        assert_eq!(text_to_json(Float, "0.1"), text_to_json(Decimal, "0.10"));
+        assert_eq!(
+            normalize(Decimal, json!(1e20)),
+            text_to_json(Decimal, "100000000000000000000.00")
+        );
+        for text in [
+            "NaN", "Infinity", "-", ".", "1.2.3", "1e", "12abc", "1e99999",
+        ] {
+            assert_eq!(canonical_decimal(text), None, "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the spelling, the canonical text reads back as the same
+        /// decimal, and its form is stable (the form of the form's text is
+        /// itself).
+        #[test]
+        fn decimal_forms_are_exact_and_stable(
+            negative: bool,
+            int in "[0-9]{0,24}",
+            frac in "[0-9]{0,24}",
+            shift in -30i32..30,
+        ) {
+            proptest::prop_assume!(!(int.is_empty() && frac.is_empty()));
+            let sign = if negative { "-" } else { "" };
+            let plain = format!("{sign}{int}.{frac}");
+            // The same value with the point moved into the exponent.
+            let digits = format!("{int}{frac}");
+            let shifted = format!("{sign}{digits}e{}", -(frac.len() as i32));
+            let c = canonical_decimal(&plain).unwrap();
+            proptest::prop_assert_eq!(canonical_decimal(&shifted), Some(c.clone()));
+            let moved = format!("{sign}{digits}e{}", shift - frac.len() as i32);
+            let cm = canonical_decimal(&moved).unwrap();
+            let back = format!("{cm}e{}", -shift);
+            proptest::prop_assert_eq!(canonical_decimal(&back), Some(c.clone()));
+            let form = text_to_json(Decimal, &plain);
+            let again = match &form {
+                Value::String(s) => text_to_json(Decimal, s),
+                other => normalize(Decimal, other.clone()),
+            };
+            proptest::prop_assert_eq!(&again, &form);
+            if let Value::String(s) = &form {
+                proptest::prop_assert_eq!(s, &c);
+            }
         }
     }
 

@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod conn;
 pub mod dialect;
+pub mod image;
 pub mod journal;
 pub mod options;
 pub mod setup;

@@ -28,7 +28,6 @@ use serde_json::Value;
 use tracing::warn;
 
 use connector_core::clock::now_millis;
-use connector_core::column_type::normalize;
 use connector_core::key_change::split_key_change;
 use connector_core::{
     ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
@@ -38,6 +37,7 @@ use connector_core::{
 use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{classify, is_missing_table, OdbcConn, Session};
 use crate::dialect::{Dialect, TriggerSpec};
+use crate::image::decode_image;
 use crate::journal::JournalPosition;
 use crate::options::OdbcOptions;
 
@@ -360,23 +360,6 @@ fn journal_row(cells: Vec<Option<String>>) -> Result<JournalRow> {
         old_image: next(),
         changed_ms: next().and_then(|s| integer(&s)),
     })
-}
-
-/// A row image (JSON text) → fields normalized by the table's column types.
-pub fn decode_image(text: &str, table: Option<&TableInfo>) -> std::result::Result<Fields, String> {
-    let Value::Object(map) = serde_json::from_str::<Value>(text).map_err(|e| e.to_string())? else {
-        return Err("the row image is not a JSON object".into());
-    };
-    Ok(map
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match table.and_then(|t| t.column(&k)) {
-                Some(col) => normalize(col.ty, v),
-                None => v,
-            };
-            (k, v)
-        })
-        .collect())
 }
 
 #[async_trait]
