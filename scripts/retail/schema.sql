@@ -1,5 +1,5 @@
 -- The sample retail schema (PostgreSQL). Matches mappings/retail.yaml.
--- No foreign keys: the connector writes each table's batch independently.
+-- No foreign keys here (a target may have them: sinks write parents first).
 CREATE TABLE IF NOT EXISTS stores (
     store_id   integer PRIMARY KEY,
     name       text NOT NULL,

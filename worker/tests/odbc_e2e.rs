@@ -252,6 +252,52 @@ fn postgres_and_sqlite_stay_in_sync_both_ways() {
 }
 
 #[test]
+fn an_sqlite_target_with_foreign_keys_gets_parents_first() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    shop.sql(
+        "DROP TABLE order_items;
+         CREATE TABLE order_items (id TEXT PRIMARY KEY,
+           order_id BIGINT NOT NULL REFERENCES orders (order_id),
+           product_id INT NOT NULL, quantity INT NOT NULL, price NUMERIC(10,2))",
+    );
+    // The driver enforces foreign keys when asked to.
+    let fk = format!("{}FKSupport=1;", shop.odbc());
+    f.extra_env
+        .push(("CONNECTOR_SHOP_CONNECTION_STRING".into(), fk));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    let want =
+        f.pg.query("hq", "SELECT count(*) FROM order_items")
+            .unwrap();
+    f.expect_text("order_items copied", &want, || {
+        shop.sql("SELECT count(*) FROM order_items")
+    });
+    f.hq_inserts_children_first();
+    f.expect_text("children written before their parent in hq", "2", || {
+        shop.sql("SELECT count(*) FROM order_items WHERE order_id = 900001")
+    });
+    f.hq_deletes_the_parent_first();
+    f.expect_text("the parent deleted before its child in hq", "0|0", || {
+        shop.sql(
+            "SELECT (SELECT count(*) FROM orders WHERE order_id = 900001) || '|' || \
+             (SELECT count(*) FROM order_items WHERE order_id = 900001)",
+        )
+    });
+    // An orphan is refused: the foreign key is enforced.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO order_items VALUES (gen_random_uuid(), 999999, 1, 1, 1)",
+    );
+    f.expect_text("the orphan dead-lettered", "1", || {
+        let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list.as_array().unwrap().len().to_string()
+    });
+}
+
+#[test]
 fn a_dsn_naming_no_product_gets_its_dialect_from_the_dbms_name() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

@@ -264,6 +264,60 @@ fn decimals_beyond_a_float_arrive_exactly_and_settle() {
     );
 }
 
+#[test]
+fn a_target_with_foreign_keys_gets_parents_first_and_children_deleted_first() {
+    let mut f = Fleet::new("0.002");
+    // shop has the foreign keys hq lacks: hq may write a child before its
+    // parent, shop may not.
+    f.pg.psql(
+        "shop",
+        // (Not orders → customers: the mapping keeps deleted customers out.)
+        "ALTER TABLE orders ADD FOREIGN KEY (store_id) REFERENCES stores;
+         ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders;
+         ALTER TABLE order_items ADD FOREIGN KEY (product_id) REFERENCES products;
+         ALTER TABLE products ADD FOREIGN KEY (category_id) REFERENCES categories;",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.hq_inserts_children_first();
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM order_items WHERE order_id = 900001",
+        "2",
+    );
+    f.hq_deletes_the_parent_first();
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM orders WHERE order_id = 900001",
+        "0",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM order_items WHERE order_id = 900001",
+        "0",
+    );
+    // A row whose parent exists nowhere is still refused, alone.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO order_items VALUES (gen_random_uuid(), 999999, 1, 1, 1);
+         UPDATE orders SET status = 'after the orphan' WHERE order_id = 1;",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 1",
+        "after the orphan",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rejected: Vec<&serde_json::Value> = list.as_array().unwrap().iter().collect();
+    assert_eq!(rejected.len(), 1, "{out}");
+    assert!(
+        rejected[0]["reason"].as_str().unwrap().contains("23503")
+            && rejected[0]["collection"] == "order_items",
+        "{out}"
+    );
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -144,4 +144,12 @@ pub fn kind_for_sqlstate(state: &str) -> ErrorKind {
     }
 }
 
+/// Whether a SQLSTATE (or SQLite's catch-all with its words) is an
+/// integrity constraint violation: a row another row of the batch may
+/// satisfy ([`crate::row_passes`]).
+pub fn is_constraint_violation(state: &str, message: &str) -> bool {
+    state.starts_with("23")
+        || (state == "HY000" && message.to_ascii_lowercase().contains("constraint failed"))
+}
+
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;

@@ -17,7 +17,9 @@ pub mod mapping;
 pub mod metrics;
 pub mod provider;
 pub mod redact;
+pub mod row_passes;
 pub mod sink_plan;
+pub mod table_order;
 pub mod value;
 
 pub use change::{DocChange, DocOp, Fields, RawChange, RawOp, SinkWrite};

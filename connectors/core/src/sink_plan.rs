@@ -5,7 +5,9 @@
 //! and a document that lacks a column never overwrites it with NULL. Groups
 //! come out in a fixed order so a batch always runs its statements the
 //! same way: deletes from tables the batch also upserts into, then the
-//! upserts (by table and columns), then the other deletes. A row moved to
+//! upserts (by table and columns), then the other deletes; within each,
+//! tables by their foreign keys ([`TableOrder`]: upserts parents first,
+//! deletes children first), then by name. A row moved to
 //! a new document id (an update of its id columns) is a delete of the old
 //! document and an upsert of the new one in the same table, and the upsert
 //! would collide with the old row on every other unique key (the primary
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::error::Result;
 use crate::mapping::OutboundRow;
+use crate::table_order::TableOrder;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupOp {
@@ -41,6 +44,7 @@ pub struct RowGroup {
 pub fn group_rows(
     rows: &[OutboundRow],
     mut has_column: impl FnMut(&OutboundRow, &str) -> Result<bool>,
+    order: &TableOrder,
 ) -> Result<Vec<RowGroup>> {
     let mut upserts: BTreeMap<(String, Vec<String>), Vec<usize>> = BTreeMap::new();
     let mut deletes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -72,9 +76,15 @@ pub fn group_rows(
         key: key(idx[0]),
         rows: idx,
     };
-    let (first, last): (Vec<_>, Vec<_>) = deletes
+    let (mut first, mut last): (Vec<_>, Vec<_>) = deletes
         .into_iter()
         .partition(|(table, _)| upserts.keys().any(|(t, _)| t == table));
+    // Sorts are stable: tables of one rank stay in name order.
+    let children_first = |(table, _): &(String, Vec<usize>)| std::cmp::Reverse(order.rank(table));
+    first.sort_by_key(children_first);
+    last.sort_by_key(children_first);
+    let mut upserts: Vec<_> = upserts.into_iter().collect();
+    upserts.sort_by_key(|((table, _), _)| order.rank(table));
     let mut out: Vec<RowGroup> = first.into_iter().map(delete).collect();
     out.extend(upserts.into_iter().map(|((table, columns), idx)| RowGroup {
         table,
@@ -110,7 +120,7 @@ mod tests {
             row("t", 4, Some(json!({"id": 4}))),
             row("u", 5, None),
         ];
-        let groups = group_rows(&rows, |_, c| Ok(c != "ghost")).unwrap();
+        let groups = group_rows(&rows, |_, c| Ok(c != "ghost"), &TableOrder::default()).unwrap();
         let got: Vec<(&str, GroupOp, Vec<usize>)> = groups
             .iter()
             .map(|g| (g.table.as_str(), g.op.clone(), g.rows.clone()))
@@ -128,5 +138,39 @@ mod tests {
             ]
         );
         assert!(groups.iter().all(|g| g.key == ["id"]));
+    }
+
+    #[test]
+    fn parents_are_upserted_first_and_deleted_last() {
+        let order =
+            TableOrder::from_foreign_keys([("a_child", "z_parent"), ("a_child", "m_parent")]);
+        let rows = [
+            row("a_child", 1, Some(json!({"id": 1}))),
+            row("z_parent", 2, Some(json!({"id": 2}))),
+            row("a_child", 3, None),
+            row("z_parent", 4, None),
+            row("m_parent", 5, None),
+            row("other", 6, Some(json!({"id": 6}))),
+        ];
+        let groups = group_rows(&rows, |_, _| Ok(true), &order).unwrap();
+        let got: Vec<(&str, bool)> = groups
+            .iter()
+            .map(|g| (g.table.as_str(), g.op == GroupOp::Delete))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // Deletes of tables also upserted into (rows moved to a new
+                // id), children first.
+                ("a_child", true),
+                ("z_parent", true),
+                // Upserts, parents first.
+                ("other", false),
+                ("z_parent", false),
+                ("a_child", false),
+                // The other deletes.
+                ("m_parent", true),
+            ]
+        );
     }
 }

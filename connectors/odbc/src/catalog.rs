@@ -171,3 +171,27 @@ pub fn mapped_tables(
     }
     Ok(out)
 }
+
+/// The foreign keys among `tables`, as `(child, parent)` table names, from
+/// the driver's `SQLForeignKeys`. A driver that cannot tell gives none (the
+/// sink's row passes still write children after their parents).
+pub fn foreign_keys(conn: &Connection<'_>, tables: &[&TableInfo]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for child in tables {
+        let schema = child.schema.as_deref().unwrap_or("");
+        let rows = match conn.foreign_keys("", "", "", "", schema, &child.name) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(table = %child.name, error = %e, "the driver does not list foreign keys");
+                return Vec::new();
+            }
+        };
+        for row in rows.flatten() {
+            let parent = row.pk_table.as_str().ok().flatten().unwrap_or("").trim();
+            if let Some(p) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(parent)) {
+                out.push((child.name.clone(), p.name.clone()));
+            }
+        }
+    }
+    out
+}

@@ -10,10 +10,13 @@
 //! VALUES list instead. Values are converted to the text each column takes by the
 //! dialect (booleans, UTC timestamps, JSON).
 //!
-//! If the batch fails for a row's own fault (a data or constraint error),
-//! it is rolled back and written again row by row, each row committed on
-//! its own: rows the database rejects are returned for the dead-letter
-//! table and the others are written.
+//! Tables go parents first (deletes children first) by the foreign keys the
+//! driver lists among them ([`TableOrder`]). If the batch fails for a row's
+//! own fault (a data or constraint error), it is rolled back and written
+//! again row by row, each row committed on its own, a row breaking a
+//! constraint again after the others ([`RowPasses`]): rows the database
+//! rejects are returned for the dead-letter table and the others are
+//! written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,12 +24,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use odbc_api::{Connection, IntoParameter};
 
+use connector_core::error::is_constraint_violation;
+use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp, RowGroup};
+use connector_core::table_order::TableOrder;
 use connector_core::{
     ColumnType, ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
 };
 
-use crate::catalog::{mapped_tables, TableInfo};
+use crate::catalog::{foreign_keys, mapped_tables, TableInfo};
 use crate::conn::{classify, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::options::OdbcOptions;
@@ -36,6 +42,8 @@ pub struct OdbcSink {
     session: Session,
     d: &'static dyn Dialect,
     tables: HashMap<String, TableInfo>,
+    /// Parents before children (their foreign keys).
+    order: TableOrder,
 }
 
 /// One row group's statements and parameter rows (text, `None` = NULL).
@@ -64,21 +72,25 @@ impl OdbcSink {
                 c.set_autocommit(false)
                     .map_err(|e| classify(&e, Stage::Sink, "turning autocommit off"))?;
                 let tables = mapped_tables(c, d, &m, &o)?;
+                let infos: Vec<&TableInfo> = tables.iter().map(|(_, t)| t).collect();
+                let keys = foreign_keys(c, &infos);
                 // End the catalog reads' transaction: held open until the
                 // first batch, it blocked every writer of an SQLite file in
                 // rollback-journal mode (a read lock never released).
                 c.commit()
                     .map_err(|e| classify(&e, Stage::Sink, "ending the catalog reads"))?;
-                Ok(tables)
+                Ok((tables, keys))
             })
             .await?;
         Ok(OdbcSink {
             session,
             d,
             tables: found
+                .0
                 .into_iter()
                 .map(|(_, t)| (t.name.clone(), t))
                 .collect(),
+            order: TableOrder::from_foreign_keys(found.1),
         })
     }
 
@@ -92,9 +104,11 @@ impl OdbcSink {
     }
 
     fn plan(&self, rows: &[OutboundRow]) -> Result<Vec<Statement>> {
-        let groups = group_rows(rows, |row, c| {
-            Ok(c.is_empty() || self.table(&row.table)?.column(c).is_some())
-        })?;
+        let groups = group_rows(
+            rows,
+            |row, c| Ok(c.is_empty() || self.table(&row.table)?.column(c).is_some()),
+            &self.order,
+        )?;
         groups
             .into_iter()
             .map(|g| self.statement(rows, g))
@@ -225,27 +239,50 @@ fn write_all(conn: &Connection<'_>, statements: &[Statement]) -> Result<()> {
     }
 }
 
-/// Row by row, each committed alone; returns the rejected rows.
+/// Row by row, each committed alone, in passes ([`RowPasses`]); returns
+/// the rejected rows.
 fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize, String)>> {
-    let mut rejected = Vec::new();
-    for s in statements {
-        for (i, params) in s.rows.iter().zip(&s.params) {
-            match execute(conn, &s.sql_one, std::slice::from_ref(params)) {
-                Ok(()) => conn
-                    .commit()
-                    .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?,
-                Err(e) => {
-                    let _ = conn.rollback();
-                    let err = classify(&e, Stage::Sink, &format!("table {}", s.table));
-                    if err.kind != ErrorKind::BadRecord {
-                        return Err(err);
-                    }
-                    rejected.push((*i, err.message));
+    // (statement, its parameter row), in statement order.
+    let order: Vec<(usize, usize)> = statements
+        .iter()
+        .enumerate()
+        .flat_map(|(s, st)| (0..st.rows.len()).map(move |r| (s, r)))
+        .collect();
+    let mut passes = RowPasses::new(0..order.len());
+    while let Some(k) = passes.next_row() {
+        let (s, r) = order[k];
+        let st = &statements[s];
+        match execute(conn, &st.sql_one, std::slice::from_ref(&st.params[r])) {
+            Ok(()) => {
+                conn.commit()
+                    .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
+                passes.written();
+            }
+            Err(e) => {
+                let _ = conn.rollback();
+                let err = classify(&e, Stage::Sink, &format!("table {}", st.table));
+                if err.kind != ErrorKind::BadRecord {
+                    return Err(err);
                 }
+                let constraint = match &e {
+                    odbc_api::Error::Diagnostics { record, .. } => is_constraint_violation(
+                        record.state.as_str(),
+                        &String::from_utf8_lossy(&record.message),
+                    ),
+                    _ => false,
+                };
+                passes.failed(k, constraint, err.message);
             }
         }
     }
-    Ok(rejected)
+    Ok(passes
+        .rejected()
+        .into_iter()
+        .map(|(k, why)| {
+            let (s, r) = order[k];
+            (statements[s].rows[r], why)
+        })
+        .collect())
 }
 
 #[async_trait]

@@ -136,3 +136,34 @@ pub async fn has_unique_index(client: &Client, t: &TableInfo, columns: &[String]
         .map_err(|e| classify(&e, Stage::Setup, "reading unique indexes"))?;
     Ok(rows.iter().any(|r| r.get::<_, Vec<String>>(0) == want))
 }
+
+/// The foreign keys among `tables`, as `(child, parent)` table names.
+pub async fn foreign_keys<'a>(
+    client: &Client,
+    tables: impl IntoIterator<Item = &'a TableInfo>,
+) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT cn.nspname::text, cc.relname::text, pn.nspname::text, pc.relname::text
+             FROM pg_constraint k
+             JOIN pg_class cc ON cc.oid = k.conrelid
+             JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+             JOIN pg_class pc ON pc.oid = k.confrelid
+             JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             WHERE k.contype = 'f'",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Setup, "reading the foreign keys"))?;
+    let known: Vec<&TableInfo> = tables.into_iter().collect();
+    let name_of = |schema: String, name: String| {
+        known
+            .iter()
+            .find(|t| t.schema == schema && t.name == name)
+            .map(|t| t.name.clone())
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((name_of(r.get(0), r.get(1))?, name_of(r.get(2), r.get(3))?)))
+        .collect())
+}

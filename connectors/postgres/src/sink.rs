@@ -12,9 +12,12 @@
 //! PostgreSQL's input functions convert every value to the column's type
 //! (taken from the table itself), and every identifier is quoted. Deletes are
 //! one `DELETE … WHERE (key) IN (SELECT … FROM jsonb_populate_recordset(…))`
-//! per table. If the batch fails for a row's own fault (a data or constraint
-//! error), it is retried row by row under savepoints: the rejected rows are
-//! returned for the dead-letter table and the rest commit.
+//! per table. Tables go parents first (deletes children first) by the
+//! foreign keys among them ([`TableOrder`]). If the batch fails for a row's
+//! own fault (a data or constraint error), it is retried row by row under
+//! savepoints, a row breaking a constraint again after the others
+//! ([`RowPasses`]): the rejected rows are returned for the dead-letter table
+//! and the rest commit.
 //!
 //! Echoes: the session is tagged with a replication origin named after the
 //! provider's slot (`pg_replication_origin_session_setup`), so every
@@ -32,7 +35,10 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use connector_core::error::is_constraint_violation;
+use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp};
+use connector_core::table_order::TableOrder;
 use connector_core::{
     ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
 };
@@ -51,6 +57,8 @@ pub struct PgSink {
     tagged: bool,
     /// (table name) → catalog info, for the mapped tables.
     tables: HashMap<String, TableInfo>,
+    /// Parents before children (their foreign keys).
+    order: TableOrder,
 }
 
 /// Prepared statements kept per session before the cache starts over (a
@@ -85,12 +93,15 @@ impl PgSink {
             }
             tables.insert(info.name.clone(), info);
         }
+        let order =
+            TableOrder::from_foreign_keys(catalog::foreign_keys(&client, tables.values()).await?);
         let tagged = tag_session(&client, &origin_name(o), mapping.provider()).await;
         Ok(PgSink {
             client,
             prepared: HashMap::new(),
             tagged,
             tables,
+            order,
         })
     }
 
@@ -105,9 +116,11 @@ impl PgSink {
 
     /// One statement per row group ([`connector_core::sink_plan`]).
     fn plan(&self, rows: &[OutboundRow]) -> Result<Vec<Statement>> {
-        let groups = group_rows(rows, |row, c| {
-            Ok(c.is_empty() || self.table(row)?.column(c).is_some())
-        })?;
+        let groups = group_rows(
+            rows,
+            |row, c| Ok(c.is_empty() || self.table(row)?.column(c).is_some()),
+            &self.order,
+        )?;
         Ok(groups
             .into_iter()
             .map(|g| {
@@ -203,43 +216,61 @@ impl PgSink {
             .map_err(|e| (classify(&e, Stage::Sink, "COMMIT"), false))
     }
 
-    /// Row by row under savepoints; returns the rejected rows.
+    /// Row by row under savepoints, in passes ([`RowPasses`]); returns the
+    /// rejected rows.
     async fn isolate(
         &mut self,
         statements: &[Statement],
         rows: &[OutboundRow],
     ) -> Result<Vec<(usize, String)>> {
-        let mut rejected = Vec::new();
         let prepared = self.prepare(statements).await?;
+        // (statement, batch row), in statement order.
+        let order: Vec<(usize, usize)> = statements
+            .iter()
+            .enumerate()
+            .flat_map(|(s, st)| st.rows.iter().map(move |i| (s, *i)))
+            .collect();
         let tx = self
             .client
             .transaction()
             .await
             .map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
-        for (s, prepared) in statements.iter().zip(&prepared) {
-            for i in &s.rows {
-                tx.batch_execute("SAVEPOINT row")
-                    .await
-                    .map_err(|e| classify(&e, Stage::Sink, "SAVEPOINT"))?;
-                let payload = Self::payload(rows, std::slice::from_ref(i));
-                match tx.execute(prepared, &[&payload]).await {
-                    Ok(_) => tx.batch_execute("RELEASE SAVEPOINT row").await,
-                    Err(e) => {
-                        let err = classify(&e, Stage::Sink, &format!("table {}", rows[*i].table));
-                        if err.kind != ErrorKind::BadRecord {
-                            return Err(err);
-                        }
-                        rejected.push((*i, err.message));
-                        tx.batch_execute("ROLLBACK TO SAVEPOINT row").await
-                    }
+        let savepoint = |e: tokio_postgres::Error| classify(&e, Stage::Sink, "savepoint");
+        let mut passes = RowPasses::new(0..order.len());
+        while let Some(k) = passes.next_row() {
+            let (s, i) = order[k];
+            tx.batch_execute("SAVEPOINT row").await.map_err(savepoint)?;
+            let payload = Self::payload(rows, &[i]);
+            match tx.execute(&prepared[s], &[&payload]).await {
+                Ok(_) => {
+                    tx.batch_execute("RELEASE SAVEPOINT row")
+                        .await
+                        .map_err(savepoint)?;
+                    passes.written();
                 }
-                .map_err(|e| classify(&e, Stage::Sink, "savepoint"))?;
+                Err(e) => {
+                    let err = classify(&e, Stage::Sink, &format!("table {}", rows[i].table));
+                    if err.kind != ErrorKind::BadRecord {
+                        return Err(err);
+                    }
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT row")
+                        .await
+                        .map_err(savepoint)?;
+                    let constraint = e
+                        .code()
+                        .is_some_and(|c| is_constraint_violation(c.code(), ""));
+                    passes.failed(k, constraint, err.message);
+                }
             }
         }
         tx.commit()
             .await
             .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
-        Ok(rejected)
+        Ok(passes
+            .rejected()
+            .into_iter()
+            .map(|(k, why)| (order[k].1, why))
+            .collect())
     }
 }
 

@@ -341,6 +341,30 @@ impl Fleet {
             .cloned()
     }
 
+    /// In hq, without foreign keys: order 900001's two items inserted
+    /// before the order, in one transaction.
+    pub fn hq_inserts_children_first(&self) {
+        self.pg.psql(
+            "hq",
+            "BEGIN;
+             INSERT INTO order_items VALUES (gen_random_uuid(), 900001, 1, 2, 3.50);
+             INSERT INTO order_items VALUES (gen_random_uuid(), 900001, 2, 1, 1.25);
+             INSERT INTO orders VALUES (900001, 1, 1, now(), 'child-first', 8.25);
+             COMMIT;",
+        );
+    }
+
+    /// In hq: order 900001 deleted before its items, in one transaction.
+    pub fn hq_deletes_the_parent_first(&self) {
+        self.pg.psql(
+            "hq",
+            "BEGIN;
+             DELETE FROM orders WHERE order_id = 900001;
+             DELETE FROM order_items WHERE order_id = 900001;
+             COMMIT;",
+        );
+    }
+
     /// Waits until every synced table has the same rows (by content) in both.
     pub fn wait_in_sync(&self) {
         for t in SYNCED {
