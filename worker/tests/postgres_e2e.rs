@@ -318,6 +318,43 @@ fn a_target_with_foreign_keys_gets_parents_first_and_children_deleted_first() {
     );
 }
 
+#[test]
+fn a_copy_takes_parents_first_whatever_the_mapping_lists_first() {
+    let mut f = Fleet::new("0.002");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders",
+        );
+    }
+    // The mapping lists order_items first; batches far smaller than a table.
+    let path = f.dir.path().join("mappings/retail.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = (
+        yaml.find("  order_items:").unwrap(),
+        yaml.find("  store_order_numbers:").unwrap(),
+    );
+    let items = &yaml[start..end];
+    let reordered = yaml.replacen(items, "", 1).replacen(
+        "collections:\n",
+        &format!("collections:\n{items}"),
+        1,
+    );
+    assert!(reordered.find("order_items").unwrap() < reordered.find("  orders:").unwrap());
+    std::fs::write(&path, reordered).unwrap();
+    f.extra_env
+        .push(("DITTO_CLOUD_SYNC_BATCH_SIZE".into(), "100".into()));
+    let out = ok(&f.connector(&["initial-sync", "--provider", "hq"]));
+    assert!(
+        out.find("hq/orders:").unwrap() < out.find("hq/order_items:").unwrap(),
+        "{out}"
+    );
+    f.start();
+    f.wait_in_sync();
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -228,6 +228,12 @@ pub trait Snapshot: Send {
     fn in_flight(&self) -> Option<InFlight> {
         None
     }
+    /// The foreign keys between the mapped tables in this provider, as
+    /// `(child, parent)` collections: the copy takes parents first, so a
+    /// target with the same keys receives the fan-out in an order it takes.
+    async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
     /// Approximate number of rows, for progress bars.
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>>;
     /// The rows after `after` (exclusive) in key order, at most `limit`.

@@ -45,6 +45,29 @@ impl TableOrder {
     }
 }
 
+/// Table-level `(child, parent)` keys → the same between the collections
+/// mapped onto those tables (`(collection, table)` pairs).
+pub fn between_collections<'a>(
+    keys: &[(String, String)],
+    collections: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String)> {
+    let collections: Vec<(&str, &str)> = collections.into_iter().collect();
+    let on = |table: &str| -> Vec<String> {
+        collections
+            .iter()
+            .filter(|(_, t)| *t == table)
+            .map(|(c, _)| c.to_string())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (child, parent) in keys {
+        for c in on(child) {
+            out.extend(on(parent).into_iter().map(|p| (c.clone(), p)));
+        }
+    }
+    out
+}
+
 fn rank_of(
     table: &str,
     parents: &HashMap<String, Vec<String>>,
@@ -93,6 +116,26 @@ mod tests {
         ] {
             assert_eq!(order.rank(table), rank, "{table}");
         }
+    }
+
+    #[test]
+    fn keys_between_tables_become_keys_between_their_collections() {
+        let keys = [("order_items".to_string(), "orders".to_string())];
+        let pairs = between_collections(
+            &keys,
+            [
+                ("items", "order_items"),
+                ("orders", "orders"),
+                ("old_orders", "orders"),
+            ],
+        );
+        assert_eq!(
+            pairs,
+            [
+                ("items".to_string(), "orders".to_string()),
+                ("items".to_string(), "old_orders".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -35,11 +35,12 @@ use serde_json::Value;
 use connector_core::clock::now_millis;
 use connector_core::column_type::text_to_json;
 use connector_core::provider::SnapshotChunk;
+use connector_core::table_order::between_collections;
 use connector_core::{
     ConnectorError, Fields, InFlight, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
 };
 
-use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
+use crate::catalog::{foreign_keys, integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{is_missing_table, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::journal::{JournalPosition, MAX_GAPS};
@@ -247,6 +248,24 @@ impl Snapshot for OdbcSnapshot {
             (Some(start), Some(saved)) => start.seq < saved.seq,
             _ => false,
         }
+    }
+
+    async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {
+        let infos: Vec<(String, TableInfo)> = self
+            .tables
+            .iter()
+            .map(|(c, (t, _))| (c.clone(), t.clone()))
+            .collect();
+        self.session
+            .run(move |c| {
+                let tables: Vec<&TableInfo> = infos.iter().map(|(_, t)| t).collect();
+                let keys = foreign_keys(c, &tables);
+                Ok(between_collections(
+                    &keys,
+                    infos.iter().map(|(c, t)| (c.as_str(), t.name.as_str())),
+                ))
+            })
+            .await
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {

@@ -31,12 +31,13 @@ use tokio_postgres::Client;
 use tracing::info;
 
 use connector_core::provider::SnapshotChunk;
+use connector_core::table_order::between_collections;
 use connector_core::{
     ConnectorError, InFlight, ProviderMapping, RawChange, RawOp, Result, Snapshot, Stage,
 };
 use pgwire_replication::{Lsn, ReplicationClient};
 
-use crate::catalog::TableInfo;
+use crate::catalog::{self, TableInfo};
 use crate::conn::{classify, classify_replication, ident, PgConn};
 use crate::options::PgOptions;
 use crate::setup;
@@ -256,6 +257,17 @@ impl Snapshot for PgSnapshot {
 
     fn in_flight(&self) -> Option<InFlight> {
         Some(self.unseen.clone())
+    }
+
+    async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {
+        let keys =
+            catalog::foreign_keys(&self.client, self.tables.values().map(|t| &t.info)).await?;
+        Ok(between_collections(
+            &keys,
+            self.tables
+                .iter()
+                .map(|(c, t)| (c.as_str(), t.info.name.as_str())),
+        ))
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::warn;
 
+use connector_core::table_order::TableOrder;
 use connector_core::{ConnectorError, MappingSet, Provider, ProviderMapping, ProviderSpec, Stage};
 use connector_store::SourceApply;
 
@@ -171,8 +172,11 @@ pub async fn copy_provider(
     let spec = provider.spec().clone();
     let mut out = Vec::new();
     {
-        let collections = super::collections(&mapping, only)?;
+        let mut collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
+        // Parents first (stable: otherwise in the mapping's order).
+        let order = TableOrder::from_foreign_keys(snapshot.foreign_keys().await?);
+        collections.sort_by_key(|c| order.rank(c));
         let mut store = blocking(|| shared.open_store())?;
         let start = snapshot.start_position();
         let saved = blocking(|| store.position(&spec.name)).map_err(ConnectorError::from)?;
