@@ -298,6 +298,36 @@ fn an_sqlite_target_with_foreign_keys_gets_parents_first() {
 }
 
 #[test]
+fn a_blob_in_sqlite_does_not_fail_the_applications_write() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    shop.sql(
+        "ALTER TABLE stores ADD COLUMN logo BLOB;
+         INSERT INTO stores VALUES (90, 'copied with a blob', 'x', NULL, x'00FF')",
+    );
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT name FROM stores WHERE store_id = 90",
+        "copied with a blob",
+    );
+    // The application's write of a BLOB goes through the journal trigger.
+    shop.sql("UPDATE stores SET logo = x'0102', name = 'blob store' WHERE store_id = 1");
+    f.expect_in(
+        "hq",
+        "SELECT name FROM stores WHERE store_id = 1",
+        "blob store",
+    );
+    // The copy and the journal give a BLOB the same form.
+    for (id, logo) in [("90", "\\\\x00ff"), ("1", "\\\\x0102")] {
+        let doc = ok(&f.connector(&["query", "stores", id]));
+        assert!(doc.contains(&format!("\"logo\": \"{logo}\"")), "{doc}");
+    }
+}
+
+#[test]
 fn a_dsn_naming_no_product_gets_its_dialect_from_the_dbms_name() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

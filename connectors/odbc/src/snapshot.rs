@@ -293,7 +293,7 @@ impl Snapshot for OdbcSnapshot {
         let cols = info
             .columns
             .iter()
-            .map(|c| d.quote(&c.name))
+            .map(|c| d.read_value(c, d.quote(&c.name)))
             .collect::<Vec<_>>()
             .join(", ");
         let order = key

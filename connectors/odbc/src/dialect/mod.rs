@@ -210,6 +210,12 @@ pub trait Dialect: Send + Sync {
         expr
     }
 
+    /// A column's value as the copy selects it (`expr`: the quoted column):
+    /// the same form the trigger's image gives ([`Dialect::image_value`]).
+    fn read_value(&self, _column: &Column, expr: String) -> String {
+        expr
+    }
+
     /// An expression for the current time in milliseconds since the Unix
     /// epoch, UTC (an integer).
     fn now_ms(&self) -> &'static str;

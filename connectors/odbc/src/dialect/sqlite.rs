@@ -2,7 +2,7 @@
 //! in the triggers, `INSERT … ON CONFLICT DO UPDATE` (SQLite ≥ 3.24).
 
 use super::{non_key, values_rows, Dialect, TriggerSpec};
-use crate::catalog::TableInfo;
+use crate::catalog::{Column, TableInfo};
 
 pub struct Sqlite;
 
@@ -47,6 +47,18 @@ impl Dialect for Sqlite {
         out
     }
 
+    /// `json_object` refuses a BLOB ("JSON cannot hold BLOB values"), and
+    /// a trigger that fails fails the application's own write. Any column
+    /// may hold one (SQLite's types are per value): a BLOB enters the image
+    /// as PostgreSQL writes a `bytea` as text, `\x` and lowercase hex.
+    fn image_value(&self, _column: &Column, expr: String) -> String {
+        blob_as_text(&expr)
+    }
+
+    fn read_value(&self, _column: &Column, expr: String) -> String {
+        blob_as_text(&expr)
+    }
+
     fn now_ms(&self) -> &'static str {
         "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
     }
@@ -61,6 +73,11 @@ impl Dialect for Sqlite {
     fn rows_per_statement(&self, columns: usize) -> usize {
         (30_000 / columns.max(1)).clamp(1, 500)
     }
+}
+
+/// A BLOB value as `\x` and lowercase hex; any other value as it is.
+fn blob_as_text(expr: &str) -> String {
+    format!("CASE WHEN typeof({expr}) = 'blob' THEN '\\x' || lower(hex({expr})) ELSE {expr} END")
 }
 
 /// `INSERT … ON CONFLICT (key) DO UPDATE SET c = excluded.c` (SQLite and
