@@ -328,6 +328,32 @@ fn a_blob_in_sqlite_does_not_fail_the_applications_write() {
 }
 
 #[test]
+fn an_sqlite_copy_resumes_after_an_upper_case_uuid_key() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    // A UUID column holding upper-case text (as .NET writes GUIDs), more
+    // rows than one chunk of the copy: the next chunk starts after the last
+    // key as SQLite compares it, not after its lower-cased JSON form.
+    shop.sql(
+        "DROP TABLE categories;
+         CREATE TABLE categories (id UUID PRIMARY KEY, name TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12000),
+           h(i, x) AS (SELECT i, upper(hex(randomblob(16))) FROM n)
+         INSERT INTO categories
+         SELECT substr(x, 1, 8) || '-' || substr(x, 9, 4) || '-' || substr(x, 13, 4) || '-' ||
+                substr(x, 17, 4) || '-' || substr(x, 21, 12), 'upper ' || i FROM h",
+    );
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT count(*) FROM categories WHERE name LIKE 'upper %'",
+        "12000",
+    );
+}
+
+#[test]
 fn a_dsn_naming_no_product_gets_its_dialect_from_the_dbms_name() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

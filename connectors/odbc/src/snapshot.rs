@@ -201,13 +201,13 @@ fn journal_mark(
     })
 }
 
-/// The keyset condition after `after` (key values in key order) and its
-/// parameters: `k1 > ? OR (k1 = ? AND k2 > ?) …`.
+/// The keyset condition after a key (its parameter texts in key order,
+/// `None` for NULL) and its parameters: `k1 > ? OR (k1 = ? AND k2 > ?) …`.
 pub fn after_condition(
     d: &dyn Dialect,
     table: &TableInfo,
     key: &[String],
-    after: &[Value],
+    after: &[Option<String>],
 ) -> (String, Vec<Option<String>>) {
     let mut alternatives = Vec::new();
     let mut params = Vec::new();
@@ -216,15 +216,39 @@ pub fn after_condition(
         for (j, k) in key.iter().enumerate().take(i + 1) {
             let op = if j == i { ">" } else { "=" };
             terms.push(format!("{} {op} {}", d.quote(k), d.marker(table, k)));
-            let ty = table
-                .column(k)
-                .map(|c| c.ty)
-                .unwrap_or(connector_core::ColumnType::Text);
-            params.push(d.param_text(ty, after.get(j).unwrap_or(&Value::Null)));
+            params.push(after.get(j).cloned().flatten());
         }
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     (alternatives.join(" OR "), params)
+}
+
+/// A chunk's saved resume point → the key's parameter texts. Chunks save
+/// the key as the database wrote it (`{"raw": [text, …]}`): compared with
+/// the column's own values, in the database's own order. A value read
+/// back from its JSON form could compare differently (a UUID stored in
+/// upper case, lower-cased here; a timestamp in another zone). An array is
+/// a resume point saved before: its JSON values, as parameters.
+fn resume_params(
+    d: &dyn Dialect,
+    table: &TableInfo,
+    key: &[String],
+    after: &Value,
+) -> Vec<Option<String>> {
+    if let Some(raw) = after.get("raw").and_then(Value::as_array) {
+        return raw.iter().map(|v| v.as_str().map(str::to_string)).collect();
+    }
+    let values = after.as_array().map(Vec::as_slice).unwrap_or_default();
+    key.iter()
+        .enumerate()
+        .map(|(j, k)| {
+            let ty = table
+                .column(k)
+                .map(|c| c.ty)
+                .unwrap_or(connector_core::ColumnType::Text);
+            d.param_text(ty, values.get(j).unwrap_or(&Value::Null))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -301,9 +325,10 @@ impl Snapshot for OdbcSnapshot {
             .map(|k| d.quote(k))
             .collect::<Vec<_>>()
             .join(", ");
-        let (cond, params) = match after.and_then(Value::as_array) {
-            Some(values) => {
-                let (cond, params) = after_condition(d, &info, &key, values);
+        let (cond, params) = match after {
+            Some(after) => {
+                let resume = resume_params(d, &info, &key, after);
+                let (cond, params) = after_condition(d, &info, &key, &resume);
                 (format!(" WHERE {cond}"), params)
             }
             None => (String::new(), Vec::new()),
@@ -322,6 +347,20 @@ impl Snapshot for OdbcSnapshot {
             .run(move |c| query_text(c, &sql, &params, Stage::Snapshot, &context))
             .await?;
         let done = rows.len() < limit;
+        let key_at: Vec<Option<usize>> = key
+            .iter()
+            .map(|k| info.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let last_key = rows.last().map(|cells| {
+            let raw = key_at
+                .iter()
+                .map(|i| {
+                    i.and_then(|i| cells.get(i).cloned().flatten())
+                        .map_or(Value::Null, Value::String)
+                })
+                .collect();
+            serde_json::json!({ "raw": Value::Array(raw) })
+        });
         let mut out = Vec::with_capacity(rows.len());
         for cells in rows {
             let row: Fields = info
@@ -346,13 +385,6 @@ impl Snapshot for OdbcSnapshot {
                 txn: None,
             });
         }
-        let last_key = out.last().map(|r| {
-            Value::Array(
-                key.iter()
-                    .map(|k| r.row.get(k).cloned().unwrap_or(Value::Null))
-                    .collect(),
-            )
-        });
         Ok(SnapshotChunk {
             rows: out,
             last_key,

@@ -204,7 +204,7 @@ fn db2_upserts_with_merge_and_casts_every_parameter() {
 fn db2_pages_with_fetch_first_and_a_spelled_out_keyset_condition() {
     let k = db2_store_order_numbers();
     let key = strings(&["store_id", "order_no"]);
-    let (cond, params) = after_condition(&Db2, &k, &key, &[json!(3), json!(17)]);
+    let (cond, params) = after_condition(&Db2, &k, &key, &[Some("3".into()), Some("17".into())]);
     assert_eq!(
         cond,
         "(\"store_id\" > CAST(? AS INTEGER)) OR (\"store_id\" = CAST(? AS INTEGER) AND \"order_no\" > CAST(? AS INTEGER))"
