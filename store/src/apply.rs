@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
-use connector_core::value::{fingerprint, id_key};
+use connector_core::value::{counter_number, fingerprint, id_key};
 use connector_core::{DocChange, DocOp};
 
 use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
@@ -510,7 +510,7 @@ fn plan_change(
             continue;
         };
         changed.retain(|f| *f != name);
-        let Some(new) = new.as_f64() else {
+        let Some(new) = counter_number(new) else {
             if new.is_null() {
                 continue;
             }
@@ -526,7 +526,7 @@ fn plan_change(
             .before
             .as_ref()
             .and_then(|b| b.get(name))
-            .and_then(Value::as_f64)
+            .and_then(counter_number)
             .or_else(|| match &shadow {
                 Some(Shadow::Deleted) => Some(0.0),
                 Some(s) => s.counter(name),

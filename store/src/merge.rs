@@ -362,10 +362,11 @@ impl DocState {
     }
 }
 
-/// A JSON number for a counter: an integer when it is one.
+/// A JSON number for a counter: an integer when it is one (the form a
+/// column's value takes, [`connector_core::column_type`]).
 pub fn number(v: f64) -> Value {
-    if v.fract() == 0.0 && v.abs() < 9.007_199_254_740_992e15 {
-        Value::from(v as i64)
+    if let Some(i) = connector_core::column_type::whole(v) {
+        Value::from(i)
     } else {
         serde_json::Number::from_f64(v)
             .map(Value::Number)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-use connector_core::value::fingerprint;
+use connector_core::value::{counter_number, fingerprint};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Shadow {
@@ -43,7 +43,7 @@ impl Shadow {
                 .collect(),
             counters: counters
                 .iter()
-                .filter_map(|c| doc.get(c).and_then(Value::as_f64).map(|n| (c.clone(), n)))
+                .filter_map(|c| doc.get(c).and_then(counter_number).map(|n| (c.clone(), n)))
                 .collect(),
         }
     }

@@ -599,6 +599,32 @@ fn a_non_numeric_counter_is_a_dead_letter_and_the_batch_goes_on() {
 }
 
 #[test]
+fn a_counter_too_precise_for_a_float_still_counts() {
+    // A NUMERIC counter a float cannot spell arrives as its exact text.
+    let (_d, mut s) = store();
+    let first = counted(upsert(
+        "inventory",
+        json!("x"),
+        json!({"quantity": "12345678901234567.25"}),
+        None,
+        1000,
+    ));
+    let out = apply(&mut s, "hq", &[first], "1");
+    assert_eq!((out.applied, out.dead_letters), (1, 0));
+    let then = counted(upsert(
+        "inventory",
+        json!("x"),
+        json!({"quantity": "12345678901234569.25"}),
+        Some(json!({"quantity": "12345678901234567.25"})),
+        1001,
+    ));
+    let out = apply(&mut s, "hq", &[then], "2");
+    assert_eq!((out.applied, out.dead_letters), (1, 0));
+    let quantity = s.get("inventory", &json!("x")).unwrap().unwrap()["quantity"].clone();
+    assert_eq!(quantity.as_f64(), Some(12345678901234569.25), "{quantity}");
+}
+
+#[test]
 fn mapping_dead_letters_commit_with_the_batch_and_can_be_discarded() {
     let (_d, mut s) = store();
     let dl = NewDeadLetter {

@@ -117,7 +117,7 @@ fn float(text: &str) -> Option<Value> {
 }
 
 /// `f` as an `i64` when it is a whole number in range.
-fn whole(f: f64) -> Option<i64> {
+pub fn whole(f: f64) -> Option<i64> {
     // ±2^63 are exact as f64s; every whole f64 in [-2^63, 2^63) converts
     // exactly.
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;

@@ -9,7 +9,9 @@
 //! tell). Such a row is put back and tried again after the others, pass
 //! after pass while a pass writes something; what still fails then is
 //! rejected with its last error. Any other bad-record error rejects the row
-//! at once.
+//! at once. Tries are capped at four per row of the batch in all (a chain
+//! of rows each waiting for the next would otherwise take a pass per row,
+//! n² statements): past the cap, every row still waiting is rejected.
 
 use std::collections::VecDeque;
 
@@ -21,12 +23,16 @@ pub struct RowPasses {
     later: Vec<(usize, String)>,
     wrote_in_pass: bool,
     rejected: Vec<(usize, String)>,
+    /// Tries left before every waiting row is rejected.
+    tries_left: usize,
 }
 
 impl RowPasses {
     pub fn new(rows: impl IntoIterator<Item = usize>) -> RowPasses {
+        let todo: VecDeque<usize> = rows.into_iter().collect();
         RowPasses {
-            todo: rows.into_iter().collect(),
+            tries_left: todo.len() * 4,
+            todo,
             later: Vec::new(),
             wrote_in_pass: false,
             rejected: Vec::new(),
@@ -35,6 +41,17 @@ impl RowPasses {
 
     /// The next row to try, or `None` when every row is written or given up.
     pub fn next_row(&mut self) -> Option<usize> {
+        if self.tries_left == 0 {
+            self.rejected.append(&mut self.later);
+            self.rejected.extend(self.todo.drain(..).map(|i| {
+                (
+                    i,
+                    "not tried: the batch's rows wait on each other too long".to_string(),
+                )
+            }));
+            return None;
+        }
+        self.tries_left -= 1;
         if self.todo.is_empty() && !self.later.is_empty() {
             if self.wrote_in_pass {
                 self.todo.extend(self.later.drain(..).map(|(i, _)| i));
@@ -97,6 +114,20 @@ mod tests {
         let (written, rejected) = run(&[Some(1), Some(2), None, None], &[3]);
         assert_eq!(written, [2, 1, 0]);
         assert_eq!(rejected, [3]);
+    }
+
+    #[test]
+    fn a_long_chain_stops_at_the_cap() {
+        // Row i needs row i + 1: one row written per pass.
+        let n = 100;
+        let needs: Vec<Option<usize>> = (0..n).map(|i| (i + 1 < n).then_some(i + 1)).collect();
+        let (written, rejected) = run(&needs, &[]);
+        assert!(
+            written.len() < n && !written.is_empty(),
+            "{}",
+            written.len()
+        );
+        assert_eq!(written.len() + rejected.len(), n);
     }
 
     #[test]

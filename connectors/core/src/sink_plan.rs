@@ -76,9 +76,18 @@ pub fn group_rows(
         key: key(idx[0]),
         rows: idx,
     };
-    let (mut first, mut last): (Vec<_>, Vec<_>) = deletes
-        .into_iter()
-        .partition(|(table, _)| upserts.keys().any(|(t, _)| t == table));
+    // Deletes go first in the tables the batch also upserts into, and in
+    // every table ranked below the highest of those (children, which must
+    // lose their rows before the parent does); the rest go last.
+    let upserted = |table: &str| upserts.keys().any(|(t, _)| t == table);
+    let early_from = deletes
+        .keys()
+        .filter(|t| upserted(t))
+        .map(|t| order.rank(t))
+        .min();
+    let (mut first, mut last): (Vec<_>, Vec<_>) = deletes.into_iter().partition(|(table, _)| {
+        upserted(table) || early_from.is_some_and(|r| order.rank(table) > r)
+    });
     // Sorts are stable: tables of one rank stay in name order.
     let children_first = |(table, _): &(String, Vec<usize>)| std::cmp::Reverse(order.rank(table));
     first.sort_by_key(children_first);
@@ -142,8 +151,6 @@ mod tests {
 
     #[test]
     fn parents_are_upserted_first_and_deleted_last() {
-        let order =
-            TableOrder::from_foreign_keys([("a_child", "z_parent"), ("a_child", "m_parent")]);
         let rows = [
             row("a_child", 1, Some(json!({"id": 1}))),
             row("z_parent", 2, Some(json!({"id": 2}))),
@@ -151,7 +158,13 @@ mod tests {
             row("z_parent", 4, None),
             row("m_parent", 5, None),
             row("other", 6, Some(json!({"id": 6}))),
+            row("c_grandchild", 7, None),
         ];
+        let order = TableOrder::from_foreign_keys([
+            ("a_child", "z_parent"),
+            ("a_child", "m_parent"),
+            ("c_grandchild", "a_child"),
+        ]);
         let groups = group_rows(&rows, |_, _| Ok(true), &order).unwrap();
         let got: Vec<(&str, bool)> = groups
             .iter()
@@ -161,7 +174,8 @@ mod tests {
             got,
             [
                 // Deletes of tables also upserted into (rows moved to a new
-                // id), children first.
+                // id), and of their children's tables, children first.
+                ("c_grandchild", true),
                 ("a_child", true),
                 ("z_parent", true),
                 // Upserts, parents first.

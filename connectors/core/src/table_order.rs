@@ -32,7 +32,9 @@ impl TableOrder {
             }
         }
         let mut rank = HashMap::new();
-        let tables: Vec<String> = parents.keys().cloned().collect();
+        // In name order: where a cycle is cut must not change between runs.
+        let mut tables: Vec<String> = parents.keys().cloned().collect();
+        tables.sort();
         for t in tables {
             rank_of(&t, &parents, &mut rank, &mut HashSet::new());
         }

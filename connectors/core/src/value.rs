@@ -46,6 +46,20 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
+/// A counter's value as a number: a JSON number, or a decimal too precise
+/// for a float, which travels as its text ([`crate::column_type`]).
+/// Counters add as floats, so such a value is rounded there, as it always
+/// was; it is not a bad record.
+pub fn counter_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if s.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            s.parse::<f64>().ok().filter(|f| f.is_finite())
+        }
+        _ => None,
+    }
+}
+
 /// The key under which a document id is stored: its canonical JSON.
 pub fn id_key(id: &Value) -> String {
     canonical_json(id)

@@ -93,8 +93,13 @@ impl PgSink {
             }
             tables.insert(info.name.clone(), info);
         }
-        let order =
-            TableOrder::from_foreign_keys(catalog::foreign_keys(&client, tables.values()).await?);
+        let order = match catalog::foreign_keys(&client, tables.values()).await {
+            Ok(keys) => TableOrder::from_foreign_keys(keys),
+            Err(e) => {
+                warn!(provider = %mapping.provider(), error = %e, "cannot read the foreign keys; tables are written in name order");
+                TableOrder::default()
+            }
+        };
         let tagged = tag_session(&client, &origin_name(o), mapping.provider()).await;
         Ok(PgSink {
             client,
@@ -253,7 +258,8 @@ impl PgSink {
                     if err.kind != ErrorKind::BadRecord {
                         return Err(err);
                     }
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT row")
+                    // ROLLBACK TO keeps the savepoint: released, or they nest.
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT row; RELEASE SAVEPOINT row")
                         .await
                         .map_err(savepoint)?;
                     let constraint = e

@@ -260,10 +260,21 @@ impl Snapshot for PgSnapshot {
     }
 
     async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {
-        let keys =
-            catalog::foreign_keys(&self.client, self.tables.values().map(|t| &t.info)).await?;
+        // Inside the copy's transaction: a failed query must not abort it.
+        let savepoint = |e: tokio_postgres::Error| classify(&e, Stage::Snapshot, "savepoint");
+        self.client
+            .batch_execute("SAVEPOINT foreign_keys")
+            .await
+            .map_err(savepoint)?;
+        let keys = catalog::foreign_keys(&self.client, self.tables.values().map(|t| &t.info)).await;
+        let end = if keys.is_ok() {
+            "RELEASE SAVEPOINT foreign_keys"
+        } else {
+            "ROLLBACK TO SAVEPOINT foreign_keys; RELEASE SAVEPOINT foreign_keys"
+        };
+        self.client.batch_execute(end).await.map_err(savepoint)?;
         Ok(between_collections(
-            &keys,
+            &keys?,
             self.tables
                 .iter()
                 .map(|(c, t)| (c.as_str(), t.info.name.as_str())),

@@ -175,7 +175,13 @@ pub async fn copy_provider(
         let mut collections = super::collections(&mapping, only)?;
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         // Parents first (stable: otherwise in the mapping's order).
-        let order = TableOrder::from_foreign_keys(snapshot.foreign_keys().await?);
+        let order = match snapshot.foreign_keys().await {
+            Ok(keys) => TableOrder::from_foreign_keys(keys),
+            Err(e) => {
+                warn!(provider = %spec.name, error = %e, "cannot read the foreign keys; copying in the mapping's order");
+                TableOrder::default()
+            }
+        };
         collections.sort_by_key(|c| order.rank(c));
         let mut store = blocking(|| shared.open_store())?;
         let start = snapshot.start_position();
