@@ -42,6 +42,19 @@ fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
     db
 }
 
+/// A MariaDB server with a `shop` database of the retail schema.
+fn mariadb_shop() -> MariaDb {
+    let db = MariaDb::start();
+    db.create_db("shop");
+    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.mariadb.sql")).unwrap();
+    db.sql("shop", &schema);
+    db.sql(
+        "shop",
+        "CREATE TABLE devices (id INT, serial_no VARCHAR(100) PRIMARY KEY, name VARCHAR(100))",
+    );
+    db
+}
+
 /// hq and an SQLite shop that ran until shop held every order, then
 /// stopped cleanly: for changes made while the worker is down. The ODBC
 /// configuration must outlive the fleet.
@@ -273,14 +286,10 @@ fn an_sqlite_target_with_foreign_keys_gets_parents_first() {
 fn a_mariadb_target_with_foreign_keys_gets_parents_first() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);
-    let db = MariaDb::start();
-    db.create_db("shop");
-    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.mariadb.sql")).unwrap();
-    db.sql("shop", &schema);
+    let db = mariadb_shop();
     db.sql(
         "shop",
-        "CREATE TABLE devices (id INT, serial_no VARCHAR(100) PRIMARY KEY, name VARCHAR(100));
-         ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders (order_id)",
+        "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders (order_id)",
     );
     odbc_shop(&mut f, &odbc, db.odbc("shop"));
     parents_first_into(&mut f, &|sql| db.sql("shop", sql));
@@ -413,14 +422,7 @@ fn a_dsn_naming_no_product_gets_its_dialect_from_the_dbms_name() {
 fn postgres_and_mariadb_sync_both_ways_and_a_bad_value_or_lost_journal_stops_only_what_it_must() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);
-    let db = MariaDb::start();
-    db.create_db("shop");
-    let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.mariadb.sql")).unwrap();
-    db.sql("shop", &schema);
-    db.sql(
-        "shop",
-        "CREATE TABLE devices (id INT, serial_no VARCHAR(100) PRIMARY KEY, name VARCHAR(100))",
-    );
+    let db = mariadb_shop();
     // A TIMESTAMP (zoned by the session) beside the schema's DATETIMEs.
     db.sql(
         "shop",
