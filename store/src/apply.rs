@@ -47,7 +47,8 @@ use crate::error::Result;
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
 use crate::sqlite::{
-    load_body, load_shadows, load_state, save_own_echo, save_seen, save_state, Store,
+    load_body, load_shadows, load_state, mark_left_filter, save_own_echo, save_seen, save_state,
+    Store,
 };
 use crate::stamp::{base_hlc, now_millis, Stamp};
 
@@ -57,6 +58,11 @@ pub struct SourceApply<'a> {
     pub changes: &'a [DocChange],
     /// Records the mapping rejected, saved with the batch.
     pub dead_letters: &'a [NewDeadLetter],
+    /// `(collection, id)` of the origin's upserts its collection filter
+    /// left out: the origin's row left the filter (or never passed it), so
+    /// no sink writes it any more; the origin's next change that passes
+    /// the filter (or its delete) merges as usual and lifts that.
+    pub left_filter: &'a [(String, Value)],
     /// The source position after the batch.
     pub position: Option<&'a str>,
     /// Save the position under this name instead of the origin's (initial
@@ -168,6 +174,9 @@ impl Store {
         for dl in batch.dead_letters {
             insert_dead_letter(&tx, origin, dl, now)?;
             out.dead_letters += 1;
+        }
+        for (collection, id) in batch.left_filter {
+            mark_left_filter(&tx, origin, collection, &id_key(id))?;
         }
         if let Some(position) = batch.position {
             tx.prepare_cached(

@@ -8,7 +8,7 @@ use connector_core::provider::Digest;
 use connector_core::value::{doc_hash, id_key};
 
 use crate::error::Result;
-use crate::sqlite::{parse_body, Store};
+use crate::sqlite::{parse_body, Store, LEFT_FILTER};
 
 impl Store {
     /// One live document (without `_id`), or `None` if absent or deleted.
@@ -53,6 +53,19 @@ impl Store {
         let mut digest = Digest::default();
         self.for_each_hash(collection, |_, h| digest.add(h))?;
         Ok(digest)
+    }
+
+    /// The ids (keys) of the collection's documents whose row in `provider`
+    /// left the collection's filter there: the fleet does not write them.
+    pub fn left_filter(&self, provider: &str, collection: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM shadows WHERE provider = ?1 AND collection = ?2 AND held = ?3",
+        )?;
+        let keys = stmt
+            .query_map(params![provider, collection, LEFT_FILTER], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(keys)
     }
 
     /// Calls `f(id_key, doc_hash)` for every live document of a collection.

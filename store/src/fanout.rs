@@ -177,9 +177,13 @@ impl Store {
             let (body, counters) = document_row(&conn, &e.collection, key)?;
             let shadow = Shadow::of_option(body.as_ref(), &counters);
             let shadows = load_shadows(&conn, provider, &e.collection, key)?;
-            let held = shadows.held;
-            let up_to_date = match &held {
+            if shadows.left_filter {
+                continue;
+            }
+            let up_to_date = match &shadows.held {
                 Some(h) => h.covers(&shadow),
+                // Unknown: written again, whatever it is.
+                None if shadows.unknown => false,
                 // Never seen by this provider: a deleted document needs no delete.
                 None => body.is_none(),
             };

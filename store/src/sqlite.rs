@@ -246,7 +246,16 @@ pub(crate) fn save_state(
 pub(crate) struct Shadows {
     pub held: Option<Shadow>,
     pub seen: Option<Shadow>,
+    /// `held` is unknown (a dead letter put back): the sink writes whatever
+    /// the document is, a delete too.
+    pub unknown: bool,
+    /// The provider's row left the collection's filter there: the fleet
+    /// no longer writes it (until the provider's own feed brings it back).
+    pub left_filter: bool,
 }
+
+/// `held` of a provider whose row left the collection's filter.
+pub(crate) const LEFT_FILTER: &[u8] = b"F";
 
 pub(crate) fn load_shadows(
     tx: &Connection,
@@ -267,13 +276,38 @@ pub(crate) fn load_shadows(
         return Ok(Shadows::default());
     };
     let seen = seen.and_then(|b| Shadow::decode(&b));
-    // held NULL: the same as seen; held empty: unknown (re-queued).
+    // held NULL: the same as seen; empty: unknown (re-queued); `F`: left
+    // the filter.
+    let (unknown, left_filter) = match held.as_deref() {
+        Some(b) => (b.is_empty(), b == LEFT_FILTER),
+        None => (false, false),
+    };
     let held = match held {
         None => seen.clone(),
-        Some(b) if b.is_empty() => None,
         Some(b) => Shadow::decode(&b),
     };
-    Ok(Shadows { held, seen })
+    Ok(Shadows {
+        held,
+        seen,
+        unknown,
+        left_filter,
+    })
+}
+
+/// The provider's row of this document does not pass the collection's
+/// filter there ([`LEFT_FILTER`]); its `seen` stays.
+pub(crate) fn mark_left_filter(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    id: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO shadows (provider, collection, id, held) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (provider, collection, id) DO UPDATE SET held = excluded.held",
+    )?
+    .execute(params![provider, collection, id, LEFT_FILTER])?;
+    Ok(())
 }
 
 /// The provider's feed reported `image`: it is both seen and held.

@@ -678,6 +678,95 @@ fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
 }
 
 #[test]
+fn a_retried_sink_delete_is_written() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(3)], "1");
+    assert_eq!(deliver(&mut s, "shop").len(), 1);
+    apply(&mut s, "hq", &[delete("orders", json!(3), 2000)], "2");
+    // shop refused the delete (a foreign key): a dead letter, cursor on.
+    let read = s
+        .read_log_for_sink(
+            "shop",
+            s.cursor(&connector_store::sink_cursor("shop"))
+                .unwrap()
+                .unwrap_or(0),
+            100,
+        )
+        .unwrap();
+    let writes = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    assert_eq!(writes.len(), 1);
+    assert!(writes[0].write.doc.is_none(), "a delete");
+    let refused = NewDeadLetter {
+        collection: Some("orders".into()),
+        stage: "sink".into(),
+        field: None,
+        reason: "violates foreign key constraint (23503)".into(),
+        record: json!({"_id": 3}),
+    };
+    s.sink_committed("shop", read.upto, &[], &[refused])
+        .unwrap();
+    let dl = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
+    assert!(s.requeue_for_sink(&dl).unwrap());
+    let again = drain_sink(&mut s, "shop");
+    assert_eq!(again.len(), 1, "the retried delete is written");
+    assert!(again[0].doc.is_none());
+}
+
+#[test]
+fn a_row_that_left_its_filter_is_not_written_until_it_is_back() {
+    let (_d, mut s) = store();
+    let customer = |fields: Value, ts| upsert("customers", json!(1), fields, None, ts);
+    apply(
+        &mut s,
+        "hq",
+        &[customer(json!({"name": "a", "deleted": false}), 1000)],
+        "1",
+    );
+    deliver(&mut s, "shop");
+    // hq soft-deletes it: its filter (deleted: false) leaves it out.
+    s.apply_source(
+        "hq",
+        SourceApply {
+            left_filter: &[("customers".to_string(), json!(1))],
+            position: Some("2"),
+            received: 1,
+            filtered: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // shop edits it: hq's row is not overwritten (its soft delete kept).
+    apply(
+        &mut s,
+        "shop",
+        &[customer(json!({"name": "b", "deleted": false}), 3000)],
+        "s1",
+    );
+    assert!(
+        drain_sink(&mut s, "hq").is_empty(),
+        "hq's row left the filter"
+    );
+    assert_eq!(s.left_filter("hq", "customers").unwrap(), ["1"]);
+    // hq brings it back: merged, and hq is written again from then on.
+    apply(
+        &mut s,
+        "hq",
+        &[customer(json!({"name": "c", "deleted": false}), 4000)],
+        "3",
+    );
+    assert!(s.left_filter("hq", "customers").unwrap().is_empty());
+    apply(
+        &mut s,
+        "shop",
+        &[customer(json!({"name": "d", "deleted": false}), 5000)],
+        "s2",
+    );
+    let w = drain_sink(&mut s, "hq");
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].doc.as_ref().unwrap()["name"], json!("d"));
+}
+
+#[test]
 fn compaction_keeps_what_a_cursor_still_needs() {
     let (_d, mut s) = store();
     for i in 0..5 {

@@ -355,6 +355,62 @@ fn a_copy_takes_parents_first_whatever_the_mapping_lists_first() {
     assert_eq!(out.trim(), "[]", "{out}");
 }
 
+#[test]
+fn a_row_soft_deleted_out_of_the_filter_keeps_its_change_in_its_database() {
+    // customers syncs only `deleted: false`.
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE customers SET deleted = true, email = 'closed@example.com' WHERE customer_id = 1",
+    );
+    // Once hq's update is read (it is left out), shop edits both customers.
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'marker' WHERE order_id = 1",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 1",
+        "marker",
+    );
+    f.pg.psql(
+        "shop",
+        "UPDATE customers SET name = 'edited in shop' WHERE customer_id IN (1, 2)",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT name FROM customers WHERE customer_id = 2",
+        "edited in shop",
+    );
+    // hq's row left the filter there: not written back over.
+    assert_eq!(
+        f.pg.query(
+            "hq",
+            "SELECT deleted || ' ' || email || ' ' || (name = 'edited in shop') FROM customers WHERE customer_id = 1"
+        )
+        .as_deref(),
+        Some("true closed@example.com false"),
+    );
+    let verified = f.verify();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    // Back in the filter in hq: synced again.
+    f.pg.psql(
+        "hq",
+        "UPDATE customers SET deleted = false, email = 'open@example.com' WHERE customer_id = 1",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT email FROM customers WHERE customer_id = 1",
+        "open@example.com",
+    );
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -142,7 +142,7 @@ fn retry_one(
     let change = match mapping.inbound(&raw) {
         Inbound::Change(c) => c,
         Inbound::Rejected(r) => return Err(r.to_string()),
-        Inbound::NotSynced | Inbound::Filtered | Inbound::TruncateSkipped { .. } => {
+        Inbound::NotSynced | Inbound::Filtered { .. } | Inbound::TruncateSkipped { .. } => {
             store
                 .discard_dead_letters(&[d.id])
                 .map_err(|e| e.to_string())?;

@@ -280,17 +280,18 @@ pub async fn copy_provider(
                     key.clone(),
                 );
                 merging = Some(tokio::task::spawn_blocking(move || {
-                    let (changes, dead, filtered) = map_batch(&mapping, &chunk.rows);
+                    let mapped = map_batch(&mapping, &chunk.rows);
                     store
                         .apply_source(
                             &name,
                             SourceApply {
-                                changes: &changes,
-                                dead_letters: &dead,
+                                changes: &mapped.changes,
+                                dead_letters: &mapped.dead,
+                                left_filter: &mapped.left_filter,
                                 position: Some(&position),
                                 position_name: Some(&key),
                                 received: n,
-                                filtered,
+                                filtered: mapped.filtered,
                             },
                         )
                         .map_err(ConnectorError::from)?;

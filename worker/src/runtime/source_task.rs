@@ -96,26 +96,39 @@ pub async fn run(
     }
 }
 
+/// A feed's or a copy's records, mapped.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    pub changes: Vec<connector_core::DocChange>,
+    pub dead: Vec<NewDeadLetter>,
+    /// Records the collection filters left out.
+    pub filtered: u64,
+    /// The documents of filtered upserts: the provider's rows left the
+    /// filter there (`SourceApply::left_filter`).
+    pub left_filter: Vec<(String, serde_json::Value)>,
+}
+
 /// Maps a batch: changes to merge, records to keep as dead letters, and
-/// how many the filters left out.
-pub fn map_batch(
-    mapping: &ProviderMapping,
-    raw: &[RawChange],
-) -> (Vec<connector_core::DocChange>, Vec<NewDeadLetter>, u64) {
-    let mut changes = Vec::with_capacity(raw.len());
-    let mut dead = Vec::new();
-    let mut filtered = 0;
+/// what the filters left out.
+pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
+    let mut out = Mapped {
+        changes: Vec::with_capacity(raw.len()),
+        ..Mapped::default()
+    };
     for r in raw {
         match mapping.inbound(r) {
-            Inbound::Change(c) => changes.push(c),
-            Inbound::Filtered => filtered += 1,
+            Inbound::Change(c) => out.changes.push(c),
+            Inbound::Filtered { collection, id } => {
+                out.filtered += 1;
+                out.left_filter.extend(id.map(|id| (collection, id)));
+            }
             Inbound::NotSynced => {}
             Inbound::TruncateSkipped { collection, table } => {
                 warn!(provider = mapping.provider(), %table, %collection, "TRUNCATE skipped: the mapping does not set propagate_truncate");
             }
             Inbound::Rejected(rej) => {
                 warn!(provider = mapping.provider(), collection = %rej.collection, field = ?rej.field, reason = %rej.reason, "record rejected; kept as a dead letter");
-                dead.push(NewDeadLetter {
+                out.dead.push(NewDeadLetter {
                     collection: Some(rej.collection),
                     stage: "mapping".into(),
                     field: rej.field,
@@ -125,7 +138,7 @@ pub fn map_batch(
             }
         }
     }
-    (changes, dead, filtered)
+    out
 }
 
 async fn session(
@@ -191,17 +204,19 @@ async fn session(
             debug!(provider = %name, raised, "changes of transactions a copy missed raised above it");
         }
         let received = batch.changes.len() as u64;
-        let (changes, dead, filtered) = map_batch(mapping, &batch.changes);
+        let mapped = map_batch(mapping, &batch.changes);
+        let changes = &mapped.changes;
         let applied = blocking(|| {
             store.apply_source(
                 &name,
                 SourceApply {
-                    changes: &changes,
-                    dead_letters: &dead,
+                    changes,
+                    dead_letters: &mapped.dead,
+                    left_filter: &mapped.left_filter,
                     position: batch.position.as_deref(),
                     position_name: None,
                     received,
-                    filtered,
+                    filtered: mapped.filtered,
                 },
             )
         })

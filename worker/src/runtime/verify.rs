@@ -47,8 +47,8 @@ pub async fn run(
             let mut after = None;
             loop {
                 let chunk = snapshot.chunk(&collection, after.as_ref(), 10_000).await?;
-                let (changes, _, _) = map_batch(&mapping, &chunk.rows);
-                for c in changes.iter().filter(|c| c.op == DocOp::Upsert) {
+                let mapped = map_batch(&mapping, &chunk.rows);
+                for c in mapped.changes.iter().filter(|c| c.op == DocOp::Upsert) {
                     theirs.insert(id_key(&c.id), doc_hash(&c.id, &c.fields));
                 }
                 after = chunk.last_key;
@@ -60,7 +60,12 @@ pub async fn run(
             blocking(|| {
                 store.for_each_hash(&collection, |k, h| {
                     ours.insert(k, h);
-                })
+                })?;
+                // Rows that left the provider's filter are not synced there.
+                for k in store.left_filter(&spec.name, &collection)? {
+                    ours.remove(&k);
+                }
+                Ok::<(), connector_store::StoreError>(())
             })
             .map_err(ConnectorError::from)?;
             let digest = |m: &BTreeMap<String, u64>| {

@@ -44,8 +44,13 @@ pub enum Inbound {
     Change(DocChange),
     /// The table has no collection, or its collection has `sync: false`.
     NotSynced,
-    /// The record does not pass the collection's filter.
-    Filtered,
+    /// An upsert that does not pass the collection's filter; `id`: its
+    /// document's id, where it has one (the fleet then stops writing that
+    /// provider's row, which left the filter there).
+    Filtered {
+        collection: String,
+        id: Option<Value>,
+    },
     /// A TRUNCATE of a collection whose mapping does not opt in
     /// (`propagate_truncate`): to be logged and skipped.
     TruncateSkipped {
@@ -238,7 +243,11 @@ impl ProviderMapping {
         if op == DocOp::Upsert {
             if let Some(filter) = &rule.filter {
                 if !filter.matches(&fields) {
-                    return Inbound::Filtered;
+                    let id = doc_id(rule, &b.outbound, &mut fields.clone()).ok();
+                    return Inbound::Filtered {
+                        collection: rule.name.clone(),
+                        id,
+                    };
                 }
             }
         }

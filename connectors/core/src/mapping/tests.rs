@@ -246,7 +246,13 @@ fn filters_skip_and_unsynced_tables_are_ignored() {
         RawOp::Update,
         json!({"customer_id": 1, "deleted": true}),
     );
-    assert_eq!(m.inbound(&r), Inbound::Filtered);
+    assert_eq!(
+        m.inbound(&r),
+        Inbound::Filtered {
+            collection: "customers".into(),
+            id: Some(json!(1))
+        }
+    );
     let r = raw(
         "customers",
         RawOp::Update,
