@@ -411,6 +411,46 @@ fn a_row_soft_deleted_out_of_the_filter_keeps_its_change_in_its_database() {
     );
 }
 
+#[test]
+fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    // As after DROP TABLE + CREATE TABLE: the table left the publication.
+    f.pg.psql("hq", "ALTER PUBLICATION connector_hq DROP TABLE stores");
+    f.start();
+    let stopped_with = |f: &Fleet, words: &str| {
+        let words = words.to_string();
+        wait_for(
+            &format!("hq to stop with `{words}`"),
+            Duration::from_secs(60),
+            || {
+                let hq = f.provider_status("hq")?;
+                hq["last_error"].as_str()?.contains(&words).then_some(())
+            },
+        );
+    };
+    stopped_with(&f, "public.stores not in publication connector_hq");
+    assert_eq!(f.stop(), Some(0));
+    ok(&f.connector(&["setup", "--provider", "hq"]));
+    f.start();
+    f.pg.psql(
+        "hq",
+        "UPDATE stores SET city = 'published' WHERE store_id = 1",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT city FROM stores WHERE store_id = 1",
+        "published",
+    );
+    // A mapped table renamed under the running stream: its change stops hq
+    // instead of being dropped as an unmapped table's.
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE stores RENAME TO branches;
+         UPDATE branches SET city = 'renamed' WHERE store_id = 2;",
+    );
+    stopped_with(&f, "was renamed to public.branches");
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(
@@ -598,6 +638,27 @@ fn kill_9_during_initial_sync_resumes_from_the_last_chunk() {
     f.resume_initial_sync("hq");
     f.start();
     f.wait_in_sync();
+    verified_and_no_order_lost(&f);
+}
+
+#[test]
+fn a_copy_killed_midway_resumes_under_run_even_with_initial_sync_off() {
+    let mut f = Fleet::new("0.05");
+    f.spawn(&["initial-sync", "--provider", "hq"]);
+    wait_for("initial-sync progress", Duration::from_secs(60), || {
+        (f.progress_rows("hq") > 5000).then_some(())
+    });
+    f.kill9();
+    // Initial sync turned off: a copy begun and not finished still
+    // resumes, or the stream would start past the rows it did not copy.
+    f.extra_env
+        .push(("CONNECTOR_INITIAL_SYNC".into(), "never".into()));
+    f.start();
+    f.wait_in_sync();
+    verified_and_no_order_lost(&f);
+}
+
+fn verified_and_no_order_lost(f: &Fleet) {
     let v = f.verify();
     assert!(
         v.status.success(),

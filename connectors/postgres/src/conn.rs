@@ -179,15 +179,29 @@ pub fn classify_replication(
     let kind = match e {
         E::Io(_) | E::Task(_) => ErrorKind::Transient,
         E::Server(msg)
-            if msg.contains("57P01")
-                || msg.contains("terminating connection")
-                || msg.contains("is active for PID") =>
+            if msg.contains("terminating connection") || msg.contains("is active for PID") =>
         {
             ErrorKind::Transient
         }
+        // By its SQLSTATE, as for SQL sessions: 53300 (too many walsenders,
+        // a lingering one after a partition), 57P01/57P03 (shutting down,
+        // starting up) are retried. No replication error is a record's.
+        E::Server(msg) => match sqlstate(msg).map(connector_core::error::kind_for_sqlstate) {
+            Some(ErrorKind::Transient) => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        },
+        // A handshake cut by a reset is retried; a certificate that does
+        // not verify stays so until ops act.
+        E::Tls(msg) if !msg.to_ascii_lowercase().contains("certificate") => ErrorKind::Transient,
         _ => ErrorKind::Permanent,
     };
     ConnectorError::new(kind, stage, format!("{context}: {text}"))
+}
+
+/// The `SQLSTATE xxxxx` in a server error's text.
+fn sqlstate(msg: &str) -> Option<&str> {
+    let at = msg.find("SQLSTATE ")? + "SQLSTATE ".len();
+    msg.get(at..at + 5)
 }
 
 /// Quotes an identifier: a name from YAML can never inject SQL.
@@ -208,6 +222,33 @@ pub fn literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_errors_that_pass_are_retried() {
+        use pgwire_replication::PgWireError as E;
+        let kind = |e: E| classify_replication(&e, Stage::Source, "x").kind;
+        let server = |code: &str| E::Server(format!("FATAL: something (SQLSTATE {code})"));
+        for code in ["53300", "57P01", "57P03", "08006"] {
+            assert_eq!(kind(server(code)), ErrorKind::Transient, "{code}");
+        }
+        for code in ["42704", "55000", "23505", "28P01"] {
+            assert_eq!(kind(server(code)), ErrorKind::Permanent, "{code}");
+        }
+        assert_eq!(
+            kind(E::Server(
+                "replication slot \"s\" is active for PID 7".into()
+            )),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(E::Tls("TLS handshake failed: connection reset".into())),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(E::Tls("invalid peer certificate: UnknownIssuer".into())),
+            ErrorKind::Permanent
+        );
+    }
 
     #[test]
     fn identifiers_and_literals_cannot_break_out() {

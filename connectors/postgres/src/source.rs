@@ -23,7 +23,7 @@
 //! acknowledged, so the slot advances and WAL does not pile up. The same
 //! tick reads the slot's retained WAL for `connector status`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -205,6 +205,7 @@ impl PgSource {
             }
             keys.insert((info.schema.clone(), info.name.clone()), id);
         }
+        unpublished(&sql, o, &keys, &provider).await?;
         let start = resume_lsn.unwrap_or(Lsn(0));
         let mut client =
             ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
@@ -319,16 +320,14 @@ impl PgSource {
             decode(data).map_err(|e| ConnectorError::permanent(Stage::Source, e.to_string()))?;
         let Some(txn) = &self.txn else {
             if let Message::Relation(rel) = msg {
-                self.relations.insert(rel.oid, rel);
+                self.relation(rel)?;
             }
             return Ok(());
         };
         let (skip, commit_ms) = (txn.skip, txn.commit_ms);
         let mut out = Vec::new();
         match msg {
-            Message::Relation(rel) => {
-                self.relations.insert(rel.oid, rel);
-            }
+            Message::Relation(rel) => self.relation(rel)?,
             Message::Origin { name, .. } => {
                 let own = name == self.origin;
                 if let Some(txn) = &mut self.txn {
@@ -390,12 +389,77 @@ impl PgSource {
         Ok(())
     }
 
+    /// Keeps a table's description. A mapped table that comes back under
+    /// a name the mapping does not know was renamed: its changes would be
+    /// dropped as an unmapped table's while the position moves past them,
+    /// so the provider stops here, before this transaction is merged.
+    fn relation(&mut self, rel: Relation) -> Result<()> {
+        if let Some(old) = self.relations.get(&rel.oid) {
+            let was = (old.namespace.clone(), old.name.clone());
+            let now = (rel.namespace.clone(), rel.name.clone());
+            if was != now && self.keys.contains_key(&was) && !self.keys.contains_key(&now) {
+                return Err(ConnectorError::permanent(
+                    Stage::Source,
+                    format!(
+                        "mapped table {}.{} was renamed to {}.{}: its changes would no longer be synced; \
+                         point the mapping at the new name (`table:`), run `connector setup`, and start again \
+                         (the stream resumes before this change)",
+                        was.0, was.1, now.0, now.1
+                    ),
+                ));
+            }
+        }
+        self.relations.insert(rel.oid, rel);
+        Ok(())
+    }
+
     fn mapped(&self, oid: u32) -> Option<&Relation> {
         let rel = self.relations.get(&oid)?;
         self.keys
             .contains_key(&(rel.namespace.clone(), rel.name.clone()))
             .then_some(rel)
     }
+}
+
+/// Stops the provider when a mapped table is not in the publication (it
+/// was dropped and created again, or mapped after `setup` ran): its changes
+/// would never be streamed, and the slot would move past them.
+async fn unpublished(
+    sql: &Client,
+    o: &PgOptions,
+    mapped: &HashMap<(String, String), Vec<String>>,
+    provider: &str,
+) -> Result<()> {
+    let published: HashSet<(String, String)> = sql
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&o.publication],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Source, "reading the publication"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut missing: Vec<String> = mapped
+        .keys()
+        .filter(|t| !published.contains(*t))
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    Err(ConnectorError::permanent(
+        Stage::Source,
+        format!(
+            "mapped table(s) {} not in publication {} (dropped and created again, or mapped after setup): \
+             their changes are not streamed; run `connector setup --provider {provider}`, then \
+             `connector initial-sync --provider {provider} --collection <c>` for each of their collections \
+             (changes made while they were out of the publication are only in the tables)",
+            missing.join(", "),
+            o.publication
+        ),
+    ))
 }
 
 #[async_trait]

@@ -71,13 +71,17 @@ impl Progress {
 /// whose copy was begun and not finished (a killed initial sync resumes), or,
 /// for a provider that has never streamed (no saved position), a collection
 /// never fully copied. This is Debezium's `snapshot.mode=initial`;
-/// `CONNECTOR_INITIAL_SYNC=never` turns it off. A provider that streams
-/// without ever having been copied (initial sync turned off earlier) is not
-/// copied behind the operator's back.
+/// `CONNECTOR_INITIAL_SYNC=never` (`begun_only`) leaves out the second kind
+/// only: a copy begun and not finished (an `initial-sync` interrupted, a
+/// re-snapshot after a lost feed that failed) always resumes, or the stream
+/// would start past rows nobody copied. A provider that streams without
+/// ever having been copied (initial sync turned off earlier) is not copied
+/// behind the operator's back.
 pub fn needed(
     store: &connector_store::Store,
     provider: &str,
     mapping: &ProviderMapping,
+    begun_only: bool,
 ) -> Result<bool, ConnectorError> {
     let streamed = store
         .position(provider)
@@ -88,7 +92,7 @@ pub fn needed(
             .position(&progress_key(provider, &rule.name))
             .map_err(ConnectorError::from)?;
         let begun = saved.is_some();
-        if !Progress::parse(saved).done && (begun || !streamed) {
+        if !Progress::parse(saved).done && (begun || (!streamed && !begun_only)) {
             return Ok(true);
         }
     }

@@ -180,7 +180,9 @@ pub async fn run(
         let mut first = Vec::new();
         for spec in &specs {
             let mapping = ProviderMapping::new(mappings.clone(), &spec.name, spec.kind);
-            if initial_sync::needed(&store, &spec.name, &mapping).map_err(|e| e.to_string())? {
+            if initial_sync::needed(&store, &spec.name, &mapping, false)
+                .map_err(|e| e.to_string())?
+            {
                 first.push(spec.clone());
             }
         }

@@ -150,8 +150,8 @@ async fn session(
 ) -> Result<()> {
     let name = provider.spec().name.clone();
     let mut store = blocking(|| shared.open_store())?;
-    if shared.auto_initial_sync && blocking(|| super::initial_sync::needed(&store, &name, mapping))?
-    {
+    let begun_only = !shared.auto_initial_sync;
+    if blocking(|| super::initial_sync::needed(&store, &name, mapping, begun_only))? {
         shared.health.set(
             &name,
             "source",
