@@ -250,8 +250,16 @@ impl Store {
             ..
         } in writes
         {
+            // Not again when the newest intent for the document is this
+            // image (a batch retried after a failure): a spare copy would
+            // outlive its echo and swallow the provider's own change back
+            // to this image as ours.
             tx.prepare_cached(
-                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE (SELECT shadow FROM sink_intents WHERE rowid = (
+                          SELECT max(rowid) FROM sink_intents
+                          WHERE provider = ?1 AND collection = ?2 AND id = ?3)) IS NOT ?4",
             )?
             .execute(params![provider, w.collection, key, shadow.encode(), now])?;
         }

@@ -767,6 +767,37 @@ fn a_row_that_left_its_filter_is_not_written_until_it_is_back() {
 }
 
 #[test]
+fn a_retried_batchs_intents_do_not_swallow_a_later_change_back_to_the_same_value() {
+    let (_d, mut s) = store();
+    let status = |v: &str, ts| {
+        upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": v}),
+            None,
+            ts,
+        )
+    };
+    apply(&mut s, "hq", &[status("a", 1000)], "1");
+    // shop's sink: a first attempt failed after recording its intents, the
+    // retry records them again and writes.
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let writes = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    s.record_intents("shop", &writes).unwrap();
+    s.record_intents("shop", &writes).unwrap();
+    s.sink_committed("shop", read.upto, &writes, &[]).unwrap();
+    // shop's feed: our echo, then shop's own changes to b and back to a.
+    apply(&mut s, "shop", &[status("a", 1100)], "s1");
+    apply(&mut s, "shop", &[status("b", 2000)], "s2");
+    apply(&mut s, "shop", &[status("a", 3000)], "s3");
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap()["status"],
+        json!("a"),
+        "shop's change back to a is its own, not our echo"
+    );
+}
+
+#[test]
 fn compaction_keeps_what_a_cursor_still_needs() {
     let (_d, mut s) = store();
     for i in 0..5 {

@@ -83,7 +83,9 @@ async fn session(
     let mut store = blocking(|| shared.open_store())?;
     let mut sink = provider.open_sink(mapping.clone()).await?;
     shared.health.set(&name, "sink", Light::Green, None);
-    let mut last_expiry = std::time::Instant::now();
+    // Expired at every session's start too: sessions that fail more often
+    // than the TTL would never expire anything.
+    let mut last_expiry: Option<std::time::Instant> = None;
     let mut after = blocking(|| store.cursor(&cursor_name))
         .map_err(ConnectorError::from)?
         .unwrap_or(0);
@@ -106,9 +108,9 @@ async fn session(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let (SinkRead { entries, upto }, writes) = match next.take() {
+        let (SinkRead { entries, upto }, writes, missed) = match next.take() {
             Some(read) => {
-                let (read, ahead) = read.await.map_err(|e| {
+                let (read, ahead, missed) = read.await.map_err(|e| {
                     ConnectorError::permanent(Stage::Store, format!("sink read task failed: {e}"))
                 })??;
                 let writes = blocking(|| {
@@ -117,12 +119,27 @@ async fn session(
                     })
                 })
                 .map_err(ConnectorError::from)?;
-                (read, writes)
+                (read, writes, missed)
             }
             None => blocking(|| read_batch(&store, &name, mapping, after, shared.batch_size))?,
         };
-        if last_expiry.elapsed() > INTENT_TTL {
-            last_expiry = std::time::Instant::now();
+        if missed {
+            // Compacted past this sink's cursor meanwhile (by a process
+            // whose configuration does not know this provider yet).
+            after = backfill(
+                &mut store,
+                &mut *sink,
+                mapping,
+                &name,
+                after,
+                shared.batch_size,
+            )
+            .await?;
+            saved = after;
+            continue;
+        }
+        if last_expiry.is_none_or(|t| t.elapsed() > INTENT_TTL) {
+            last_expiry = Some(std::time::Instant::now());
             blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
                 .map_err(ConnectorError::from)?;
         }
@@ -190,8 +207,9 @@ async fn session(
     }
 }
 
-/// A window of the log and the writes it calls for.
-type Batch = (SinkRead, Vec<Pending>);
+/// A window of the log, the writes it calls for, and whether entries after
+/// `after` were compacted before the sink read them.
+type Batch = (SinkRead, Vec<Pending>, bool);
 
 /// The log entries after `after` (a window of at most `batch`) and the
 /// documents among them the provider does not hold yet.
@@ -203,8 +221,13 @@ fn read_batch(
     batch: usize,
 ) -> Result<Batch> {
     let read = store.read_log_for_sink(name, after, batch)?;
+    // Checked after the read: compaction only moves forward, so a read that
+    // missed entries is seen here.
+    if store.missed_compacted(after)? {
+        return Ok((read, Vec::new(), true));
+    }
     let writes = store.pending_writes(name, &read.entries, |c| mapping.syncs(c))?;
-    Ok((read, writes))
+    Ok((read, writes, false))
 }
 
 /// Writes the pending documents the provider does not hold, then records
@@ -306,5 +329,50 @@ fn dead_letter(w: &SinkWrite, field: Option<String>, reason: String) -> NewDeadL
         field,
         reason,
         record: json!({"_id": w.id, "doc": w.doc}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::{DocChange, DocOp, MappingSet, ProviderKind};
+    use connector_store::SourceApply;
+    use serde_json::json;
+
+    #[test]
+    fn a_read_after_entries_were_compacted_past_the_cursor_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("store.db")).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+        let order = |id: i64| DocChange {
+            collection: "orders".into(),
+            id: json!(id),
+            op: DocOp::Upsert,
+            fields: json!({"order_id": id}).as_object().unwrap().clone(),
+            before: None,
+            commit_ts_ms: Some(1000),
+            counters: Arc::from(Vec::<String>::new()),
+            unchanged: vec![],
+            unchanged_from: None,
+            snapshot: false,
+            own_write: false,
+        };
+        let changes: Vec<DocChange> = (1..=5).map(order).collect();
+        let batch = SourceApply {
+            changes: &changes,
+            ..Default::default()
+        };
+        store.apply_source("hq", batch).unwrap();
+        let (_, writes, missed) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        assert_eq!((writes.len(), missed), (5, false));
+        // Another process, configured without shop, compacts up to hq's.
+        store.set_cursor(&sink_cursor("hq"), 3).unwrap();
+        store.compact_log(&[sink_cursor("hq")]).unwrap();
+        let (_, writes, missed) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        assert!(missed && writes.is_empty());
+        let (_, _, missed) = read_batch(&store, "shop", &mapping, 3, 100).unwrap();
+        assert!(!missed);
     }
 }
