@@ -86,20 +86,11 @@ async fn session(
     // Expired at every session's start too: sessions that fail more often
     // than the TTL would never expire anything.
     let mut last_expiry: Option<std::time::Instant> = None;
+    // A cursor behind compacted entries (a provider added later) is caught
+    // by the first read, as one compacted past mid-session is.
     let mut after = blocking(|| store.cursor(&cursor_name))
         .map_err(ConnectorError::from)?
         .unwrap_or(0);
-    if blocking(|| store.missed_compacted(after)).map_err(ConnectorError::from)? {
-        after = backfill(
-            &mut store,
-            &mut *sink,
-            mapping,
-            &name,
-            after,
-            shared.batch_size,
-        )
-        .await?;
-    }
     let mut last_cursor_save = std::time::Instant::now();
     let mut saved = after;
     let mut next: Option<tokio::task::JoinHandle<Result<Batch>>> = None;
@@ -124,8 +115,9 @@ async fn session(
             None => blocking(|| read_batch(&store, &name, mapping, after, shared.batch_size))?,
         };
         if missed {
-            // Compacted past this sink's cursor meanwhile (by a process
-            // whose configuration does not know this provider yet).
+            // Compacted past this sink's cursor: before it started (it was
+            // added later), or meanwhile (by a process whose configuration
+            // does not know this provider yet).
             after = backfill(
                 &mut store,
                 &mut *sink,
