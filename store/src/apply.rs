@@ -294,13 +294,19 @@ fn truncate(
         .prepare("SELECT id FROM documents WHERE collection = ?1 AND body IS NOT NULL")?
         .query_map([&c.collection], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let write = Write {
-        stamp,
-        kind: WriteKind::Delete,
-    };
     let mut last = None;
     for key in &keys {
         let mut state = load_state(tx, &c.collection, key)?;
+        // Per row, as a DELETE of it would be stamped.
+        let seen = load_shadows(tx, origin, &c.collection, key)?.seen;
+        let current = Shadow::of_option(state.materialize().as_ref(), &c.counters);
+        let write = Write {
+            stamp: Stamp::new(
+                past_what_was_seen(stamp.hlc, &state, seen.as_ref(), &current),
+                origin,
+            ),
+            kind: WriteKind::Delete,
+        };
         if state.apply(&write) {
             let body = state.materialize();
             let seq = append_log(
@@ -318,6 +324,20 @@ fn truncate(
         save_seen(tx, origin, &c.collection, key, &Shadow::Deleted)?;
     }
     Ok(last.map(|seq| (keys.len() as u64, seq)))
+}
+
+/// A delete's stamp `hlc`, moved past every value the origin saw when it
+/// saw the document as it is (as far as its table goes): its delete comes
+/// after them, and only after those (a field its table lacks it never saw
+/// change).
+fn past_what_was_seen(hlc: u64, state: &DocState, seen: Option<&Shadow>, current: &Shadow) -> u64 {
+    match seen
+        .filter(|s| s.agrees_with(current))
+        .and_then(|s| state.max_stamp_of(s.fields()))
+    {
+        Some(m) => hlc.max(m.hlc + 1),
+        None => hlc,
+    }
 }
 
 /// Whether `image` is a write the origin's sink recorded as about to make;
@@ -428,11 +448,7 @@ fn plan_change(
         // The provider saw the document as it is (as far as its table
         // goes): its delete comes after every value it saw, and only those
         // (a field its table lacks it never saw change).
-        if let Some(s) = seen.as_ref().filter(|s| s.agrees_with(&current_shadow())) {
-            if let Some(m) = state.max_stamp_of(s.fields()) {
-                hlc = hlc.max(m.hlc + 1);
-            }
-        }
+        hlc = past_what_was_seen(hlc, &state, seen.as_ref(), &current_shadow());
         return Ok(Plan::Write {
             key,
             state,

@@ -1620,6 +1620,33 @@ fn a_tagged_echo_without_its_unchanged_toast_values_is_still_only_an_echo() {
 }
 
 #[test]
+fn a_truncate_comes_after_what_its_origin_saw_as_a_delete_does() {
+    let (_d, mut s) = store();
+    // shop's clock runs ahead: its row is stamped after hq's truncate.
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "x"}),
+            None,
+            5000,
+        )],
+        "1",
+    );
+    deliver(&mut s, "hq");
+    let mut t = delete("orders", Value::Null, 3000);
+    t.op = DocOp::Truncate;
+    apply(&mut s, "hq", &[t], "2");
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap(),
+        None,
+        "hq truncated a table holding the row"
+    );
+}
+
+#[test]
 fn a_delete_from_a_table_lacking_a_field_comes_after_what_it_saw() {
     let (_d, mut s) = store();
     // `note` only hq's table has; hq's clock runs ahead of shop's.
