@@ -56,6 +56,9 @@ pub fn open(
         &spec.name,
         spec.kind,
     ));
+    mapping
+        .check()
+        .map_err(|e| ConnectorError::permanent(Stage::Setup, format!("mappings: {e}")))?;
     Ok((provider, mapping))
 }
 

@@ -90,6 +90,9 @@ pub struct ProviderMapping {
     bound: Vec<Bound>,
     by_table: HashMap<String, usize>,
     by_collection: HashMap<String, usize>,
+    /// Collections this provider's names put on one table (the files are
+    /// checked one by one, per provider kind; names resolve per instance).
+    conflicts: Vec<String>,
 }
 
 impl ProviderMapping {
@@ -97,6 +100,7 @@ impl ProviderMapping {
         let mut bound = Vec::new();
         let mut by_table = HashMap::new();
         let mut by_collection = HashMap::new();
+        let mut conflicts = Vec::new();
         for (rule_index, rule) in set.rules().iter().enumerate() {
             if !rule.sync {
                 continue;
@@ -113,7 +117,15 @@ impl ProviderMapping {
                 .map(|(f, c)| (c.clone(), f.clone()))
                 .collect();
             let table = rule.table_for(provider, kind.as_str()).to_string();
-            by_table.insert(table.clone(), bound.len());
+            if let Some(other) = by_table.insert(table.clone(), bound.len()) {
+                let other: &Bound = &bound[other];
+                conflicts.push(format!(
+                    "collections `{}` and `{}` both map to table `{table}` in provider `{provider}`: \
+                     its changes would all go to one of them, and both would write it",
+                    set.rules()[other.rule_index].name,
+                    rule.name
+                ));
+            }
             by_collection.insert(rule.name.clone(), bound.len());
             bound.push(Bound {
                 rule_index,
@@ -130,6 +142,17 @@ impl ProviderMapping {
             bound,
             by_table,
             by_collection,
+            conflicts,
+        }
+    }
+
+    /// Whether this provider's mapping is usable: no two collections on one
+    /// table (the mapping files are checked one at a time and per provider
+    /// kind; this is the instance's resolved names over all files).
+    pub fn check(&self) -> Result<(), String> {
+        match self.conflicts.first() {
+            Some(c) => Err(c.clone()),
+            None => Ok(()),
         }
     }
 

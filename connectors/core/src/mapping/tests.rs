@@ -408,3 +408,16 @@ fn truncate_propagates_only_where_the_mapping_opts_in() {
         }
     );
 }
+
+#[test]
+fn two_collections_on_one_table_of_an_instance_are_refused() {
+    // One names the table for the kind, the other for the instance: each
+    // alone is fine, but `shop` (a postgres) would read both from `x`.
+    let yaml = "collections:\n  a:\n    id: {mode: match_ids}\n    providers: {postgres: {table: x}}\n  b:\n    id: {mode: match_ids}\n    providers: {shop: {table: x}}\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let shop = ProviderMapping::new(set.clone(), "shop", ProviderKind::Postgres);
+    let err = shop.check().unwrap_err();
+    assert!(err.contains("`a` and `b` both map to table `x`"), "{err}");
+    let hq = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
+    assert_eq!(hq.check(), Ok(()));
+}
