@@ -473,9 +473,14 @@ fn plan_change(
         };
         let mut full = c.clone();
         for f in &c.unchanged {
+            // A document deleted meanwhile keeps its fields' last values
+            // under the tombstone: an update that brings it back has them.
             let kept = match &moved_from {
                 Some(old) => old.last_value(f),
-                None => current.as_ref().and_then(|d| d.get(f)),
+                None => current
+                    .as_ref()
+                    .and_then(|d| d.get(f))
+                    .or_else(|| state.last_value(f)),
             };
             match kept {
                 Some(v) => {
@@ -560,7 +565,9 @@ fn plan_change(
             .or_else(|| state.counter_value(name))
             .unwrap_or(0.0);
         let delta = new - old;
-        if delta != 0.0 {
+        // A counter the document does not have yet is written even at 0,
+        // or a row created with 0 would reach the others without it.
+        if delta != 0.0 || state.counter_value(name).is_none() {
             counters.insert(
                 name.clone(),
                 state.counter_contribution(name, origin) + delta,

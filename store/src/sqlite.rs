@@ -402,12 +402,21 @@ pub(crate) fn parse_body(text: Option<String>) -> Result<Option<Map<String, Valu
     })
 }
 
+/// The WAL of the store file at `path`. SQLite follows a symlinked store to
+/// the real file and keeps the WAL beside that, so must we: beside the link
+/// there is none, and syncing nothing acknowledged positions not on disk.
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut wal = real.into_os_string();
+    wal.push("-wal");
+    wal.into()
+}
+
 /// Makes every transaction committed so far to the store file at `path`
 /// durable (fsync of its WAL). It needs no connection: a task runs it on
 /// another thread while it goes on.
 pub fn sync_wal_of(path: &Path) -> Result<()> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
+    let wal = wal_of(path);
     match std::fs::File::open(&wal) {
         Ok(f) => f.sync_data().map_err(|e| StoreError::Open {
             path: path.display().to_string(),
@@ -419,5 +428,25 @@ pub fn sync_wal_of(path: &Path) -> Result<()> {
             path: path.display().to_string(),
             message: format!("opening the WAL to fsync it: {e}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_of_a_symlinked_store_is_the_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (real, link) = (dir.path().join("real.db"), dir.path().join("link.db"));
+        let store = Store::open(&real).unwrap();
+        drop(store);
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut store = Store::open(&link).unwrap();
+        store.set_cursor("x", 1).unwrap();
+        let wal = wal_of(&link);
+        assert!(wal.exists(), "{}", wal.display());
+        assert!(!dir.path().join("link.db-wal").exists());
+        sync_wal_of(&link).unwrap();
     }
 }

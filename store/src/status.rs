@@ -176,7 +176,9 @@ impl Store {
     /// next source starts at its (new) slot's beginning after a full copy.
     pub fn forget_positions(&mut self, provider: &str) -> Result<()> {
         self.conn().execute(
-            "DELETE FROM positions WHERE provider = ?1 OR provider LIKE 'initial-sync:' || ?1 || ':%'",
+            // Not LIKE: `_` in a provider name is a wildcard there.
+            "DELETE FROM positions WHERE provider = ?1
+               OR substr(provider, 1, length('initial-sync:' || ?1 || ':')) = 'initial-sync:' || ?1 || ':'",
             [provider],
         )?;
         Ok(())
@@ -227,7 +229,8 @@ impl Store {
     pub fn initial_sync_progress(&self, provider: &str) -> Result<(u64, u64, u64)> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT position FROM positions WHERE provider LIKE 'initial-sync:' || ?1 || ':%'",
+            "SELECT position FROM positions
+             WHERE substr(provider, 1, length('initial-sync:' || ?1 || ':')) = 'initial-sync:' || ?1 || ':'",
         )?;
         let rows = stmt.query_map([provider], |r| r.get::<_, String>(0))?;
         let (mut done, mut started, mut copied) = (0, 0, 0);

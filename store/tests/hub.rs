@@ -574,6 +574,55 @@ fn the_same_rows_snapshotted_from_two_providers_do_not_double_a_counter() {
 }
 
 #[test]
+fn a_counter_created_at_zero_is_in_the_document() {
+    let (_d, mut s) = store();
+    let row = counted(upsert(
+        "inventory",
+        json!("x"),
+        json!({"store_id": 1, "quantity": 0}),
+        None,
+        1000,
+    ));
+    apply(&mut s, "hq", &[row], "1");
+    let doc = s.get("inventory", &json!("x")).unwrap().unwrap();
+    assert_eq!(doc["quantity"], json!(0), "{doc:?}");
+    let w = drain_sink(&mut s, "shop");
+    assert_eq!(w[0].doc.as_ref().unwrap()["quantity"], json!(0));
+}
+
+#[test]
+fn an_update_with_unchanged_values_that_revives_a_deleted_document_keeps_them() {
+    let (_d, mut s) = store();
+    let notes = "a long text the feed leaves out when unchanged";
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "a", "notes": notes}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    apply(&mut s, "hq", &[delete("orders", json!(1), 2000)], "2");
+    // shop updates the row later, unaware of the delete; `notes` unchanged.
+    let mut revive = upsert(
+        "orders",
+        json!(1),
+        json!({"order_id": 1, "status": "b"}),
+        None,
+        3000,
+    );
+    revive.unchanged = vec!["notes".into()];
+    apply(&mut s, "shop", &[revive], "s1");
+    let doc = s.get("orders", &json!(1)).unwrap().expect("revived");
+    assert_eq!(doc["notes"], json!(notes), "{doc:?}");
+    assert_eq!(doc["status"], json!("b"));
+}
+
+#[test]
 fn a_non_numeric_counter_is_a_dead_letter_and_the_batch_goes_on() {
     let (_d, mut s) = store();
     let bad = counted(upsert(
@@ -795,6 +844,24 @@ fn a_retried_batchs_intents_do_not_swallow_a_later_change_back_to_the_same_value
         json!("a"),
         "shop's change back to a is its own, not our echo"
     );
+}
+
+#[test]
+fn forgetting_a_providers_positions_leaves_a_similar_names_alone() {
+    let (_d, mut s) = store();
+    for p in ["a_b", "axb", "A_B"] {
+        let key = format!("initial-sync:{p}:orders");
+        s.begin_initial_sync(p, Some("0/1"), false, &[(key, "{}".into())])
+            .unwrap();
+    }
+    s.forget_positions("a_b").unwrap();
+    assert_eq!(s.position("a_b").unwrap(), None);
+    assert_eq!(s.position("initial-sync:a_b:orders").unwrap(), None);
+    for p in ["axb", "A_B"] {
+        assert!(s.position(p).unwrap().is_some(), "{p}");
+        let key = format!("initial-sync:{p}:orders");
+        assert!(s.position(&key).unwrap().is_some(), "{key}");
+    }
 }
 
 #[test]

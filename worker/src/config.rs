@@ -219,6 +219,16 @@ impl Config {
                         "CONNECTOR_PROVIDERS: provider `{name}` is defined twice"
                     )));
                 }
+                if let Some(p) = providers
+                    .iter()
+                    .find(|p| instance_prefix(&p.name) == instance_prefix(name))
+                {
+                    return Err(ConfigError(format!(
+                        "CONNECTOR_PROVIDERS: providers `{}` and `{name}` would both read {}*: rename one",
+                        p.name,
+                        instance_prefix(name)
+                    )));
+                }
                 let prefix = instance_prefix(name);
                 let conn_key = format!("{prefix}CONNECTION_STRING");
                 let connection_string = env.get(&conn_key).ok_or_else(|| {
@@ -415,6 +425,13 @@ mod tests {
             (
                 &[("CONNECTOR_PROVIDERS", "hq=postgres")],
                 "CONNECTOR_HQ_CONNECTION_STRING is not set",
+            ),
+            (
+                &[
+                    ("CONNECTOR_PROVIDERS", "shop-eu=postgres,shop_eu=postgres"),
+                    ("CONNECTOR_SHOP_EU_CONNECTION_STRING", "postgres://x/y"),
+                ],
+                "providers `shop-eu` and `shop_eu` would both read CONNECTOR_SHOP_EU_*",
             ),
         ];
         for (vars, want) in cases {

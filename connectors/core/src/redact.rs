@@ -1,10 +1,10 @@
 //! Connection strings never reach logs or `status` whole: passwords, keys
 //! and tokens are replaced by `***`.
 //!
-//! Two shapes are handled: URLs (`postgres://user:secret@host/db`,
-//! `mongodb+srv://…`, with `?password=` style query parameters too) and
+//! Three shapes are handled: URLs (`postgres://user:secret@host/db`,
+//! `mongodb+srv://…`, with `?password=` style query parameters too),
 //! `key=value;` strings (ADO.NET / ODBC / Cosmos DB: `Password=…;`, `Pwd=…;`,
-//! `AccountKey=…;`).
+//! `AccountKey=…;`) and libpq's `key=value key='quoted value'` form.
 
 const SECRET_KEYS: &[&str] = &[
     "password",
@@ -35,8 +35,30 @@ pub fn redact(conn: &str) -> String {
         {
             redact_url(conn, scheme_end)
         }
-        _ => redact_pairs(conn),
+        _ if conn.contains(';') => redact_pairs(conn),
+        _ => redact_words(conn),
     }
+}
+
+/// libpq's keyword form: pairs apart by white space, a value quoted in
+/// `'…'` (with `\'` inside) or braced, or running to the next space.
+fn redact_words(conn: &str) -> String {
+    redact_each_pair(conn, |value| match value.chars().next() {
+        Some('\'') => {
+            let mut escaped = false;
+            value
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| {
+                    let end = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    end
+                })
+                .map_or(value.len(), |(i, _)| i + 1)
+        }
+        Some('{') => value.find('}').map_or(value.len(), |i| i + 1),
+        _ => value.find(char::is_whitespace).unwrap_or(value.len()),
+    })
 }
 
 fn redact_url(conn: &str, scheme_end: usize) -> String {
@@ -78,8 +100,21 @@ fn redact_url(conn: &str, scheme_end: usize) -> String {
     out
 }
 
+/// `key=value;` pairs; values may be braced (`Pwd={a;b}`).
 fn redact_pairs(conn: &str) -> String {
-    // Values may be braced (`Pwd={a;b}`), so split by hand.
+    redact_each_pair(conn, |value| {
+        if value.starts_with('{') {
+            value.find('}').map_or(value.len(), |i| i + 1)
+        } else {
+            value.find(';').unwrap_or(value.len())
+        }
+    })
+}
+
+/// Walks `key=value` pairs, `value_len(value)` saying where each value
+/// ends (the text from the first non-space after `=`); what lies between
+/// pairs (`;`, spaces) is kept as it is, a secret key's value becomes `***`.
+fn redact_each_pair(conn: &str, value_len: impl Fn(&str) -> usize) -> String {
     let mut out = String::new();
     let mut rest = conn;
     while !rest.is_empty() {
@@ -89,23 +124,20 @@ fn redact_pairs(conn: &str) -> String {
         };
         let key = &rest[..eq];
         let after = &rest[eq + 1..];
-        let value_len = if after.trim_start().starts_with('{') {
-            after.find('}').map(|i| i + 1).unwrap_or(after.len())
-        } else {
-            after.find(';').unwrap_or(after.len())
-        };
+        let value = after.trim_start();
+        let len = value_len(value);
         out.push_str(key);
         out.push('=');
-        if is_secret_key(key) && value_len > 0 {
+        out.push_str(&after[..after.len() - value.len()]);
+        if is_secret_key(key) && len > 0 {
             out.push_str("***");
         } else {
-            out.push_str(&after[..value_len]);
+            out.push_str(&value[..len]);
         }
-        rest = &after[value_len..];
-        if let Some(stripped) = rest.strip_prefix(';') {
-            out.push(';');
-            rest = stripped;
-        }
+        rest = &value[len..];
+        let gap = rest.len() - rest.trim_start_matches([';', ' ', '\t', '\n']).len();
+        out.push_str(&rest[..gap]);
+        rest = &rest[gap..];
     }
     out
 }
@@ -148,12 +180,28 @@ mod tests {
     }
 
     #[test]
+    fn libpq_keyword_secrets_are_hidden() {
+        assert_eq!(
+            redact("host=db.example port=5432 user=app password=s3cret dbname=hq"),
+            "host=db.example port=5432 user=app password=*** dbname=hq"
+        );
+        assert_eq!(
+            redact("host=h password='a b\\'c' sslmode=verify-full"),
+            "host=h password=*** sslmode=verify-full"
+        );
+        assert_eq!(redact("Password=x"), "Password=***");
+    }
+
+    #[test]
     fn secrets_never_survive_in_any_output() {
         for s in [
             "postgres://u:topsecret@h/db",
             "Password=topsecret",
             "pwd=topsecret;",
             "mongodb://u:topsecret@h/?authSource=admin",
+            "host=h user=u password=topsecret dbname=d",
+            "host=h password = 'top secret\\' topsecret' sslmode=require",
+            "host=h sslpassword={topsecret}",
         ] {
             assert!(!redact(s).contains("topsecret"), "{s} → {}", redact(s));
         }
