@@ -8,7 +8,7 @@ use connector_core::provider::Digest;
 use connector_core::value::{doc_hash, id_key};
 
 use crate::error::Result;
-use crate::sqlite::{parse_body, Store, LEFT_FILTER};
+use crate::sqlite::{load_state, parse_body, Store, LEFT_FILTER};
 
 impl Store {
     /// One live document (without `_id`), or `None` if absent or deleted.
@@ -19,6 +19,22 @@ impl Store {
             .query_row(params![collection, id_key(id)], |r| r.get(0))
             .optional()?;
         parse_body(body.flatten())
+    }
+
+    /// Whether `origin` changed the document after `commit_ms` (its commit
+    /// time): a record of it from then is stale and must not be merged as
+    /// its newest (`dead-letters retry`).
+    pub fn changed_by_since(
+        &self,
+        collection: &str,
+        id: &Value,
+        origin: &str,
+        commit_ms: i64,
+    ) -> Result<bool> {
+        let state = load_state(&self.conn(), collection, &id_key(id))?;
+        Ok(state
+            .max_stamp_by(origin)
+            .is_some_and(|s| s.millis() > commit_ms))
     }
 
     /// Live documents of a collection in id order, after `after` (a

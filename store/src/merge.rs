@@ -351,6 +351,21 @@ impl DocState {
             .max()
     }
 
+    /// The highest stamp `origin` has anywhere in the document (a field's
+    /// register, a counter entry, the tombstone).
+    pub fn max_stamp_by(&self, origin: &str) -> Option<Stamp> {
+        let fields = self.fields.values().map(|r| r.stamp.clone());
+        let counters = self
+            .counters
+            .values()
+            .filter_map(|es| es.get(origin).map(|e| Stamp::new(e.hlc, origin)));
+        fields
+            .chain(counters)
+            .chain(self.tombstone.clone())
+            .filter(|s| s.origin == origin)
+            .max()
+    }
+
     /// The highest stamp anywhere in the document.
     pub fn max_stamp(&self) -> Option<Stamp> {
         let fields = self.fields.values().map(|r| r.stamp.clone());

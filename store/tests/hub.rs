@@ -865,6 +865,28 @@ fn forgetting_a_providers_positions_leaves_a_similar_names_alone() {
 }
 
 #[test]
+fn a_record_older_than_its_origins_last_change_is_told_apart() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "b"}),
+            None,
+            2000,
+        )],
+        "1",
+    );
+    let id = json!(1);
+    assert!(s.changed_by_since("orders", &id, "shop", 1000).unwrap());
+    assert!(!s.changed_by_since("orders", &id, "shop", 2000).unwrap());
+    assert!(!s.changed_by_since("orders", &id, "hq", 1000).unwrap());
+    assert!(!s.changed_by_since("orders", &json!(2), "shop", 0).unwrap());
+}
+
+#[test]
 fn compaction_keeps_what_a_cursor_still_needs() {
     let (_d, mut s) = store();
     for i in 0..5 {

@@ -149,6 +149,23 @@ fn retry_one(
             return Ok("the mapping now leaves this record out; discarded".into());
         }
     };
+    // The provider changed the document after this record: merging it now
+    // would take it for the provider's newest (its values and, for a
+    // counter, a delta against the newer value).
+    if let Some(ts) = change.commit_ts_ms {
+        if store
+            .changed_by_since(&change.collection, &change.id, &d.provider, ts)
+            .map_err(|e| e.to_string())?
+        {
+            store
+                .discard_dead_letters(&[d.id])
+                .map_err(|e| e.to_string())?;
+            return Ok(format!(
+                "{} changed {} {} after this record; the record is stale, discarded",
+                d.provider, change.collection, change.id
+            ));
+        }
+    }
     let applied = store
         .apply_source(
             &d.provider,
