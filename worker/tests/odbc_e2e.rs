@@ -586,15 +586,17 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
 
     std::thread::scope(|s| {
-        // A takes the lower sequence number and commits 4 s later.
+        // A takes the lower sequence numbers, 12,000 of them (more than a
+        // copy's window: its first is far below B's), and commits later.
         let slow = s.spawn(|| {
             f.pg.psql(
                 "shop",
                 "BEGIN; UPDATE orders SET status = 'A-late' WHERE order_id = 10; \
-                 SELECT pg_sleep(4); COMMIT;",
+                 DO $$ BEGIN FOR i IN 1..30 LOOP UPDATE order_items SET price = price; END LOOP; END $$; \
+                 SELECT pg_sleep(5); COMMIT;",
             )
         });
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(2500));
         // B takes the next number and commits at once; the poller reads it
         // (and passes A's number) while A is still open.
         f.pg.psql(

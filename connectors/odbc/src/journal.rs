@@ -5,7 +5,9 @@
 //! their transaction commits: transaction A may take sequence 10, B take 11
 //! and commit first. A poller that only remembered "11" would never read 10.
 //! So the position is the highest sequence read *plus the numbers below it
-//! not seen yet* (gaps), each with the time it was first missed. Every poll
+//! not seen yet* (gaps, kept as ranges: one transaction of 50,000 rows still
+//! open is one range, however many numbers), each with the time it was
+//! first missed; no gap is dropped for lack of room, only by time. Every poll
 //! reads the rows after the highest sequence and the rows whose numbers are
 //! gaps; a gap that fills is read then. A gap that stays empty longer than
 //! the gap timeout is a rolled-back transaction (or an identity value a
@@ -25,7 +27,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-/// At most this many open gaps are remembered (the oldest go first).
+/// How far below the journal's highest number a copy looks for numbers
+/// still uncommitted when it begins (see the snapshot).
 pub const MAX_GAPS: usize = 10_000;
 /// A fresh position (nothing read yet, e.g. the journal was empty when the
 /// copy began) takes this many numbers below the first row it reads for
@@ -37,8 +40,9 @@ pub const FRESH_GAPS: i64 = 200;
 pub struct JournalPosition {
     /// The highest sequence read.
     pub seq: i64,
-    /// Missing sequences below `seq` → when first missed (ms).
-    pub gaps: BTreeMap<i64, i64>,
+    /// Missing sequences below `seq`, as ranges: first → (last, when
+    /// first missed, ms).
+    pub gaps: BTreeMap<i64, (i64, i64)>,
     /// The change time of the row numbered `seq`, where it was read: a row
     /// of another time under that number is a journal that started over.
     pub mark: Option<i64>,
@@ -55,12 +59,24 @@ impl JournalPosition {
         }
         let v: Value = serde_json::from_str(text).ok()?;
         let seq = v.get("seq")?.as_i64()?;
+        // `[first, last, time]`, or `[number, time]` as saved before ranges.
         let gaps = v
             .get("gaps")
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|g| Some((g.get(0)?.as_i64()?, g.get(1)?.as_i64()?)))
+                    .filter_map(|g| {
+                        let n: Vec<i64> = g
+                            .as_array()?
+                            .iter()
+                            .map(Value::as_i64)
+                            .collect::<Option<_>>()?;
+                        match n[..] {
+                            [first, last, t] => Some((first, (last, t))),
+                            [one, t] => Some((one, (one, t))),
+                            _ => None,
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -74,15 +90,73 @@ impl JournalPosition {
             v["mark"] = json!(mark);
         }
         if !self.gaps.is_empty() {
-            let gaps: Vec<Value> = self.gaps.iter().map(|(s, t)| json!([s, t])).collect();
+            let gaps: Vec<Value> = self
+                .gaps
+                .iter()
+                .map(|(first, (last, t))| json!([first, last, t]))
+                .collect();
             v["gaps"] = Value::Array(gaps);
         }
         v.to_string()
     }
 
+    /// A position at `seq` whose numbers `missing` (ascending) are open gaps.
+    pub fn with_missing(seq: i64, missing: &[i64], now_ms: i64) -> JournalPosition {
+        let mut p = JournalPosition {
+            seq,
+            ..Default::default()
+        };
+        for &s in missing {
+            match p.gaps.last_entry() {
+                Some(mut last) if last.get().0 + 1 == s => last.get_mut().0 = s,
+                _ => {
+                    p.gaps.insert(s, (s, now_ms));
+                }
+            }
+        }
+        p
+    }
+
+    /// The gap holding `seq`, if one does: its first number.
+    fn gap_of(&self, seq: i64) -> Option<i64> {
+        self.gaps
+            .range(..=seq)
+            .next_back()
+            .filter(|(_, (last, _))| seq <= *last)
+            .map(|(first, _)| *first)
+    }
+
+    /// Takes `seq` out of its gap; whether it was in one.
+    fn fill(&mut self, seq: i64) -> bool {
+        let Some(first) = self.gap_of(seq) else {
+            return false;
+        };
+        let (last, t) = self.gaps.remove(&first).expect("the gap just found");
+        if first < seq {
+            self.gaps.insert(first, (seq - 1, t));
+        }
+        if seq < last {
+            self.gaps.insert(seq + 1, (last, t));
+        }
+        true
+    }
+
+    /// How many numbers the open gaps hold.
+    pub fn open_gaps(&self) -> i64 {
+        self.gaps
+            .iter()
+            .map(|(first, (last, _))| last - first + 1)
+            .sum()
+    }
+
+    /// The open gaps as `(first, last)` ranges, in order.
+    pub fn gap_ranges(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.gaps.iter().map(|(first, (last, _))| (*first, *last))
+    }
+
     /// Whether a row with this sequence has not been read yet.
     pub fn is_unread(&self, seq: i64) -> bool {
-        seq > self.seq || self.gaps.contains_key(&seq)
+        seq > self.seq || self.gap_of(seq).is_some()
     }
 
     /// Records the sequences of one poll: gap rows that appeared, then new
@@ -97,38 +171,35 @@ impl JournalPosition {
         let mut sorted: Vec<i64> = seqs.to_vec();
         sorted.sort_unstable();
         for &s in &sorted {
-            if self.gaps.remove(&s).is_some() || s <= self.seq {
+            if self.fill(s) || s <= self.seq {
                 continue;
             }
             // A fresh position knows nothing below its first row but the
-            // last FRESH_GAPS numbers; a jump larger than the gap limit
-            // keeps only its top end.
+            // last FRESH_GAPS numbers.
             let from = if self.seq == 0 {
                 (s - FRESH_GAPS).max(1)
             } else {
-                (self.seq + 1).max(s - MAX_GAPS as i64)
+                self.seq + 1
             };
-            for missing in from..s {
-                self.gaps.insert(missing, now_ms);
+            if from < s {
+                self.gaps.insert(from, (s - 1, now_ms));
             }
             self.seq = s;
-        }
-        while self.gaps.len() > MAX_GAPS {
-            self.gaps.pop_first();
         }
         apply
     }
 
-    /// Forgets gaps missed since before `now_ms - timeout_ms`; returns them.
-    pub fn expire(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<i64> {
-        let expired: Vec<i64> = self
+    /// Forgets gaps missed since before `now_ms - timeout_ms`; returns
+    /// them as `(first, last)` ranges.
+    pub fn expire(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<(i64, i64)> {
+        let expired: Vec<(i64, i64)> = self
             .gaps
             .iter()
-            .filter(|(_, t)| now_ms - **t >= timeout_ms)
-            .map(|(s, _)| *s)
+            .filter(|(_, (_, t))| now_ms - *t >= timeout_ms)
+            .map(|(first, (last, _))| (*first, *last))
             .collect();
-        for s in &expired {
-            self.gaps.remove(s);
+        for (first, _) in &expired {
+            self.gaps.remove(first);
         }
         expired
     }
@@ -146,6 +217,10 @@ impl JournalPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn numbers(p: &JournalPosition) -> Vec<i64> {
+        p.gap_ranges().flat_map(|(a, b)| a..=b).collect()
+    }
 
     #[test]
     fn a_late_commit_below_the_highest_sequence_is_still_read() {
@@ -168,11 +243,12 @@ mod tests {
         let mut p = JournalPosition::default();
         p.read(&[1_006], 0);
         assert!(p.is_unread(1_005));
-        assert_eq!(p.gaps.len(), FRESH_GAPS as usize);
+        assert_eq!(p.open_gaps(), FRESH_GAPS);
         assert_eq!(p.prune_upto(), 1_006 - FRESH_GAPS - 1);
         p.read(&[1_005], 1_000);
         assert!(!p.is_unread(1_005));
-        assert_eq!(p.expire(301_000, 300_000).len(), FRESH_GAPS as usize - 1);
+        let expired = p.expire(301_000, 300_000);
+        assert_eq!(expired, vec![(1_006 - FRESH_GAPS, 1_004)]);
         assert_eq!(p.prune_upto(), 1_006);
     }
 
@@ -181,10 +257,47 @@ mod tests {
         let mut p = JournalPosition::default();
         p.read(&[1], 0);
         p.read(&[4], 1_000);
-        assert_eq!(p.gaps.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(numbers(&p), vec![2, 3]);
         assert!(p.expire(60_000, 300_000).is_empty());
-        assert_eq!(p.expire(301_000, 300_000), vec![2, 3]);
+        assert_eq!(p.expire(301_000, 300_000), vec![(2, 3)]);
         assert_eq!(p.prune_upto(), 4);
+    }
+
+    #[test]
+    fn a_transaction_of_fifty_thousand_rows_committed_late_is_read_whole() {
+        // A batch job took 1,001..=51,000 and is still open; another
+        // session's row 51,001 is read first.
+        let mut p = JournalPosition::default();
+        p.read(&(1..=1_000).collect::<Vec<_>>(), 0);
+        p.read(&[51_001], 1_000);
+        assert_eq!(p.open_gaps(), 50_000);
+        assert_eq!(p.prune_upto(), 1_000);
+        // It commits: its rows come back in pieces, in any order.
+        let late: Vec<i64> = (1_001..=51_000).rev().collect();
+        for chunk in late.chunks(7_000) {
+            let apply = p.read(chunk, 2_000);
+            assert!(apply.iter().all(|a| *a), "each row once");
+        }
+        assert!(p.gaps.is_empty());
+        assert_eq!(p.prune_upto(), 51_001);
+        assert!(!p.read(&[1_001], 3_000)[0], "not twice");
+    }
+
+    #[test]
+    fn a_gap_filled_in_its_middle_splits() {
+        let mut p = JournalPosition::default();
+        p.read(&[1], 0);
+        p.read(&[10], 5);
+        p.read(&[5], 6);
+        assert_eq!(p.gap_ranges().collect::<Vec<_>>(), vec![(2, 4), (6, 9)]);
+        p.read(&[2, 9], 7);
+        assert_eq!(p.gap_ranges().collect::<Vec<_>>(), vec![(3, 4), (6, 8)]);
+        assert_eq!(
+            JournalPosition::with_missing(10, &[3, 4, 6, 7, 8], 5)
+                .gap_ranges()
+                .collect::<Vec<_>>(),
+            vec![(3, 4), (6, 8)]
+        );
     }
 
     #[test]
@@ -196,13 +309,10 @@ mod tests {
         assert_eq!(again, p);
         p.mark = Some(1_700_000_000_123);
         assert_eq!(JournalPosition::parse(&p.encode()).unwrap(), p);
-        // Positions saved before marks existed read without one.
-        assert_eq!(
-            JournalPosition::parse(r#"{"seq": 7, "gaps": [[5, 1]]}"#)
-                .unwrap()
-                .mark,
-            None
-        );
+        // Positions saved before marks and ranges existed.
+        let old = JournalPosition::parse(r#"{"seq": 7, "gaps": [[5, 1], [6, 1]]}"#).unwrap();
+        assert_eq!(old.mark, None);
+        assert!(old.is_unread(5) && old.is_unread(6) && !old.is_unread(4));
         assert_eq!(JournalPosition::parse("42").unwrap().seq, 42);
         assert!(JournalPosition::parse("0/16B3748").is_none());
     }

@@ -80,11 +80,7 @@ impl OdbcSnapshot {
         let (in_flight, start_position) = match mark.unseen {
             Some((high, missing)) => {
                 let now = now_millis();
-                let start = JournalPosition {
-                    seq: high,
-                    gaps: missing.iter().map(|s| (*s, now)).collect(),
-                    mark: None,
-                };
+                let start = JournalPosition::with_missing(high, &missing, now);
                 let in_flight = InFlight {
                     as_of_ms,
                     txns: missing.into_iter().map(|s| s as u64).collect(),

@@ -41,7 +41,7 @@ use crate::image::decode_image;
 use crate::journal::JournalPosition;
 use crate::options::OdbcOptions;
 
-/// Open gaps are re-read this many per statement.
+/// Open gap ranges are re-read this many per statement.
 const GAPS_PER_QUERY: usize = 200;
 
 pub struct OdbcSource {
@@ -145,7 +145,7 @@ impl OdbcSource {
             ),
             max,
         );
-        let gaps: Vec<i64> = self.position.gaps.keys().copied().collect();
+        let gaps: Vec<(i64, i64)> = self.position.gap_ranges().collect();
         let journal = self.journal.clone();
         let seq = self.position.seq;
         let result = self
@@ -153,9 +153,12 @@ impl OdbcSource {
             .run(move |c| {
                 let mut rows = Vec::new();
                 for chunk in gaps.chunks(GAPS_PER_QUERY) {
-                    let marks = vec!["?"; chunk.len()].join(", ");
-                    let sql = format!("SELECT {cols} FROM {journal} WHERE seq IN ({marks})");
-                    let params: Vec<String> = chunk.iter().map(i64::to_string).collect();
+                    let ranges = vec!["seq BETWEEN ? AND ?"; chunk.len()].join(" OR ");
+                    let sql = format!("SELECT {cols} FROM {journal} WHERE {ranges}");
+                    let params: Vec<String> = chunk
+                        .iter()
+                        .flat_map(|(first, last)| [first.to_string(), last.to_string()])
+                        .collect();
                     rows.extend(query_text(
                         c,
                         &sql,
@@ -244,7 +247,7 @@ impl OdbcSource {
             "journal_rows": cell(0),
             "journal_max_seq": cell(1),
             "read_up_to": self.position.seq,
-            "open_gaps": self.position.gaps.len(),
+            "open_gaps": self.position.open_gaps(),
         }))
     }
 
@@ -431,8 +434,9 @@ impl Source for OdbcSource {
         let expired = self
             .position
             .expire(now, self.gap_timeout.as_millis() as i64);
-        if !expired.is_empty() {
-            warn!(provider = %self.provider, count = expired.len(), first = expired[0],
+        if let Some((first, _)) = expired.first() {
+            let count: i64 = expired.iter().map(|(a, b)| b - a + 1).sum();
+            warn!(provider = %self.provider, count, first,
                 "journal sequence numbers never committed within gap_timeout_s; taken for rolled-back transactions");
         }
         let position = (self.position != before).then(|| self.position.encode());
