@@ -172,6 +172,15 @@ pub fn classify(e: &odbc_api::Error, stage: Stage, context: &str) -> ConnectorEr
 /// a lock wait timeout) and lock conflicts in any words.
 fn kind_of(state: &str, message: &str) -> ErrorKind {
     let lower = message.to_ascii_lowercase();
+    // Refused credentials stay refused until ops act (DB2 reports them as
+    // 08001, SQL30082N; retrying can lock the account).
+    if state.starts_with("28")
+        || lower.contains("sql30082n")
+        || lower.contains("password authentication failed")
+        || lower.contains("access denied for user")
+    {
+        return ErrorKind::Permanent;
+    }
     if ["database is locked", "deadlock", "lock wait timeout"]
         .iter()
         .any(|s| lower.contains(s))
@@ -261,6 +270,20 @@ mod tests {
         assert_eq!(
             kind_of("HY000", "near \"x\": syntax error"),
             ErrorKind::Permanent
+        );
+    }
+
+    #[test]
+    fn refused_credentials_are_not_retried() {
+        let db2 = "[IBM][CLI Driver] SQL30082N  Security processing failed with reason \"24\" (\"USERNAME AND/OR PASSWORD INVALID\").  SQLSTATE=08001";
+        assert_eq!(kind_of("08001", db2), ErrorKind::Permanent);
+        assert_eq!(
+            kind_of("28000", "[ma-3.1.15]Access denied for user 'x'@'h'"),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            kind_of("08001", "could not connect to server: Connection refused"),
+            ErrorKind::Transient
         );
     }
 

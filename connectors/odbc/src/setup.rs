@@ -54,11 +54,33 @@ pub fn run(
         "-- needs: CREATE TABLE and CREATE TRIGGER{} in the schema, SELECT and DELETE on the journal",
         d.setup_privileges()
     )];
-    for sql in plan(c, d, mapping, o)? {
-        if !sql.starts_with("--") && !dry_run {
-            c.execute(&sql, (), None)
-                .map_err(|e| classify(&e, Stage::Setup, &format!("running `{sql}`")))?;
-        }
+    let statements = plan(c, d, mapping, o)?;
+    if !dry_run {
+        // One transaction where the database has transactional DDL
+        // (SQLite, PostgreSQL, DB2): a trigger is dropped and created again
+        // with no moment between in which a write goes unjournaled, and a
+        // failed setup changes nothing. (MariaDB commits each DDL itself.)
+        let tx = |e: odbc_api::Error| classify(&e, Stage::Setup, "the setup transaction");
+        c.set_autocommit(false).map_err(tx)?;
+        let ran = statements
+            .iter()
+            .filter(|sql| !sql.starts_with("--"))
+            .try_for_each(|sql| {
+                c.execute(sql, (), None)
+                    .map(|_| ())
+                    .map_err(|e| classify(&e, Stage::Setup, &format!("running `{sql}`")))
+            });
+        let ended = match ran {
+            Ok(()) => c.commit().map_err(tx),
+            Err(e) => {
+                let _ = c.rollback();
+                Err(e)
+            }
+        };
+        c.set_autocommit(true).map_err(tx)?;
+        ended?;
+    }
+    for sql in statements {
         lines.push(if sql.starts_with("--") {
             sql
         } else {

@@ -41,6 +41,8 @@ use crate::image::decode_image;
 use crate::journal::JournalPosition;
 use crate::options::OdbcOptions;
 
+/// Journal rows are pruned in steps of this many sequence numbers.
+const PRUNE_STEP: i64 = 20_000;
 /// Open gap ranges are re-read this many per statement.
 const GAPS_PER_QUERY: usize = 200;
 
@@ -456,17 +458,43 @@ impl Source for OdbcSource {
             return Ok(());
         }
         // The row at `upto` stays: the highest number read is always in
-        // the journal, which tells a journal that started over.
-        let sql = format!("DELETE FROM {} WHERE seq < ?", self.journal);
+        // the journal, which tells a journal that started over. In steps of
+        // PRUNE_STEP numbers, each its own statement: a backlog held back by
+        // an open gap (minutes of rows with their images) in one DELETE can
+        // fill DB2's transaction log and fail every time.
+        let journal = self.journal.clone();
         let result = self
             .session
             .run(move |c| {
-                let upto = upto.to_string();
-                c.execute(&sql, &[upto.as_str().into_parameter()][..], None)
-                    .map_err(|e| classify(&e, Stage::Source, "pruning the journal"))?;
+                let lowest = query_text(
+                    c,
+                    &format!("SELECT MIN(seq) FROM {journal}"),
+                    &[],
+                    Stage::Source,
+                    "pruning the journal",
+                )?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten())
+                .and_then(|t| integer(&t));
+                let delete = format!("DELETE FROM {journal} WHERE seq < ?");
+                let mut below = lowest.unwrap_or(upto);
+                while below < upto {
+                    below = (below + PRUNE_STEP).min(upto);
+                    let bound = below.to_string();
+                    c.execute(&delete, &[bound.as_str().into_parameter()][..], None)
+                        .map_err(|e| classify(&e, Stage::Source, "pruning the journal"))?;
+                }
                 Ok(())
             })
             .await;
-        self.journal_result(result)
+        match self.journal_result(result) {
+            Err(e) if e.kind == ErrorKind::Transient => {
+                // The rows stay until the next batch's prune; reading goes on.
+                warn!(provider = %self.provider, error = %e, "pruning the journal failed; retried after the next batch");
+                Ok(())
+            }
+            other => other,
+        }
     }
 }

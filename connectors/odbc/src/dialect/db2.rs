@@ -62,7 +62,7 @@ impl Dialect for Db2 {
         vec![format!(
             "CREATE TABLE {journal} (seq BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY \
              (START WITH 1 INCREMENT BY 1 NO CACHE ORDER), \
-             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(2M), old_image CLOB(2M), \
+             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(1G), old_image CLOB(1G), \
              changed_ms BIGINT NOT NULL, PRIMARY KEY (seq))"
         )]
     }
@@ -70,7 +70,7 @@ impl Dialect for Db2 {
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
         let image = |row: &str| {
             let pairs = spec.pairs(self, row, |k, v| format!("KEY {k} VALUE {v}"));
-            format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(2M) FORMAT JSON)")
+            format!("JSON_OBJECT({pairs} NULL ON NULL RETURNING CLOB(1G) FORMAT JSON)")
         };
         spec.events(self, "N", "O", image)
             .into_iter()

@@ -87,7 +87,7 @@ fn db2_journal_is_a_table_with_an_ordered_uncached_identity() {
         Db2.create_journal("\"RETAIL\".\"connector_journal\""),
         strings(&["CREATE TABLE \"RETAIL\".\"connector_journal\" (seq BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY \
              (START WITH 1 INCREMENT BY 1 NO CACHE ORDER), \
-             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(2M), old_image CLOB(2M), \
+             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(1G), old_image CLOB(1G), \
              changed_ms BIGINT NOT NULL, PRIMARY KEY (seq))"])
     );
 }
@@ -105,7 +105,7 @@ fn db2_triggers_reference_new_and_old_rows_and_write_json_images() {
         format!(
             "JSON_OBJECT(KEY 'order_id' VALUE {r}.\"order_id\", KEY 'customer_id' VALUE {r}.\"customer_id\", \
              KEY 'order_date' VALUE {r}.\"order_date\", KEY 'status' VALUE {r}.\"status\", \
-             KEY 'total' VALUE {r}.\"total\" NULL ON NULL RETURNING CLOB(2M) FORMAT JSON)"
+             KEY 'total' VALUE {r}.\"total\" NULL ON NULL RETURNING CLOB(1G) FORMAT JSON)"
         )
     };
     let now =
