@@ -216,8 +216,8 @@ pub trait Snapshot: Send {
     /// gone (a slot this copy had to create, a journal that started its
     /// numbering over). A feed that is merely behind must be read on from
     /// `saved`: the copy shows no deletes, only the feed has them.
-    fn restarts_feed(&self, _saved: &str) -> bool {
-        true
+    async fn restarts_feed(&mut self, _saved: &str) -> Result<bool> {
+        Ok(true)
     }
     /// The transactions in progress when the copy's snapshot was taken, and
     /// the copy's stamp. Their changes are not in the copy, but a commit

@@ -60,6 +60,8 @@ pub struct OdbcSnapshot {
     in_flight: Option<InFlight>,
     /// The journal position the copy is consistent with.
     start_position: Option<String>,
+    /// The journal table, qualified.
+    journal: String,
 }
 
 impl OdbcSnapshot {
@@ -71,6 +73,7 @@ impl OdbcSnapshot {
         let d = o.dialect.dialect();
         let mut session = open_session(conn, d, Stage::Snapshot).await?;
         let journal = d.qualified(o.schema.as_deref(), &o.journal);
+        let journal_name = journal.clone();
         let mark = session.run(move |c| journal_mark(c, d, &journal)).await?;
         let as_of_ms = mark.as_of_ms;
         // The journal as the copy begins: the stream (on a first copy)
@@ -106,6 +109,7 @@ impl OdbcSnapshot {
             as_of_ms,
             in_flight,
             start_position,
+            journal: journal_name,
         })
     }
 
@@ -258,16 +262,42 @@ impl Snapshot for OdbcSnapshot {
     }
 
     /// The journal started over when its highest number is below the saved
-    /// position's.
-    fn restarts_feed(&self, saved: &str) -> bool {
+    /// position's, or (its numbers passed the old ones) the row under the
+    /// saved number is not the one read there: another change time, or
+    /// none (the prune always keeps that row).
+    async fn restarts_feed(&mut self, saved: &str) -> Result<bool> {
         let start = self
             .start_position
             .as_deref()
             .and_then(JournalPosition::parse);
-        match (start, JournalPosition::parse(saved)) {
-            (Some(start), Some(saved)) => start.seq < saved.seq,
-            _ => false,
+        let (Some(start), Some(saved)) = (start, JournalPosition::parse(saved)) else {
+            return Ok(false);
+        };
+        if start.seq < saved.seq {
+            return Ok(true);
         }
+        let Some(mark) = saved.mark else {
+            return Ok(false);
+        };
+        let sql = format!("SELECT changed_ms FROM {} WHERE seq = ?", self.journal);
+        let rows = self
+            .session
+            .run(move |c| {
+                query_text(
+                    c,
+                    &sql,
+                    &[saved.seq.to_string()],
+                    Stage::Snapshot,
+                    "reading the journal",
+                )
+            })
+            .await?;
+        let at = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|t| integer(&t));
+        Ok(at != Some(mark))
     }
 
     async fn foreign_keys(&mut self) -> Result<Vec<(String, String)>> {

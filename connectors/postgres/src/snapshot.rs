@@ -244,15 +244,15 @@ impl Snapshot for PgSnapshot {
     /// cluster restored or failed over can be behind it), or it starts
     /// after the saved position (made again by `setup`). What lay between
     /// is only in this copy.
-    fn restarts_feed(&self, saved: &str) -> bool {
+    async fn restarts_feed(&mut self, saved: &str) -> Result<bool> {
         if self.exporter.is_some() {
-            return true;
+            return Ok(true);
         }
         let start = self.start_position.as_deref().map(Lsn::parse);
-        match (start, Lsn::parse(saved)) {
+        Ok(match (start, Lsn::parse(saved)) {
             (Some(Ok(start)), Ok(saved)) => saved < start,
             _ => false,
-        }
+        })
     }
 
     fn in_flight(&self) -> Option<InFlight> {

@@ -206,9 +206,10 @@ pub async fn copy_provider(
         // Every collection copied again over a feed that is gone: the feed
         // restarts with this copy (a slot this copy created, a journal
         // that started over).
-        let restart_feed = restart
-            && only.is_none()
-            && saved.as_deref().is_some_and(|s| snapshot.restarts_feed(s));
+        let restart_feed = match (restart && only.is_none(), saved.as_deref()) {
+            (true, Some(s)) => snapshot.restarts_feed(s).await?,
+            _ => false,
+        };
         blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), restart_feed, &begun))
             .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;
