@@ -451,6 +451,35 @@ fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
     stopped_with(&f, "was renamed to public.branches");
 }
 
+#[test]
+fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "hq",
+        "DROP TABLE devices;
+         CREATE TABLE devices (id serial, serial_no text PRIMARY KEY, name text) PARTITION BY HASH (serial_no);
+         CREATE TABLE devices_0 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+         CREATE TABLE devices_1 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+         INSERT INTO devices (serial_no, name) VALUES ('SN-copied', 'copied');",
+    );
+    f.start();
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'SN-copied'",
+        "copied",
+    );
+    // Rows land in both partitions; the stream names the parent.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('SN-1', 'a'), ('SN-2', 'b'), ('SN-3', 'c'), ('SN-4', 'd')",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT string_agg(name, ',' ORDER BY name) FROM devices WHERE serial_no LIKE 'SN-_'",
+        "a,b,c,d",
+    );
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -72,20 +72,30 @@ pub async fn run(
         .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
         .collect::<Vec<_>>()
         .join(", ");
-    let exists = !client
+    // A partitioned table's changes are published under its own name (the
+    // mapping's), not its partitions'; pg_publication_tables then lists it.
+    let via_root: Option<bool> = client
         .query(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            "SELECT pubviaroot FROM pg_publication WHERE pubname = $1",
             &[&o.publication],
         )
         .await
         .map_err(err)?
-        .is_empty();
+        .first()
+        .map(|r| r.get(0));
+    let exists = via_root.is_some();
     if !exists {
         statements.push(format!(
-            "CREATE PUBLICATION {} FOR TABLE {list}",
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
             ident(&o.publication)
         ));
     } else {
+        if via_root == Some(false) {
+            statements.push(format!(
+                "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                ident(&o.publication)
+            ));
+        }
         let have: BTreeSet<(String, String)> = client
             .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&o.publication])
             .await

@@ -58,7 +58,7 @@ impl Dialect for Postgres {
         vec![
             format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
-                 INSERT INTO {journal} ({cols}) VALUES (TG_TABLE_NAME, left(TG_OP, 1), \
+                 INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], left(TG_OP, 1), \
                  CASE WHEN TG_OP <> 'DELETE' THEN row_to_json(NEW)::text END, \
                  CASE WHEN TG_OP <> 'INSERT' THEN row_to_json(OLD)::text END, {now}); \
                  RETURN NULL; END $fn$",
@@ -66,11 +66,15 @@ impl Dialect for Postgres {
                 cols = TriggerSpec::COLUMNS,
                 now = self.now_ms(),
             ),
+            // The mapped table's name as the trigger's argument, not
+            // TG_TABLE_NAME: a partitioned table's rows fire the trigger
+            // under their partition's name, which no mapping knows.
             format!(
                 "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} \
-                 FOR EACH ROW EXECUTE FUNCTION {function}()",
+                 FOR EACH ROW EXECUTE FUNCTION {function}({})",
                 self.quote(spec.name),
-                spec.table.qualified(self)
+                spec.table.qualified(self),
+                super::literal(&spec.table.name)
             ),
         ]
     }
