@@ -172,6 +172,10 @@ async fn session(
         }
     }
     let resume = blocking(|| store.position(&name)).map_err(ConnectorError::from)?;
+    // A new replication session confirms the position it starts from at
+    // once; after a failed session that position may still be only in the
+    // page cache (its acknowledgements were dropped before their fsync).
+    blocking(|| connector_store::sync_wal_of(store.path())).map_err(ConnectorError::from)?;
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
     let mut acks = Acks::new(store.path().to_path_buf());
