@@ -35,8 +35,10 @@ pub fn redact(conn: &str) -> String {
         {
             redact_url(conn, scheme_end)
         }
-        _ if conn.contains(';') => redact_pairs(conn),
-        _ => redact_words(conn),
+        // Both readings: whichever form it is, each secret's value is
+        // hidden by one (a libpq password may hold `;`, an ODBC value
+        // spaces); hiding more than a value is harmless.
+        _ => redact_words(&redact_pairs(conn)),
     }
 }
 
@@ -202,6 +204,8 @@ mod tests {
             "host=h user=u password=topsecret dbname=d",
             "host=h password = 'top secret\\' topsecret' sslmode=require",
             "host=h sslpassword={topsecret}",
+            "password=top;secret host=h",
+            "host=h password='top;secret' dbname=d",
         ] {
             assert!(!redact(s).contains("topsecret"), "{s} → {}", redact(s));
         }

@@ -70,15 +70,14 @@ pub fn run(
                     .map(|_| ())
                     .map_err(|e| classify(&e, Stage::Setup, &format!("running `{sql}`")))
             });
-        let ended = match ran {
-            Ok(()) => c.commit().map_err(tx),
-            Err(e) => {
-                let _ = c.rollback();
-                Err(e)
-            }
-        };
-        c.set_autocommit(true).map_err(tx)?;
+        let ended = ran.and_then(|()| c.commit().map_err(tx));
+        if ended.is_err() {
+            let _ = c.rollback();
+        }
+        // The setup's own error first, whatever turning autocommit back on says.
+        let restored = c.set_autocommit(true).map_err(tx);
         ended?;
+        restored?;
     }
     for sql in statements {
         lines.push(if sql.starts_with("--") {

@@ -99,6 +99,24 @@ pub fn needed(
     Ok(false)
 }
 
+/// The collections whose copy was begun and not finished.
+pub fn begun_unfinished(
+    store: &connector_store::Store,
+    provider: &str,
+    mapping: &ProviderMapping,
+) -> Result<Vec<String>, ConnectorError> {
+    let mut out = Vec::new();
+    for (rule, _, _) in mapping.tables() {
+        let saved = store
+            .position(&progress_key(provider, &rule.name))
+            .map_err(ConnectorError::from)?;
+        if saved.is_some() && !Progress::parse(saved).done && !out.contains(&rule.name) {
+            out.push(rule.name.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// One collection's result, for the summary.
 pub struct Copied {
     pub provider: String,

@@ -117,7 +117,14 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
     };
     for r in raw {
         match mapping.inbound(r) {
-            Inbound::Change(c) => out.changes.push(c),
+            Inbound::Change(c) => {
+                // Marks go after the batch's changes: a later change of
+                // the document (back in the filter, or its delete) lifts
+                // an earlier mark in the same batch.
+                out.left_filter
+                    .retain(|(coll, id)| !(coll == &c.collection && id == &c.id));
+                out.changes.push(c)
+            }
             Inbound::Filtered { collection, id } => {
                 out.filtered += 1;
                 out.left_filter.extend(id.map(|id| (collection, id)));
@@ -158,15 +165,26 @@ async fn session(
             Light::Yellow,
             Some(super::initial_sync::COPYING.into()),
         );
-        super::initial_sync::copy_provider(
-            provider,
-            mapping.clone(),
-            shared,
-            None,
-            false,
-            Some(shutdown),
-        )
-        .await?;
+        // With initial sync off, only the copies begun and not finished.
+        let only: Vec<Option<String>> = if begun_only {
+            blocking(|| super::initial_sync::begun_unfinished(&store, &name, mapping))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            vec![None]
+        };
+        for collection in &only {
+            super::initial_sync::copy_provider(
+                provider,
+                mapping.clone(),
+                shared,
+                collection.as_deref(),
+                false,
+                Some(shutdown),
+            )
+            .await?;
+        }
         if *shutdown.borrow() {
             return Ok(());
         }
@@ -241,5 +259,46 @@ async fn session(
         if let Some(position) = batch.position {
             acks.merged(position);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::{MappingSet, ProviderKind, RawOp};
+    use serde_json::json;
+
+    fn customer(deleted: bool) -> RawChange {
+        RawChange {
+            table: "customers".into(),
+            schema: None,
+            op: RawOp::Update,
+            row: json!({"customer_id": 1, "deleted": deleted})
+                .as_object()
+                .unwrap()
+                .clone(),
+            before: None,
+            commit_ts_ms: Some(1),
+            unchanged: vec![],
+            unchanged_from: None,
+            own_write: false,
+            txn: None,
+        }
+    }
+
+    #[test]
+    fn a_later_change_in_the_batch_lifts_a_filter_mark_and_not_the_reverse() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
+        // Soft-deleted (left out by the filter), then back.
+        let back = map_batch(&mapping, &[customer(true), customer(false)]);
+        assert_eq!(
+            (back.filtered, back.left_filter.len(), back.changes.len()),
+            (1, 0, 1)
+        );
+        // Back, then soft-deleted: the mark stands, after the change.
+        let left = map_batch(&mapping, &[customer(false), customer(true)]);
+        assert_eq!(left.left_filter, vec![("customers".to_string(), json!(1))]);
     }
 }
