@@ -32,7 +32,7 @@ use connector_core::{
     ColumnType, ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
 };
 
-use crate::catalog::{foreign_keys, mapped_tables, TableInfo};
+use crate::catalog::{foreign_keys, mapped_tables, query_text, TableInfo};
 use crate::conn::{classify, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::options::OdbcOptions;
@@ -44,6 +44,8 @@ pub struct OdbcSink {
     tables: HashMap<String, TableInfo>,
     /// Parents before children (their foreign keys).
     order: TableOrder,
+    /// Parameters one statement may carry here.
+    max_parameters: usize,
 }
 
 /// One row group's statements and parameter rows (text, `None` = NULL).
@@ -74,12 +76,23 @@ impl OdbcSink {
                 let tables = mapped_tables(c, d, &m, &o)?;
                 let infos: Vec<&TableInfo> = tables.iter().map(|(_, t)| t).collect();
                 let keys = foreign_keys(c, &infos);
+                let max_parameters = match d.version_query() {
+                    Some(q) => {
+                        let version = query_text(c, q, &[], Stage::Sink, "reading the version")?
+                            .into_iter()
+                            .next()
+                            .and_then(|r| r.into_iter().next().flatten())
+                            .unwrap_or_default();
+                        d.max_parameters(&version)
+                    }
+                    None => usize::MAX,
+                };
                 // End the catalog reads' transaction: held open until the
                 // first batch, it blocked every writer of an SQLite file in
                 // rollback-journal mode (a read lock never released).
                 c.commit()
                     .map_err(|e| classify(&e, Stage::Sink, "ending the catalog reads"))?;
-                Ok((tables, keys))
+                Ok((tables, keys, max_parameters))
             })
             .await?;
         Ok(OdbcSink {
@@ -91,6 +104,7 @@ impl OdbcSink {
                 .map(|(_, t)| (t.name.clone(), t))
                 .collect(),
             order: TableOrder::from_foreign_keys(found.1),
+            max_parameters: found.2,
         })
     }
 
@@ -126,7 +140,9 @@ impl OdbcSink {
             GroupOp::Upsert { columns } => d.upsert(info, columns, &g.key, rows),
             GroupOp::Delete => d.delete(info, &g.key, rows),
         };
-        let per = d.rows_per_statement(columns.len());
+        let per = d
+            .rows_per_statement(columns.len())
+            .min((self.max_parameters / columns.len().max(1)).max(1));
         let multi = if per > 1 {
             (0..g.rows.len())
                 .step_by(per)

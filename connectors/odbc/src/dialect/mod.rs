@@ -242,6 +242,18 @@ pub trait Dialect: Send + Sync {
         1
     }
 
+    /// A query of the database's version, where the number of parameters a
+    /// statement may carry depends on it ([`Dialect::max_parameters`]).
+    fn version_query(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Parameters one statement may carry, for the version the
+    /// [`Dialect::version_query`] returned.
+    fn max_parameters(&self, _version: &str) -> usize {
+        usize::MAX
+    }
+
     /// The parameter marker for a value of `column` (with a cast where the
     /// database cannot infer a text parameter's type).
     fn placeholder(&self, _column: &Column) -> String {

@@ -73,6 +73,25 @@ impl Dialect for Sqlite {
     fn rows_per_statement(&self, columns: usize) -> usize {
         (30_000 / columns.max(1)).clamp(1, 500)
     }
+
+    fn version_query(&self) -> Option<&'static str> {
+        Some("SELECT sqlite_version()")
+    }
+
+    /// SQLite before 3.32 allows 999 parameters per statement (32,766
+    /// since); too many is "too many SQL variables", a permanent error.
+    fn max_parameters(&self, version: &str) -> usize {
+        let n: Vec<u32> = version
+            .trim()
+            .split('.')
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        match n[..] {
+            [3, minor, ..] if minor < 32 => 999,
+            [major, ..] if major < 3 => 999,
+            _ => 32_766,
+        }
+    }
 }
 
 /// A BLOB value as `\x` and lowercase hex; any other value as it is.

@@ -317,3 +317,11 @@ fn dialects_are_detected_from_driver_and_dbms_names() {
     assert_eq!(DialectKind::detect("Oracle 19"), None);
     assert!("informix".parse::<DialectKind>().is_err());
 }
+
+#[test]
+fn sqlite_before_3_32_takes_999_parameters_a_statement() {
+    use super::sqlite::Sqlite;
+    assert_eq!(Sqlite.max_parameters("3.26.0"), 999);
+    assert_eq!(Sqlite.max_parameters("3.40.1"), 32_766);
+    assert_eq!(Sqlite.max_parameters("3.32.0"), 32_766);
+}
