@@ -14,9 +14,12 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::tls::{SslMode, TlsSettings};
 use tracing::warn;
 
-/// Session settings that make text values parse the same everywhere.
-pub const SESSION_OPTIONS: &str =
-    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601";
+/// Session settings that make text values parse the same everywhere, and
+/// a lock wait that ends: a sink blocked by an application's long row lock
+/// (or a copy behind an ALTER TABLE) fails after a minute, a transient
+/// error retried, instead of hanging green for ever.
+pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 \
+     -c IntervalStyle=iso_8601 -c lock_timeout=60s";
 
 /// A parsed connection string (URL or `key=value` form, as libpq takes).
 #[derive(Clone)]
@@ -39,6 +42,12 @@ impl PgConn {
             config.application_name("connector");
         }
         config.connect_timeout(Duration::from_secs(10));
+        // A connection cut without a reset (a firewall, a failed-over host)
+        // is found in about a minute, not after the OS's two hours.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
         if tls.mode == SslMode::VerifyFull {
             if let Some(Host::Tcp(h)) = config.get_hosts().first() {
                 if h.parse::<std::net::IpAddr>().is_ok() {
