@@ -122,4 +122,4 @@ step "connector verify"
 "$CONNECTOR" verify
 
 step "stopping (SIGTERM finishes the batch in flight)"
-kill -TERM "$RUN_PID"; wait "$RUN_PID" && echo "connector exited 0"; RUN_PID=""
+kill -TERM "$RUN_PID"; wait "$RUN_PID"; echo "connector exited 0"; RUN_PID=""

@@ -15,10 +15,16 @@ apt_install() {
 }
 
 # Rust 1.89 or later (std's File::try_lock): rustup's stable toolchain when
-# no cargo is on PATH (a fresh machine), installed for the current user.
+# no cargo is on PATH (a fresh machine) or it is older (Debian's own),
+# installed for the current user.
 ensure_rust() {
   [ -f "$HOME/.cargo/env" ] && source "$HOME/.cargo/env"
-  command -v cargo >/dev/null && return 0
+  if command -v cargo >/dev/null; then
+    local minor
+    minor=$(rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\).*/\1/p')
+    [ "${minor:-0}" -ge 89 ] && return 0
+    echo "rustc $(rustc --version 2>/dev/null) is older than 1.89" >&2
+  fi
   apt_install curl ca-certificates
   echo "installing Rust (rustup, stable, minimal profile)" >&2
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt >&2
@@ -26,7 +32,8 @@ ensure_rust() {
 }
 
 ensure_build_deps() {
-  apt_install gcc pkg-config sqlite3 systemd
+  # python3: a free port for the private clusters (scripts/lib/pg.sh).
+  apt_install gcc libc6-dev pkg-config sqlite3 systemd python3
   ensure_rust
 }
 

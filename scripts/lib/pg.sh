@@ -1,7 +1,8 @@
 # A private PostgreSQL cluster for scripts (never the machine's own on 5432).
 # Usage: source scripts/lib/pg.sh; pg_start DIR PORT; pg_psql DB -c "…"; pg_stop DIR
 
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+# (Empty before ensure_postgres installed it: sourced under `set -e`.)
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 
 _pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"; else env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"; fi
