@@ -32,11 +32,20 @@ pub fn create(spec: &ProviderSpec) -> Result<Arc<dyn Provider>, ConnectorError> 
         )?)),
         #[cfg(feature = "odbc")]
         ProviderKind::Odbc => Ok(Arc::new(connector_odbc::OdbcProvider::new(spec.clone())?)),
+        #[cfg(not(feature = "odbc"))]
+        ProviderKind::Odbc => Err(ConnectorError::permanent(
+            Stage::Connect,
+            format!(
+                "provider `{}` is of kind odbc, which this build of connector does not include \
+                 (built with: {}); rebuild with `cargo build --release -p connector-worker --features odbc`",
+                spec.name,
+                describe(&available_kinds()),
+            ),
+        )),
         kind => Err(ConnectorError::permanent(
             Stage::Connect,
             format!(
-                "provider `{}` is of kind {kind}, which this build of connector does not include \
-                 (built with: {}); rebuild with `cargo build --features {kind}`",
+                "provider `{}` is of kind {kind}, which is not implemented yet (this build has: {})",
                 spec.name,
                 describe(&available_kinds()),
             ),

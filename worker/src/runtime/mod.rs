@@ -158,8 +158,14 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     rx
 }
 
+/// `connector run`'s exit code when every provider stopped on a permanent
+/// error: a restart cannot help until an operator acts, so the systemd
+/// unit does not restart on it (`RestartPreventExitStatus`), and the unit
+/// shows failed at once instead of after ten restarts.
+pub const ALL_STOPPED: i32 = 3;
+
 /// `connector run`: every given provider until SIGTERM, or until every
-/// provider has stopped on a permanent error (exit 1).
+/// provider has stopped on a permanent error ([`ALL_STOPPED`]).
 pub async fn run(
     config: &Config,
     specs: Vec<ProviderSpec>,
@@ -294,7 +300,7 @@ pub async fn run(
     while tasks.join_next().await.is_some() {
         if !*shutdown.borrow() && shared.health.all_red() {
             error!("every provider has stopped on a permanent error");
-            return Ok(1);
+            return Ok(ALL_STOPPED);
         }
     }
     systemd::notify_stopping();
