@@ -86,12 +86,19 @@ pub async fn after_failure(
     use super::health::Light;
     metrics::counter!(connector_core::metrics::ERRORS, "provider" => name.to_string(), "stage" => e.stage.as_str())
         .increment(1);
+    let decision = backoff.decide(e);
+    // `status` reads this: a stopped task says so (a retried one is only
+    // its last error).
+    let said = match decision {
+        Decision::GiveUp => format!("{task} STOPPED (restart once fixed): {e}"),
+        _ => e.to_string(),
+    };
     let _ = super::blocking(|| {
         shared
             .open_store()
-            .map(|mut s| s.record_error(name, e.stage.as_str(), &e.to_string()))
+            .map(|mut s| s.record_error(name, e.stage.as_str(), &said))
     });
-    match backoff.decide(e) {
+    match decision {
         Decision::RetryAfter(d) => {
             tracing::warn!(provider = %name, error = %e, retry_in_ms = d.as_millis() as u64, "{task} failed; retrying");
             shared
