@@ -480,6 +480,43 @@ fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     );
 }
 
+#[test]
+fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "shop",
+        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.status = 'bad' THEN RAISE EXCEPTION 'status bad refused'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER no_bad BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION no_bad();",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'bad' WHERE order_id = 1;
+         UPDATE orders SET status = 'good' WHERE order_id = 2;",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 2",
+        "good",
+    );
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'later' WHERE order_id = 3",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "later",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert!(
+        out.contains("status bad refused") && out.contains("P0001"),
+        "{out}"
+    );
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -212,7 +212,7 @@ impl PgSink {
         for (s, prepared) in statements.iter().zip(&prepared) {
             let payload = Self::payload(rows, &s.rows);
             if let Err(e) = tx.execute(prepared, &[&payload]).await {
-                let err = classify(&e, Stage::Sink, "writing a batch");
+                let err = classify_write(&e, "writing a batch");
                 return Err((err, true));
             }
         }
@@ -254,7 +254,7 @@ impl PgSink {
                     passes.written();
                 }
                 Err(e) => {
-                    let err = classify(&e, Stage::Sink, &format!("table {}", rows[i].table));
+                    let err = classify_write(&e, &format!("table {}", rows[i].table));
                     if err.kind != ErrorKind::BadRecord {
                         return Err(err);
                     }
@@ -278,6 +278,21 @@ impl PgSink {
             .map(|(k, why)| (order[k].1, why))
             .collect())
     }
+}
+
+/// A write's error. Beyond data (22) and constraint (23) errors, these are
+/// a row's own fault too, so the batch is isolated and the row becomes a
+/// dead letter instead of stopping the sink: a validation trigger's RAISE
+/// (P0001), a value too large for an index row (54000), and two rows of one
+/// statement on one key (21000; written one by one, both go through).
+fn classify_write(e: &tokio_postgres::Error, context: &str) -> ConnectorError {
+    let mut err = classify(e, Stage::Sink, context);
+    if e.code()
+        .is_some_and(|c| matches!(c.code(), "P0001" | "54000" | "21000"))
+    {
+        err.kind = ErrorKind::BadRecord;
+    }
+    err
 }
 
 /// The replication origin the sink tags its transactions with (the slot's name).
