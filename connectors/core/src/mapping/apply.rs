@@ -303,10 +303,15 @@ impl ProviderMapping {
             before,
             commit_ts_ms: raw.commit_ts_ms,
             counters: rule.counters.clone(),
+            // Through the column renames and the transforms, as the values
+            // went (a renamed TOAST column is kept under its new name).
             unchanged: raw
                 .unchanged
                 .iter()
-                .map(|c| b.inbound.get(c).cloned().unwrap_or_else(|| c.clone()))
+                .filter_map(|c| {
+                    let field = b.inbound.get(c).map_or(c.as_str(), String::as_str);
+                    transform::inbound_name(&rule.transforms, field)
+                })
                 .collect(),
             unchanged_from,
             snapshot: raw.op == RawOp::Snapshot,

@@ -421,3 +421,21 @@ fn two_collections_on_one_table_of_an_instance_are_refused() {
     let hq = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
     assert_eq!(hq.check(), Ok(()));
 }
+
+#[test]
+fn an_unchanged_column_is_named_as_its_value_would_be() {
+    // `description` is renamed to `details`; `secret` is dropped.
+    let yaml = "collections:\n  products:\n    id: {mode: single_field, field: product_id}\n    transforms:\n      - rename: {from: description, to: details}\n      - drop: [secret]\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let m = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
+    let mut r = raw(
+        "products",
+        RawOp::Update,
+        json!({"product_id": 1, "name": "x"}),
+    );
+    r.unchanged = vec!["description".into(), "secret".into()];
+    match m.inbound(&r) {
+        Inbound::Change(c) => assert_eq!(c.unchanged, vec!["details".to_string()]),
+        other => panic!("{other:?}"),
+    }
+}

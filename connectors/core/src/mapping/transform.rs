@@ -38,6 +38,21 @@ pub fn apply_inbound(
     Ok(())
 }
 
+/// The document field a provider column's value ends up in after the
+/// inbound transforms (renames in order), or `None` when one drops it: for
+/// names the feed sends without their values (unchanged TOAST columns).
+pub fn inbound_name(transforms: &[Transform], name: &str) -> Option<String> {
+    let mut name = name.to_string();
+    for t in transforms {
+        match t {
+            Transform::Rename { from, to } if *from == name => name = to.clone(),
+            Transform::Drop(names) if names.contains(&name) => return None,
+            _ => {}
+        }
+    }
+    Some(name)
+}
+
 /// Applies the inverse transforms store → provider. ISO strings stay strings
 /// (every provider parses them into its timestamp type); dropped fields were
 /// never in the document.
