@@ -517,6 +517,41 @@ fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
     );
 }
 
+#[test]
+fn generated_and_always_identity_columns_are_left_to_the_database() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "ALTER TABLE orders ADD COLUMN total_x2 numeric GENERATED ALWAYS AS (total * 2) STORED",
+        );
+    }
+    f.pg.psql(
+        "shop",
+        "DROP TABLE devices;
+         CREATE TABLE devices (id int GENERATED ALWAYS AS IDENTITY, serial_no text PRIMARY KEY, name text)",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql("hq", "UPDATE orders SET total = 21 WHERE order_id = 1");
+    f.expect_in(
+        "shop",
+        "SELECT total || ' ' || total_x2 FROM orders WHERE order_id = 1",
+        "21.00 42.00",
+    );
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (id, serial_no, name) VALUES (77, 'SN-77', 'x')",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT id FROM devices WHERE serial_no = 'SN-77'",
+        "77",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
 fn writes(f: &Fleet, db: &str) -> i64 {
     f.pg.query(

@@ -11,6 +11,9 @@ pub struct Column {
     pub type_oid: u32,
     /// `format_type()`, e.g. `numeric(10,2)`: for casts.
     pub type_name: String,
+    /// `GENERATED ALWAYS AS IDENTITY`: an insert of its value needs
+    /// `OVERRIDING SYSTEM VALUE`, and it is never updated.
+    pub always_identity: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +32,11 @@ impl TableInfo {
         qualified(&self.schema, &self.name)
     }
 
+    /// Whether a column is `GENERATED ALWAYS AS IDENTITY`.
+    pub fn has_always_identity(&self) -> bool {
+        self.columns.iter().any(|c| c.always_identity)
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -44,12 +52,15 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
     let ctx = format!("reading the catalog for {schema}.{table}");
     let rows = client
         .query(
-            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), c.relreplident::text
+            // Generated columns are the database's own (they cannot be
+            // written, and pgoutput leaves them out): not synced.
+            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), c.relreplident::text,
+                    a.attidentity = 'a'
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
-               AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              ORDER BY a.attnum",
             &[&schema, &table],
         )
@@ -59,12 +70,14 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         return Ok(None);
     }
     let replica_identity = rows[0].get::<_, String>(3).chars().next().unwrap_or('d');
+
     let columns = rows
         .iter()
         .map(|r| Column {
             name: r.get(0),
             type_oid: r.get::<_, i64>(1) as u32,
             type_name: r.get(2),
+            always_identity: r.get(4),
         })
         .collect();
     let key = client

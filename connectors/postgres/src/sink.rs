@@ -129,7 +129,8 @@ impl PgSink {
         Ok(groups
             .into_iter()
             .map(|g| {
-                let t = self.tables[&g.table].qualified();
+                let info = &self.tables[&g.table];
+                let t = info.qualified();
                 let key_list = g.key.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
                 let sql = match &g.op {
                     GroupOp::Upsert { columns } => {
@@ -137,6 +138,7 @@ impl PgSink {
                         let updates: Vec<String> = columns
                             .iter()
                             .filter(|c| !g.key.contains(c))
+                            .filter(|c| info.column(c).is_none_or(|col| !col.always_identity))
                             .map(|c| format!("{0} = EXCLUDED.{0}", ident(c)))
                             .collect();
                         let action = if updates.is_empty() {
@@ -144,8 +146,16 @@ impl PgSink {
                         } else {
                             format!("DO UPDATE SET {}", updates.join(", "))
                         };
+                        // The row's own identity value (copied from
+                        // another database) goes in as it is, and is never
+                        // updated (an identity column may not be).
+                        let overriding = if info.has_always_identity() {
+                            " OVERRIDING SYSTEM VALUE"
+                        } else {
+                            ""
+                        };
                         format!(
-                            "INSERT INTO {t} ({col_list}) SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
+                            "INSERT INTO {t} ({col_list}){overriding} SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
                              ON CONFLICT ({key_list}) {action}"
                         )
                     }
