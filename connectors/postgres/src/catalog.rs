@@ -140,8 +140,10 @@ pub async fn has_unique_index(client: &Client, t: &TableInfo, columns: &[String]
              FROM pg_index i
              JOIN pg_class c ON c.oid = i.indrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid
+              AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])
              WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indpred IS NULL
+               AND i.indisvalid AND i.indimmediate
              GROUP BY i.indexrelid",
             &[&t.schema, &t.name],
         )

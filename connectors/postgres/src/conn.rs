@@ -19,7 +19,7 @@ use tracing::warn;
 /// (or a copy behind an ALTER TABLE) fails after a minute, a transient
 /// error retried, instead of hanging green for ever.
 pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 \
-     -c IntervalStyle=iso_8601 -c lock_timeout=60s";
+     -c IntervalStyle=iso_8601 -c bytea_output=hex -c lock_timeout=60s";
 
 /// A parsed connection string (URL or `key=value` form, as libpq takes).
 #[derive(Clone)]

@@ -103,10 +103,17 @@ pub async fn run(
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        if have != wanted {
+        // Added, never set: a publication named in the options may be
+        // shared with other subscribers, whose tables stay.
+        let missing: Vec<String> = wanted
+            .difference(&have)
+            .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
+            .collect();
+        if !missing.is_empty() {
             statements.push(format!(
-                "ALTER PUBLICATION {} SET TABLE {list}",
-                ident(&o.publication)
+                "ALTER PUBLICATION {} ADD TABLE {}",
+                ident(&o.publication),
+                missing.join(", ")
             ));
         } else {
             out.push(format!(

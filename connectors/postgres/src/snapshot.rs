@@ -282,11 +282,16 @@ impl Snapshot for PgSnapshot {
     }
 
     async fn estimate_rows(&mut self, collection: &str) -> Result<Option<u64>> {
+        // The planner's estimate (a count(*) reads the whole table before
+        // the copy starts); counted only where the table was never analyzed.
         let t = self.table(collection)?;
-        let sql = format!("SELECT count(*) FROM {}", t.info.qualified());
+        let table = t.info.qualified();
+        let sql = format!(
+            "SELECT CASE WHEN c.reltuples > 0 THEN c.reltuples::int8 ELSE (SELECT count(*) FROM {table}) END              FROM pg_class c WHERE c.oid = $1::text::regclass"
+        );
         let n: i64 = self
             .client
-            .query_one(&sql, &[])
+            .query_one(&sql, &[&table])
             .await
             .map_err(|e| classify(&e, Stage::Snapshot, "counting rows"))?
             .get(0);
