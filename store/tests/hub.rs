@@ -50,6 +50,17 @@ fn counted(mut c: DocChange) -> DocChange {
     c
 }
 
+/// An inventory row's counted `quantity`, with the one before it if any.
+fn stock(id: &str, quantity: Value, before: Option<Value>, ts: i64) -> DocChange {
+    counted(upsert(
+        "inventory",
+        json!(id),
+        json!({ "quantity": quantity }),
+        before.map(|b| json!({ "quantity": b })),
+        ts,
+    ))
+}
+
 fn delete(coll: &str, id: Value, ts: i64) -> DocChange {
     DocChange {
         collection: coll.into(),
@@ -576,14 +587,7 @@ fn the_same_rows_snapshotted_from_two_providers_do_not_double_a_counter() {
 #[test]
 fn a_counter_created_at_zero_is_in_the_document() {
     let (_d, mut s) = store();
-    let row = counted(upsert(
-        "inventory",
-        json!("x"),
-        json!({"store_id": 1, "quantity": 0}),
-        None,
-        1000,
-    ));
-    apply(&mut s, "hq", &[row], "1");
+    apply(&mut s, "hq", &[stock("x", json!(0), None, 1000)], "1");
     let doc = s.get("inventory", &json!("x")).unwrap().unwrap();
     assert_eq!(doc["quantity"], json!(0), "{doc:?}");
     let w = drain_sink(&mut s, "shop");
@@ -625,20 +629,8 @@ fn an_update_with_unchanged_values_that_revives_a_deleted_document_keeps_them() 
 #[test]
 fn a_non_numeric_counter_is_a_dead_letter_and_the_batch_goes_on() {
     let (_d, mut s) = store();
-    let bad = counted(upsert(
-        "inventory",
-        json!("x"),
-        json!({"quantity": "lots"}),
-        None,
-        1000,
-    ));
-    let good = counted(upsert(
-        "inventory",
-        json!("y"),
-        json!({"quantity": 1}),
-        None,
-        1000,
-    ));
+    let bad = stock("x", json!("lots"), None, 1000);
+    let good = stock("y", json!(1), None, 1000);
     let out = apply(&mut s, "hq", &[bad, good], "1");
     assert_eq!((out.applied, out.dead_letters), (1, 1));
     let dls = s.dead_letters(Some("hq"), 10).unwrap();
@@ -651,22 +643,15 @@ fn a_non_numeric_counter_is_a_dead_letter_and_the_batch_goes_on() {
 fn a_counter_too_precise_for_a_float_still_counts() {
     // A NUMERIC counter a float cannot spell arrives as its exact text.
     let (_d, mut s) = store();
-    let first = counted(upsert(
-        "inventory",
-        json!("x"),
-        json!({"quantity": "12345678901234567.25"}),
-        None,
-        1000,
-    ));
+    let first = stock("x", json!("12345678901234567.25"), None, 1000);
     let out = apply(&mut s, "hq", &[first], "1");
     assert_eq!((out.applied, out.dead_letters), (1, 0));
-    let then = counted(upsert(
-        "inventory",
-        json!("x"),
-        json!({"quantity": "12345678901234569.25"}),
-        Some(json!({"quantity": "12345678901234567.25"})),
+    let then = stock(
+        "x",
+        json!("12345678901234569.25"),
+        Some(json!("12345678901234567.25")),
         1001,
-    ));
+    );
     let out = apply(&mut s, "hq", &[then], "2");
     assert_eq!((out.applied, out.dead_letters), (1, 0));
     let quantity = s.get("inventory", &json!("x")).unwrap().unwrap()["quantity"].clone();

@@ -25,7 +25,30 @@
 
 use std::collections::BTreeMap;
 
+use odbc_api::Connection;
 use serde_json::{json, Value};
+
+use connector_core::{Result, Stage};
+
+use crate::catalog::{integer, query_text};
+
+/// The change time of the journal row numbered `seq`, if there is one: a
+/// saved position's `mark` is compared with it (another time, or no row,
+/// is a journal that started over: the prune always keeps that row).
+pub fn row_time(c: &Connection<'_>, journal: &str, seq: i64, stage: Stage) -> Result<Option<i64>> {
+    let rows = query_text(
+        c,
+        &format!("SELECT changed_ms FROM {journal} WHERE seq = ?"),
+        &[seq.to_string()],
+        stage,
+        "reading the journal's row at the position",
+    )?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
+        .and_then(|t| integer(&t)))
+}
 
 /// How far below the journal's highest number a copy looks for numbers
 /// still uncommitted when it begins (see the snapshot).

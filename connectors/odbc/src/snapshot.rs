@@ -43,7 +43,7 @@ use connector_core::{
 use crate::catalog::{foreign_keys, integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{is_missing_table, OdbcConn, Session};
 use crate::dialect::Dialect;
-use crate::journal::{JournalPosition, MAX_GAPS};
+use crate::journal::{row_time, JournalPosition, MAX_GAPS};
 use crate::options::OdbcOptions;
 use crate::source::open_session;
 
@@ -279,24 +279,11 @@ impl Snapshot for OdbcSnapshot {
         let Some(mark) = saved.mark else {
             return Ok(false);
         };
-        let sql = format!("SELECT changed_ms FROM {} WHERE seq = ?", self.journal);
-        let rows = self
+        let journal = self.journal.clone();
+        let at = self
             .session
-            .run(move |c| {
-                query_text(
-                    c,
-                    &sql,
-                    &[saved.seq.to_string()],
-                    Stage::Snapshot,
-                    "reading the journal",
-                )
-            })
+            .run(move |c| row_time(c, &journal, saved.seq, Stage::Snapshot))
             .await?;
-        let at = rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|t| integer(&t));
         Ok(at != Some(mark))
     }
 

@@ -38,7 +38,7 @@ use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{classify, is_missing_table, OdbcConn, Session};
 use crate::dialect::{Dialect, TriggerSpec};
 use crate::image::decode_image;
-use crate::journal::JournalPosition;
+use crate::journal::{row_time, JournalPosition};
 use crate::options::OdbcOptions;
 
 /// Journal rows are pruned in steps of this many sequence numbers.
@@ -227,30 +227,22 @@ impl OdbcSource {
             ));
         }
         if let Some(mark) = self.position.mark {
-            let sql = format!("SELECT changed_ms FROM {} WHERE seq = ?", self.journal);
+            let journal = self.journal.clone();
             let result = self
                 .session
-                .run(move |c| {
-                    query_text(
-                        c,
-                        &sql,
-                        &[seq.to_string()],
-                        Stage::Source,
-                        "reading the journal's last row read",
-                    )
-                })
+                .run(move |c| row_time(c, &journal, seq, Stage::Source))
                 .await;
-            let at = self.journal_result(result)?;
-            let at = at
-                .first()
-                .and_then(|r| r.first().cloned().flatten())
-                .and_then(|v| integer(&v));
-            if let Some(at) = at.filter(|at| *at != mark) {
-                return Err(journal_restarted(
-                    &self.journal,
-                    &self.provider,
-                    &format!("its row {seq}, the last the store read, is now another row, of time {at} instead of {mark}"),
-                ));
+            let why = match self.journal_result(result)? {
+                Some(at) if at != mark => Some(format!(
+                    "its row {seq}, the last the store read, is now another row, of time {at} instead of {mark}"
+                )),
+                None => Some(format!(
+                    "its row {seq}, the last the store read (always kept), is gone"
+                )),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(journal_restarted(&self.journal, &self.provider, &why));
             }
         }
         Ok(serde_json::json!({
