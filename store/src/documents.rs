@@ -86,6 +86,15 @@ impl Store {
 
     /// Calls `f(id_key, doc_hash)` for every live document of a collection.
     pub fn for_each_hash(&self, collection: &str, mut f: impl FnMut(String, u64)) -> Result<()> {
+        self.for_each_document(collection, |key, id, doc| f(key, doc_hash(id, doc)))
+    }
+
+    /// Calls `f(id_key, id, body)` for every live document of a collection.
+    pub fn for_each_document(
+        &self,
+        collection: &str,
+        mut f: impl FnMut(String, &Value, &Map<String, Value>),
+    ) -> Result<()> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare("SELECT id, body FROM documents WHERE collection = ?1 AND body IS NOT NULL")?;
@@ -94,7 +103,7 @@ impl Store {
             let key: String = r.get(0)?;
             let id: Value = serde_json::from_str(&key)?;
             if let Some(doc) = parse_body(r.get(1)?)? {
-                f(key, doc_hash(&id, &doc));
+                f(key, &id, &doc);
             }
         }
         Ok(())

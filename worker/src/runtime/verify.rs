@@ -6,7 +6,7 @@
 //! whole collections regardless of order. When they differ, the ids are
 //! named: missing on one side, or present on both with other values.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use connector_core::provider::Digest;
@@ -43,13 +43,32 @@ pub async fn run(
         let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
         let collections = super::collections(&mapping, only)?;
         for collection in collections {
+            // Compared on the fields both sides have: a column one table
+            // lacks is no difference (a sink writes only its table's
+            // columns and never clears one the document lacks).
+            let mut in_store: HashSet<String> = HashSet::new();
+            blocking(|| {
+                store.for_each_document(&collection, |_, _, doc| {
+                    for k in doc.keys() {
+                        if !in_store.contains(k) {
+                            in_store.insert(k.clone());
+                        }
+                    }
+                })
+            })
+            .map_err(ConnectorError::from)?;
+            let mut in_provider: HashSet<String> = HashSet::new();
             let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
             let mut after = None;
             loop {
                 let chunk = snapshot.chunk(&collection, after.as_ref(), 10_000).await?;
                 let mapped = map_batch(&mapping, &chunk.rows);
                 for c in mapped.changes.iter().filter(|c| c.op == DocOp::Upsert) {
-                    theirs.insert(id_key(&c.id), doc_hash(&c.id, &c.fields));
+                    in_provider.extend(c.fields.keys().cloned());
+                    theirs.insert(
+                        id_key(&c.id),
+                        doc_hash(&c.id, &fields_in(&c.fields, &in_store)),
+                    );
                 }
                 after = chunk.last_key;
                 if chunk.done {
@@ -58,8 +77,8 @@ pub async fn run(
             }
             let mut ours: BTreeMap<String, u64> = BTreeMap::new();
             blocking(|| {
-                store.for_each_hash(&collection, |k, h| {
-                    ours.insert(k, h);
+                store.for_each_document(&collection, |k, id, doc| {
+                    ours.insert(k, doc_hash(id, &fields_in(doc, &in_provider)));
                 })?;
                 // Rows that left the provider's filter are not synced there.
                 for k in store.left_filter(&spec.name, &collection)? {
@@ -99,4 +118,15 @@ pub async fn run(
         }
     }
     Ok(diffs)
+}
+
+/// The fields of `doc` named in `names`.
+fn fields_in(
+    doc: &serde_json::Map<String, serde_json::Value>,
+    names: &HashSet<String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    doc.iter()
+        .filter(|(k, _)| names.contains(*k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
