@@ -122,4 +122,9 @@ step "connector verify"
 "$CONNECTOR" verify
 
 step "stopping (SIGTERM finishes the batch in flight)"
-kill -TERM "$RUN_PID"; wait "$RUN_PID"; echo "connector exited 0"; RUN_PID=""
+kill -TERM "$RUN_PID"
+code=0; wait "$RUN_PID" || code=$?; RUN_PID=""
+if [ "$code" -ne 0 ]; then
+  echo "connector exited $code; its log:" >&2; tail -n 30 "$WORK/run.log" >&2; exit 1
+fi
+echo "connector exited 0"

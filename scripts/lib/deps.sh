@@ -21,7 +21,7 @@ ensure_rust() {
   [ -f "$HOME/.cargo/env" ] && source "$HOME/.cargo/env"
   if command -v cargo >/dev/null; then
     local minor
-    minor=$(rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\).*/\1/p')
+    minor=$(rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\).*/\1/p' || true)
     [ "${minor:-0}" -ge 89 ] && return 0
     echo "rustc $(rustc --version 2>/dev/null) is older than 1.89" >&2
   fi

@@ -4,6 +4,12 @@
 # (Empty before ensure_postgres installed it: sourced under `set -e`.)
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 
+# PG_BIN as set above, or found now (sourced before ensure_postgres).
+_pg_bin() {
+  [ -n "$PG_BIN" ] || PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  echo "$PG_BIN"
+}
+
 _pg_as_owner() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"; else env -i PATH=/usr/bin:/bin LC_ALL=C.UTF-8 "$@"; fi
 }
@@ -18,16 +24,16 @@ pg_start() {
   mkdir -p "$dir"
   [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
-    _pg_as_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
+    _pg_as_owner "$(_pg_bin)/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
   fi
-  _pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+  _pg_as_owner "$(_pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 $*" \
     start >/dev/null
   PG_PORT=$port
 }
 
 pg_stop() {
-  _pg_as_owner "$PG_BIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+  _pg_as_owner "$(_pg_bin)/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
 # pg_psql DB psql-args…

@@ -195,6 +195,17 @@ impl Store {
         Ok(())
     }
 
+    /// A task of the provider runs again: a recorded STOPPED is history.
+    pub fn note_running(&mut self, provider: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE provider_stats SET last_error = replace(last_error,
+               'STOPPED (restart once fixed)', 'stopped, since started again')
+             WHERE provider = ?1 AND instr(last_error, 'STOPPED (restart once fixed)') > 0",
+            params![provider],
+        )?;
+        Ok(())
+    }
+
     /// Saves provider-specific health for `status`.
     pub fn set_provider_details(
         &mut self,

@@ -930,7 +930,7 @@ fn a_lost_slot_stops_the_provider_or_is_re_snapshotted_by_policy() {
             let hq = f.provider_status("hq")?;
             let said = hq["last_error"].as_str()?;
             // Stopped, not retrying: `status` says so.
-            (said.contains("does not exist") && said.contains("source STOPPED")).then_some(())
+            (said.contains("does not exist") && said.contains("STOPPED")).then_some(())
         },
     );
     // /health: 503, hq red with the reason, shop green.

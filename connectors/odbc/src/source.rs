@@ -237,7 +237,8 @@ impl OdbcSource {
                     "its row {seq}, the last the store read, is now another row, of time {at} instead of {mark}"
                 )),
                 None => Some(format!(
-                    "its row {seq}, the last the store read (always kept), is gone"
+                    "its row {seq}, the last the store read (always kept), is gone \
+                     (or another provider prunes this journal: give each its own `journal=`)"
                 )),
                 Some(_) => None,
             };

@@ -21,6 +21,13 @@ use tracing::warn;
 pub const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 \
      -c IntervalStyle=iso_8601 -c bytea_output=hex -c lock_timeout=60s";
 
+/// The replication session's: no lock timeout (CREATE_REPLICATION_SLOT
+/// waits for every open write transaction, which is a lock wait; it must
+/// not give up after a minute and start over).
+pub const REPLICATION_OPTIONS: &str =
+    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3 \
+     -c IntervalStyle=iso_8601 -c bytea_output=hex";
+
 /// A parsed connection string (URL or `key=value` form, as libpq takes).
 #[derive(Clone)]
 pub struct PgConn {
@@ -132,7 +139,7 @@ impl PgConn {
         .with_start_lsn(start)
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(1))
-        .with_options(SESSION_OPTIONS)
+        .with_options(REPLICATION_OPTIONS)
         .with_application_name(format!("connector-{slot}"))
         .with_tls(self.tls.replication())
     }

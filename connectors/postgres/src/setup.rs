@@ -96,8 +96,20 @@ pub async fn run(
                 ident(&o.publication)
             ));
         }
+        // What it publishes (the view: all tables, schemas, partitions when
+        // not via the root) and its own members (a partitioned table
+        // itself, which the view leaves out before via-root is set).
         let have: BTreeSet<(String, String)> = client
-            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&o.publication])
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1
+                 UNION
+                 SELECT n.nspname::text, c.relname::text FROM pg_publication_rel r
+                 JOIN pg_publication p ON p.oid = r.prpubid
+                 JOIN pg_class c ON c.oid = r.prrelid
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE p.pubname = $1",
+                &[&o.publication],
+            )
             .await
             .map_err(err)?
             .iter()
@@ -151,7 +163,9 @@ pub async fn run(
         .is_empty();
     if create_slot && !slot_exists {
         statements.push(format!(
-            "SELECT pg_create_logical_replication_slot({}, 'pgoutput')",
+            // (lock_timeout off: creating a slot waits for every open
+            // write transaction, which is a lock wait.)
+            "SET lock_timeout = 0; SELECT pg_create_logical_replication_slot({}, 'pgoutput')",
             literal(&o.slot)
         ));
     } else if slot_exists {

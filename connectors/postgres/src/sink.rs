@@ -272,21 +272,39 @@ impl PgSink {
                     tx.batch_execute("ROLLBACK TO SAVEPOINT row; RELEASE SAVEPOINT row")
                         .await
                         .map_err(savepoint)?;
-                    let constraint = e
-                        .code()
-                        .is_some_and(|c| is_constraint_violation(c.code(), ""));
+                    // (A trigger's refusal may be one too: a parent it
+                    // checks for may come later in the batch.)
+                    let constraint = e.code().is_some_and(|c| {
+                        is_constraint_violation(c.code(), "") || c.code() == "P0001"
+                    });
                     passes.failed(k, constraint, err.message);
                 }
             }
         }
-        tx.commit()
-            .await
-            .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
-        Ok(passes
+        let rejected: Vec<(usize, String)> = passes
             .rejected()
             .into_iter()
             .map(|(k, why)| (order[k].1, why))
-            .collect())
+            .collect();
+        // Every row of a batch of several refused by a trigger is the
+        // table refusing writes (a maintenance switch), not the rows:
+        // retried, not dead-lettered. (One row alone cannot tell.)
+        if order.len() > 1
+            && rejected.len() == order.len()
+            && rejected.iter().all(|(_, why)| why.contains("(P0001)"))
+        {
+            return Err(ConnectorError::transient(
+                Stage::Sink,
+                format!(
+                    "every row of the batch refused by a trigger: {}",
+                    rejected[0].1
+                ),
+            ));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
+        Ok(rejected)
     }
 }
 
