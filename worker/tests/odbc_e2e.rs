@@ -346,7 +346,11 @@ fn a_blob_in_sqlite_does_not_fail_the_applications_write() {
         "SELECT name FROM stores WHERE store_id = 90",
         "copied with a blob",
     );
-    // The application's write of a BLOB goes through the journal trigger.
+    // The application's write of a BLOB goes through the journal trigger
+    // (once hq's store 1 reached shop).
+    f.expect_text("hq's store 1 in shop", "1", || {
+        shop.sql("SELECT count(*) FROM stores WHERE store_id = 1")
+    });
     shop.sql("UPDATE stores SET logo = x'0102', name = 'blob store' WHERE store_id = 1");
     f.expect_in(
         "hq",
