@@ -237,7 +237,7 @@ impl Store {
     /// Records what the sink of `provider` is about to write, before it
     /// writes: the provider's feed may report those rows before
     /// [`Store::sink_committed`] records the shadows.
-    pub fn record_intents(&mut self, provider: &str, writes: &[Pending]) -> Result<()> {
+    pub fn record_intents(&mut self, provider: &str, writes: &[&Pending]) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -250,21 +250,22 @@ impl Store {
             ..
         } in writes
         {
-            // Not again when the newest intent for the document is this
-            // image (a batch retried after a failure): a spare copy would
-            // outlive its echo and swallow the provider's own change back
-            // to this image as ours.
             tx.prepare_cached(
-                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms)
-                 SELECT ?1, ?2, ?3, ?4, ?5
-                 WHERE (SELECT shadow FROM sink_intents WHERE rowid = (
-                          SELECT max(rowid) FROM sink_intents
-                          WHERE provider = ?1 AND collection = ?2 AND id = ?3)) IS NOT ?4",
+                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![provider, w.collection, key, shadow.encode(), now])?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// How many recorded intents `provider` has (for tests and `status`).
+    pub fn intent_count(&self, provider: &str) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM sink_intents WHERE provider = ?1",
+            [provider],
+            |r| r.get(0),
+        )?)
     }
 
     /// Drops the intents of writes the provider refused (dead letters):

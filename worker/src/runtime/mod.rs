@@ -28,6 +28,7 @@ pub mod source_task;
 pub mod systemd;
 pub mod verify;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +49,9 @@ const COMPACT_PAUSE: Duration = Duration::from_millis(5);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
 /// What every task shares.
+/// (provider, collection, document key, shadow) of a recorded intent.
+pub type IntentKey = (String, String, String, Vec<u8>);
+
 pub struct Shared {
     pub store_path: PathBuf,
     pub batch_size: usize,
@@ -57,6 +61,9 @@ pub struct Shared {
     pub health: Health,
     /// One per sink task in this process; sources wake them after a commit.
     pub sink_wakes: Mutex<Vec<Arc<Notify>>>,
+    /// Intents recorded for writes that failed (their outcome unknown):
+    /// the retry does not record them again (`sink_task::deliver`).
+    pub unwritten_intents: Mutex<HashSet<IntentKey>>,
     /// The process's one store connection, opened on first use, and the
     /// thread that checkpoints its WAL.
     store: Mutex<Option<(Store, Checkpointer)>>,
@@ -71,6 +78,7 @@ impl Shared {
             auto_initial_sync: config.auto_initial_sync,
             health: Health::default(),
             sink_wakes: Mutex::new(Vec::new()),
+            unwritten_intents: Mutex::new(HashSet::new()),
             store: Mutex::new(None),
         })
     }

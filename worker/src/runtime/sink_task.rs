@@ -30,7 +30,7 @@ use connector_store::{sink_cursor, NewDeadLetter, Pending, SinkRead, Store};
 
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
-use super::{blocking, Shared};
+use super::{blocking, IntentKey, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
 const POLL: Duration = Duration::from_millis(100);
@@ -119,6 +119,7 @@ async fn session(
             // added later), or meanwhile (by a process whose configuration
             // does not know this provider yet).
             after = backfill(
+                shared,
                 &mut store,
                 &mut *sink,
                 mapping,
@@ -173,6 +174,7 @@ async fn session(
             tokio::task::spawn_blocking(move || read_batch(&store, &name, &mapping, upto, batch))
         });
         let (written, rejected) = deliver(
+            shared,
             &mut store,
             &mut *sink,
             mapping,
@@ -226,7 +228,9 @@ fn read_batch(
 /// (one store transaction) the shadows, the dead letters and the cursor
 /// `upto` — the cursor alone only when `save_cursor`. Returns how many were
 /// written and rejected.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
+    shared: &Shared,
     store: &mut Store,
     sink: &mut dyn Sink,
     mapping: &ProviderMapping,
@@ -249,15 +253,53 @@ async fn deliver(
     }
     // Recorded before the provider write: its echo may come back through
     // the provider's feed before `sink_committed` stores the shadows.
-    // Unneeded where the feed itself marks our writes.
-    if !sink.tags_own_writes() {
-        blocking(|| store.record_intents(name, &mapped)).map_err(ConnectorError::from)?;
-    }
-    let refused = if rows.is_empty() {
-        Vec::new()
-    } else {
-        sink.write(&rows).await?
+    // Unneeded where the feed itself marks our writes. A write retried
+    // after a failure does not record its intents again: a spare copy
+    // would outlive the one echo and take the provider's own later change
+    // back to that image for ours.
+    let intents = !sink.tags_own_writes();
+    let key_of = |p: &Pending| -> IntentKey {
+        (
+            name.to_string(),
+            p.write.collection.clone(),
+            p.key.clone(),
+            p.shadow.encode(),
+        )
     };
+    if intents {
+        let fresh: Vec<&Pending> = {
+            let unwritten = shared
+                .unwritten_intents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            mapped
+                .iter()
+                .filter(|p| !unwritten.contains(&key_of(p)))
+                .collect()
+        };
+        blocking(|| store.record_intents(name, &fresh)).map_err(ConnectorError::from)?;
+    }
+    let outcome = if rows.is_empty() {
+        Ok(Vec::new())
+    } else {
+        sink.write(&rows).await
+    };
+    if intents {
+        let mut unwritten = shared
+            .unwritten_intents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &outcome {
+            Err(_) => unwritten.extend(mapped.iter().map(key_of)),
+            Ok(_) if !unwritten.is_empty() => {
+                for p in &mapped {
+                    unwritten.remove(&key_of(p));
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    let refused = outcome?;
     if !refused.is_empty() && !sink.tags_own_writes() {
         let never_written: Vec<&Pending> = refused.iter().map(|(i, _)| &mapped[*i]).collect();
         blocking(|| store.drop_intents(name, &never_written)).map_err(ConnectorError::from)?;
@@ -285,6 +327,7 @@ async fn deliver(
 /// writes the difference, then continues from the log's end as of the start.
 /// Interrupted, it starts over: documents already written are up to date.
 async fn backfill(
+    shared: &Shared,
     store: &mut Store,
     sink: &mut dyn Sink,
     mapping: &ProviderMapping,
@@ -305,7 +348,7 @@ async fn backfill(
         })?;
         let Some(last) = entries.last() else { break };
         after = Some((last.collection.clone(), id_key(&last.id)));
-        total += deliver(store, sink, mapping, name, writes, cursor, false)
+        total += deliver(shared, store, sink, mapping, name, writes, cursor, false)
             .await?
             .0;
     }
@@ -366,5 +409,73 @@ mod tests {
         assert!(missed && writes.is_empty());
         let (_, _, missed) = read_batch(&store, "shop", &mapping, 3, 100).unwrap();
         assert!(!missed);
+    }
+
+    /// A provider write that fails once (its outcome unknown), then works.
+    struct FailsOnce(bool);
+
+    #[async_trait::async_trait]
+    impl Sink for FailsOnce {
+        async fn write(
+            &mut self,
+            _rows: &[connector_core::OutboundRow],
+        ) -> Result<Vec<(usize, String)>> {
+            if std::mem::replace(&mut self.0, false) {
+                return Err(ConnectorError::transient(Stage::Sink, "connection reset"));
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_retried_after_a_failed_write_records_its_intents_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let env: std::collections::BTreeMap<String, String> = [(
+            "CONNECTOR_STORE".to_string(),
+            dir.path().join("store.db").display().to_string(),
+        )]
+        .into();
+        let config = crate::config::Config::from_env(&env).unwrap();
+        let shared = Shared::new(&config);
+        let mut store = shared.open_store().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+        let order = DocChange {
+            collection: "orders".into(),
+            id: json!(1),
+            op: DocOp::Upsert,
+            fields: json!({"order_id": 1, "status": "a"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            before: None,
+            commit_ts_ms: Some(1000),
+            counters: Arc::from(Vec::<String>::new()),
+            unchanged: vec![],
+            unchanged_from: None,
+            snapshot: false,
+            own_write: false,
+        };
+        let batch = SourceApply {
+            changes: std::slice::from_ref(&order),
+            ..Default::default()
+        };
+        store.apply_source("hq", batch).unwrap();
+        let mut sink = FailsOnce(true);
+        for attempt in 0..2 {
+            let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+            let out = deliver(
+                &shared, &mut store, &mut sink, &mapping, "shop", writes, 1, true,
+            )
+            .await;
+            assert_eq!(out.is_ok(), attempt == 1);
+        }
+        assert_eq!(
+            store.intent_count("shop").unwrap(),
+            1,
+            "one intent for one echo"
+        );
+        assert!(shared.unwritten_intents.lock().unwrap().is_empty());
     }
 }
