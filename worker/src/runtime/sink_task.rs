@@ -374,14 +374,9 @@ mod tests {
     use connector_store::SourceApply;
     use serde_json::json;
 
-    #[test]
-    fn a_read_after_entries_were_compacted_past_the_cursor_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path().join("store.db")).unwrap();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
-        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
-        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
-        let order = |id: i64| DocChange {
+    /// hq's upsert of order `id`.
+    fn order(id: i64) -> DocChange {
+        DocChange {
             collection: "orders".into(),
             id: json!(id),
             op: DocOp::Upsert,
@@ -393,7 +388,16 @@ mod tests {
             unchanged_from: None,
             snapshot: false,
             own_write: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_read_after_entries_were_compacted_past_the_cursor_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("store.db")).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
         let changes: Vec<DocChange> = (1..=5).map(order).collect();
         let batch = SourceApply {
             changes: &changes,
@@ -441,22 +445,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
         let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
         let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
-        let order = DocChange {
-            collection: "orders".into(),
-            id: json!(1),
-            op: DocOp::Upsert,
-            fields: json!({"order_id": 1, "status": "a"})
-                .as_object()
-                .unwrap()
-                .clone(),
-            before: None,
-            commit_ts_ms: Some(1000),
-            counters: Arc::from(Vec::<String>::new()),
-            unchanged: vec![],
-            unchanged_from: None,
-            snapshot: false,
-            own_write: false,
-        };
+        let order = order(1);
         let batch = SourceApply {
             changes: std::slice::from_ref(&order),
             ..Default::default()
