@@ -227,6 +227,9 @@ fn take_param(conn: &str, key: &str) -> (String, Option<String>) {
         (rest, value)
     } else {
         let mut value = None;
+        // libpq allows spaces around `=` (`sslmode = verify-full`): joined
+        // first, or the setting would be missed and TLS left unverified.
+        let conn = tight_equals(conn);
         let kept: Vec<&str> = conn
             .split_whitespace()
             .filter(|p| match p.split_once('=') {
@@ -239,6 +242,37 @@ fn take_param(conn: &str, key: &str) -> (String, Option<String>) {
             .collect();
         (kept.join(" "), value)
     }
+}
+
+/// A `key = value` string with the spaces around each `=` (outside quoted
+/// values) removed.
+fn tight_equals(conn: &str) -> String {
+    let mut out = String::with_capacity(conn.len());
+    let mut quoted = false;
+    let mut chars = conn.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if !quoted && c.is_whitespace() {
+            // Skip spaces before an `=`.
+            let mut lookahead = chars.clone();
+            while lookahead.peek().is_some_and(|n| n.is_whitespace()) {
+                lookahead.next();
+            }
+            if lookahead.peek() == Some(&'=') {
+                chars = lookahead;
+                continue;
+            }
+        }
+        out.push(c);
+        if !quoted && c == '=' {
+            while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                chars.next();
+            }
+        }
+    }
+    out
 }
 
 fn add_param(conn: &str, key: &str, value: &str) -> String {
@@ -356,6 +390,23 @@ impl ServerCertVerifier for Unverified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spaces_around_equals_do_not_hide_the_sslmode() {
+        let (rest, t) =
+            TlsSettings::extract("host=db sslmode = verify-full sslrootcert =/ca.pem dbname = hq")
+                .unwrap();
+        assert_eq!(t.mode, SslMode::VerifyFull);
+        assert_eq!(t.root_cert, Some(PathBuf::from("/ca.pem")));
+        assert!(
+            rest.contains("dbname=hq") && !rest.contains("verify-full"),
+            "{rest}"
+        );
+        assert_eq!(
+            tight_equals("password = 'a = b' host=h"),
+            "password='a = b' host=h"
+        );
+    }
 
     #[test]
     fn sslmode_and_sslrootcert_are_taken_from_both_forms() {
