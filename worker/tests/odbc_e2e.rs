@@ -577,6 +577,14 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
         "shop",
         "ALTER TABLE orders ALTER COLUMN status TYPE varchar(20)",
     );
+    // A generated column on both sides: row_to_json shows it, the copy and
+    // the sinks leave it to each database.
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "ALTER TABLE orders ADD COLUMN total_x2 numeric GENERATED ALWAYS AS (total * 2) STORED",
+        );
+    }
     // A partitioned table: its rows' triggers fire under their partition's
     // name; the journal must name the mapped table.
     f.pg.psql(
@@ -605,6 +613,12 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
         "hq",
         "SELECT string_agg(name, ',' ORDER BY name) FROM devices",
         "a,b,c",
+    );
+    f.pg.psql("shop", "UPDATE orders SET total = 21 WHERE order_id = 12");
+    f.expect_in(
+        "hq",
+        "SELECT total || ' ' || total_x2 FROM orders WHERE order_id = 12",
+        "21.00 42.00",
     );
 
     std::thread::scope(|s| {

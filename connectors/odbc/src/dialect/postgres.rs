@@ -28,7 +28,7 @@ impl Dialect for Postgres {
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = ? AND c.relname = ? AND c.relkind IN ('r', 'p') \
-               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum";
         (
             sql.into(),
             vec![schema.unwrap_or("public").into(), table.into()],
