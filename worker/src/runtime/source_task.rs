@@ -7,6 +7,7 @@
 //! commit: [`super::ack`]). A crash before the store commit replays the
 //! batch; a crash after it resumes past it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use metrics::{counter, gauge};
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use connector_core::metrics as names;
+use connector_core::value::id_key;
 use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
 use connector_store::{NewDeadLetter, SourceApply};
 
@@ -115,19 +117,28 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
         changes: Vec::with_capacity(raw.len()),
         ..Mapped::default()
     };
+    // The documents marked so far, by id key: looked up per change only
+    // while there are any (a copy filtering half a table must not compare
+    // every change with every mark).
+    let mut marked: HashSet<(String, String)> = HashSet::new();
     for r in raw {
         match mapping.inbound(r) {
             Inbound::Change(c) => {
                 // Marks go after the batch's changes: a later change of
                 // the document (back in the filter, or its delete) lifts
                 // an earlier mark in the same batch.
-                out.left_filter
-                    .retain(|(coll, id)| !(coll == &c.collection && id == &c.id));
+                if !marked.is_empty() && marked.remove(&(c.collection.clone(), id_key(&c.id))) {
+                    out.left_filter
+                        .retain(|(coll, id)| !(coll == &c.collection && id == &c.id));
+                }
                 out.changes.push(c)
             }
             Inbound::Filtered { collection, id } => {
                 out.filtered += 1;
-                out.left_filter.extend(id.map(|id| (collection, id)));
+                if let Some(id) = id {
+                    marked.insert((collection.clone(), id_key(&id)));
+                    out.left_filter.push((collection, id));
+                }
             }
             Inbound::NotSynced => {}
             Inbound::TruncateSkipped { collection, table } => {
