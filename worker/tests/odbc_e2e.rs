@@ -579,21 +579,10 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     );
     // A generated column on both sides: row_to_json shows it, the copy and
     // the sinks leave it to each database.
-    for db in ["hq", "shop"] {
-        f.pg.psql(
-            db,
-            "ALTER TABLE orders ADD COLUMN total_x2 numeric GENERATED ALWAYS AS (total * 2) STORED",
-        );
-    }
+    f.generated_total_in_both();
     // A partitioned table: its rows' triggers fire under their partition's
     // name; the journal must name the mapped table.
-    f.pg.psql(
-        "shop",
-        "DROP TABLE devices;
-         CREATE TABLE devices (id int, serial_no text PRIMARY KEY, name text) PARTITION BY HASH (serial_no);
-         CREATE TABLE devices_0 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 0);
-         CREATE TABLE devices_1 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 1);",
-    );
+    f.partitioned_devices("shop");
     let odbc = OdbcConfig::new(None);
     let conn = format!(
         "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",

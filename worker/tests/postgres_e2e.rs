@@ -454,13 +454,10 @@ fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
 #[test]
 fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     let mut f = Fleet::new("0.001");
+    f.partitioned_devices("hq");
     f.pg.psql(
         "hq",
-        "DROP TABLE devices;
-         CREATE TABLE devices (id serial, serial_no text PRIMARY KEY, name text) PARTITION BY HASH (serial_no);
-         CREATE TABLE devices_0 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 0);
-         CREATE TABLE devices_1 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 1);
-         INSERT INTO devices (serial_no, name) VALUES ('SN-copied', 'copied');",
+        "INSERT INTO devices (serial_no, name) VALUES ('SN-copied', 'copied')",
     );
     f.start();
     f.expect_in(
@@ -520,12 +517,7 @@ fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
 #[test]
 fn generated_and_always_identity_columns_are_left_to_the_database() {
     let mut f = Fleet::new("0.001");
-    for db in ["hq", "shop"] {
-        f.pg.psql(
-            db,
-            "ALTER TABLE orders ADD COLUMN total_x2 numeric GENERATED ALWAYS AS (total * 2) STORED",
-        );
-    }
+    f.generated_total_in_both();
     f.pg.psql(
         "shop",
         "DROP TABLE devices;

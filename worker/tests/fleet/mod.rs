@@ -341,6 +341,28 @@ impl Fleet {
             .cloned()
     }
 
+    /// `devices` in `db` made again, partitioned in two by its id
+    /// (`serial_no`).
+    pub fn partitioned_devices(&self, db: &str) {
+        self.pg.psql(
+            db,
+            "DROP TABLE devices;
+             CREATE TABLE devices (id serial, serial_no text PRIMARY KEY, name text) PARTITION BY HASH (serial_no);
+             CREATE TABLE devices_0 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+             CREATE TABLE devices_1 PARTITION OF devices FOR VALUES WITH (MODULUS 2, REMAINDER 1);",
+        );
+    }
+
+    /// A generated `orders.total_x2` (total * 2) in both databases.
+    pub fn generated_total_in_both(&self) {
+        for db in ["hq", "shop"] {
+            self.pg.psql(
+                db,
+                "ALTER TABLE orders ADD COLUMN total_x2 numeric GENERATED ALWAYS AS (total * 2) STORED",
+            );
+        }
+    }
+
     /// In hq, without foreign keys: order 900001's two items inserted
     /// before the order, in one transaction.
     pub fn hq_inserts_children_first(&self) {
