@@ -18,6 +18,19 @@ use crate::error::Result;
 use crate::sqlite::Store;
 use crate::stamp::now_millis;
 
+/// The stage of a write the provider refused.
+pub const SINK_STAGE: &str = "sink";
+/// The stage of a write a foreign key refused: retried by the sink until
+/// the row it waits for lands ([`crate::waiting`]).
+pub const WAITING_STAGE: &str = "sink-waiting";
+
+/// How long a letter has been failing: since when, and how many tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tries {
+    pub since_ms: i64,
+    pub attempts: i64,
+}
+
 /// A record to keep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDeadLetter {
@@ -28,6 +41,9 @@ pub struct NewDeadLetter {
     pub reason: String,
     /// The raw record (source side) or `{"_id": …, "doc": …}` (sink side).
     pub record: Value,
+    /// A letter failing again after it was retried: its first failure and
+    /// its tries so far are kept (`None`: a first failure, now).
+    pub failing_since: Option<Tries>,
 }
 
 /// A kept record.
@@ -50,18 +66,29 @@ pub(crate) fn insert_dead_letter(
     dl: &NewDeadLetter,
     now: i64,
 ) -> Result<i64> {
+    let tries = dl.failing_since.map_or(
+        Tries {
+            since_ms: now,
+            attempts: 1,
+        },
+        |t| Tries {
+            attempts: t.attempts + 1,
+            ..t
+        },
+    );
     tx.prepare_cached(
-        "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        now,
+        tries.since_ms,
         provider,
         dl.collection,
         dl.stage,
         dl.field,
         dl.reason,
-        serde_json::to_string(&dl.record)?
+        serde_json::to_string(&dl.record)?,
+        tries.attempts
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -164,16 +191,33 @@ impl Store {
         else {
             return Ok(false);
         };
-        let key = id_key(id);
-        let now = now_millis();
         let tx = self.write()?;
-        tx.execute(
-            "UPDATE shadows SET held = x'' WHERE provider = ?1 AND collection = ?2 AND id = ?3",
-            params![dead_letter.provider, collection, key],
+        requeue_letter(
+            &tx,
+            &dead_letter.provider,
+            collection,
+            &id_key(id),
+            now_millis(),
         )?;
-        requeue(&tx, collection, &key, now)?;
         tx.execute("DELETE FROM dead_letters WHERE id = ?1", [dead_letter.id])?;
         tx.commit()?;
         Ok(true)
     }
+}
+
+/// Forgets what `provider` is thought to hold of the document and puts it
+/// back on the log: its sink writes it whatever it is, a delete too.
+pub(crate) fn requeue_letter(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    key: &str,
+    now: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE shadows SET held = x'' WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+    )?
+    .execute(params![provider, collection, key])?;
+    requeue(tx, collection, key, now)?;
+    Ok(())
 }

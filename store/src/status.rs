@@ -24,6 +24,8 @@ pub struct ProviderStats {
     pub sink_writes: u64,
     pub errors: u64,
     pub dead_letters: u64,
+    /// Of which writes a foreign key refused, tried again by the sink.
+    pub waiting_letters: u64,
     pub position: Option<String>,
     pub position_updated_ms: Option<i64>,
     pub last_commit_ms: Option<i64>,
@@ -101,6 +103,7 @@ impl Store {
             s.last_commit_ms = commit;
         }
         s.dead_letters = self.dead_letter_count(Some(provider))?;
+        s.waiting_letters = self.waiting_count(provider)?;
         s.sink_cursor = self.cursor(&sink_cursor(provider))?;
         let last = self.last_seq()?;
         s.sink_backlog = s.sink_cursor.map(|c| (last - c).max(0));

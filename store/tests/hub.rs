@@ -668,6 +668,7 @@ fn mapping_dead_letters_commit_with_the_batch_and_can_be_discarded() {
         field: Some("store_id".into()),
         reason: "id field `store_id` is null".into(),
         record: json!({"table": "stores", "row": {"store_id": null}}),
+        failing_since: None,
     };
     s.apply_source(
         "hq",
@@ -701,6 +702,7 @@ fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
                 field: None,
                 reason: "value too long".into(),
                 record: json!({"_id": 3, "doc": {"order_id": 3}}),
+                failing_since: None,
             },
         )
         .unwrap();
@@ -737,6 +739,7 @@ fn a_retried_sink_delete_is_written() {
         field: None,
         reason: "violates foreign key constraint (23503)".into(),
         record: json!({"_id": 3}),
+        failing_since: None,
     };
     s.sink_committed("shop", read.upto, &[], &[refused])
         .unwrap();
@@ -745,6 +748,74 @@ fn a_retried_sink_delete_is_written() {
     let again = drain_sink(&mut s, "shop");
     assert_eq!(again.len(), 1, "the retried delete is written");
     assert!(again[0].doc.is_none());
+}
+
+#[test]
+fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_day() {
+    use connector_store::{due_at, Tries, GIVE_UP_AFTER_MS, SINK_STAGE, WAITING_STAGE};
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(3)], "1");
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let waiting = |id: i64, since: Option<Tries>| NewDeadLetter {
+        collection: Some("orders".into()),
+        stage: WAITING_STAGE.into(),
+        field: None,
+        reason: "violates foreign key constraint (23503)".into(),
+        record: json!({"_id": id, "doc": {"order_id": id}}),
+        failing_since: since,
+    };
+    // Order 3 refused twice (a change refused before the first was tried).
+    s.sink_committed(
+        "shop",
+        read.upto,
+        &[],
+        &[waiting(3, None), waiting(3, None)],
+    )
+    .unwrap();
+    let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
+    assert_eq!(s.provider_stats("shop").unwrap().waiting_letters, 2);
+    let first = Tries {
+        since_ms: letter.at_ms,
+        attempts: 1,
+    };
+    // Not due yet: nothing moves.
+    assert!(s
+        .requeue_waiting("shop", letter.at_ms + 1)
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.waiting_count("shop").unwrap(), 2);
+    // Due: the document is back on the log once, the letters gone.
+    let requeued = s.requeue_waiting("shop", due_at(first)).unwrap();
+    assert_eq!(requeued.len(), 1);
+    assert_eq!((requeued[0].key.as_str(), requeued[0].tries), ("3", first));
+    assert_eq!(s.waiting_count("shop").unwrap(), 0);
+    let again = drain_sink(&mut s, "shop");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, json!(3));
+    // Refused again: one letter, its first failure kept, one more try.
+    s.sink_committed(
+        "shop",
+        s.last_seq().unwrap(),
+        &[],
+        &[waiting(3, Some(first))],
+    )
+    .unwrap();
+    let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
+    assert_eq!((letter.at_ms, letter.attempts), (first.since_ms, 2));
+    assert!(
+        due_at(Tries {
+            since_ms: letter.at_ms,
+            attempts: 2
+        }) > due_at(first)
+    );
+    // A day later it waits no more: an ordinary sink dead letter.
+    let later = letter.at_ms + GIVE_UP_AFTER_MS + 1;
+    assert!(s.requeue_waiting("shop", later).unwrap().is_empty());
+    let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
+    assert_eq!(letter.stage, SINK_STAGE);
+    assert!(letter.reason.contains("waited 24 h"), "{}", letter.reason);
+    assert_eq!(s.waiting_count("shop").unwrap(), 0);
+    assert_eq!(s.dead_letter_count(Some("shop")).unwrap(), 1);
 }
 
 #[test]

@@ -297,7 +297,8 @@ fn a_mariadb_target_with_foreign_keys_gets_parents_first() {
 
 /// Sets shop up, then: the copy, children written before their parent and
 /// a parent deleted before its children in hq (which has no foreign keys)
-/// all arrive in shop's table with the key; an orphan is refused.
+/// all arrive in shop's table with the key; an orphan is refused, and
+/// written by itself once hq commits its parent.
 fn parents_first_into(f: &mut Fleet, shop: &dyn Fn(&str) -> String) {
     ok(&f.connector(&["setup", "--provider", "shop"]));
     f.start();
@@ -323,11 +324,27 @@ fn parents_first_into(f: &mut Fleet, shop: &dyn Fn(&str) -> String) {
         "hq",
         "INSERT INTO order_items VALUES (gen_random_uuid(), 999999, 1, 1, 1)",
     );
-    f.expect_text("the orphan dead-lettered", "1", || {
+    let stages = || {
         let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
         let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        list.as_array().unwrap().len().to_string()
+        let stages: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["stage"].as_str().unwrap().to_string())
+            .collect();
+        stages.join(",")
+    };
+    f.expect_text("the orphan waits for its parent", "sink-waiting", stages);
+    // Its parent, committed later in hq: the item is tried again and lands.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (999999, 1, 1, now(), 'parent after child', 1)",
+    );
+    f.expect_text("the orphan written after its parent", "1", || {
+        shop("SELECT count(*) FROM order_items WHERE order_id = 999999")
     });
+    f.expect_text("no dead letter left", "", stages);
 }
 
 #[test]

@@ -313,9 +313,28 @@ fn a_target_with_foreign_keys_gets_parents_first_and_children_deleted_first() {
     assert_eq!(rejected.len(), 1, "{out}");
     assert!(
         rejected[0]["reason"].as_str().unwrap().contains("23503")
-            && rejected[0]["collection"] == "order_items",
+            && rejected[0]["collection"] == "order_items"
+            && rejected[0]["stage"] == "sink-waiting",
         "{out}"
     );
+    let status = ok(&f.connector(&["status"]));
+    assert!(
+        status.contains("shop: 1 refused write(s) wait for rows they reference"),
+        "{status}"
+    );
+    // Its parent, committed later in another transaction (hq has no such
+    // key): the waiting item is tried again by itself and lands.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (999999, 1, 1, now(), 'parent after child', 1);",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM order_items WHERE order_id = 999999",
+        "1",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
 }
 
 #[test]

@@ -152,4 +152,45 @@ pub fn is_constraint_violation(state: &str, message: &str) -> bool {
         || (state == "HY000" && message.to_ascii_lowercase().contains("constraint failed"))
 }
 
+/// Whether a refusal is a foreign key's: the row references one the
+/// database lacks (or a parent still has children), so it may pass once
+/// another write lands — PostgreSQL and DB2 23503/23504, DB2 23001; SQLite,
+/// MariaDB and the rest say so in words.
+pub fn is_missing_reference(state: &str, message: &str) -> bool {
+    matches!(state, "23503" | "23504" | "23001")
+        || message.to_ascii_lowercase().contains("foreign key")
+}
+
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_key_refusals_are_told_from_other_constraints() {
+        // As the drivers word them (psqlODBC, SQLite ODBC, MariaDB ODBC, DB2 CLI).
+        let refusals = [
+            ("23503", "ERROR: insert or update on table \"order_items\" violates foreign key constraint \"order_items_order_id_fkey\""),
+            ("HY000", "FOREIGN KEY constraint failed (787)"),
+            ("23000", "[ma-3.1.15][10.11.6-MariaDB]Cannot add or update a child row: a foreign key constraint fails (`shop`.`order_items`, CONSTRAINT `order_items_ibfk_1` FOREIGN KEY (`order_id`) REFERENCES `orders` (`order_id`))"),
+            ("23504", "[IBM][CLI Driver][DB2/LINUXX8664] SQL0532N  A parent row cannot be deleted because the relationship \"ORDERS_FK\" restricts the deletion.  SQLSTATE=23504"),
+        ];
+        for (state, message) in refusals {
+            assert!(is_missing_reference(state, message), "{message}");
+            assert!(is_constraint_violation(state, message), "{message}");
+        }
+        let others = [
+            (
+                "23505",
+                "duplicate key value violates unique constraint \"orders_pkey\"",
+            ),
+            ("HY000", "NOT NULL constraint failed: orders.status (1299)"),
+            ("23000", "Duplicate entry '1' for key 'PRIMARY'"),
+            ("22001", "value too long for type character varying(20)"),
+        ];
+        for (state, message) in others {
+            assert!(!is_missing_reference(state, message), "{message}");
+        }
+    }
+}

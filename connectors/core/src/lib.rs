@@ -27,5 +27,5 @@ pub use column_type::ColumnType;
 pub use error::{ConnectorError, ErrorKind, Result, Stage};
 pub use mapping::{Inbound, MappingSet, OutboundRow, ProviderMapping, Rejection};
 pub use provider::{
-    InFlight, Provider, ProviderKind, ProviderSpec, Sink, Snapshot, Source, SourceBatch,
+    InFlight, Provider, ProviderKind, ProviderSpec, Refused, Sink, Snapshot, Source, SourceBatch,
 };

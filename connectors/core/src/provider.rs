@@ -156,13 +156,25 @@ pub trait Source: Send {
     async fn committed(&mut self, position: &str) -> Result<()>;
 }
 
+/// A row a sink did not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its index in the batch.
+    pub row: usize,
+    pub reason: String,
+    /// Refused by a foreign key ([`crate::error::is_missing_reference`]):
+    /// the write may pass once the row it waits for is written (or
+    /// deleted), so the worker tries it again by itself.
+    pub awaits_reference: bool,
+}
+
 /// A provider's write side.
 #[async_trait]
 pub trait Sink: Send {
     /// Writes the rows in one provider transaction, idempotently (upserts and
     /// deletes by key). Rows the provider rejects for their own fault are
-    /// returned as `(index, reason)` and are not written; the others are.
-    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>>;
+    /// returned, in batch order, and are not written; the others are.
+    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<Refused>>;
 
     /// Whether the provider's own feed marks what this sink writes
     /// ([`crate::RawChange::own_write`]). Then the store need not record

@@ -15,14 +15,16 @@
 
 use std::collections::VecDeque;
 
+use crate::Refused;
+
 /// The rows still to try and the rejected ones.
 #[derive(Debug)]
 pub struct RowPasses {
     todo: VecDeque<usize>,
     /// Put back in this pass, with their errors.
-    later: Vec<(usize, String)>,
+    later: Vec<Refused>,
     wrote_in_pass: bool,
-    rejected: Vec<(usize, String)>,
+    rejected: Vec<Refused>,
     /// Tries left before every waiting row is rejected.
     tries_left: usize,
 }
@@ -43,18 +45,17 @@ impl RowPasses {
     pub fn next_row(&mut self) -> Option<usize> {
         if self.tries_left == 0 {
             self.rejected.append(&mut self.later);
-            self.rejected.extend(self.todo.drain(..).map(|i| {
-                (
-                    i,
-                    "not tried: the batch's rows wait on each other too long".to_string(),
-                )
+            self.rejected.extend(self.todo.drain(..).map(|row| Refused {
+                row,
+                reason: "not tried: the batch's rows wait on each other too long".to_string(),
+                awaits_reference: false,
             }));
             return None;
         }
         self.tries_left -= 1;
         if self.todo.is_empty() && !self.later.is_empty() {
             if self.wrote_in_pass {
-                self.todo.extend(self.later.drain(..).map(|(i, _)| i));
+                self.todo.extend(self.later.drain(..).map(|r| r.row));
                 self.wrote_in_pass = false;
             } else {
                 self.rejected.append(&mut self.later);
@@ -69,17 +70,17 @@ impl RowPasses {
 
     /// The row failed; `constraint`: an integrity constraint another row
     /// of the batch may satisfy (tried again after the others).
-    pub fn failed(&mut self, row: usize, constraint: bool, error: String) {
+    pub fn failed(&mut self, refused: Refused, constraint: bool) {
         if constraint {
-            self.later.push((row, error));
+            self.later.push(refused);
         } else {
-            self.rejected.push((row, error));
+            self.rejected.push(refused);
         }
     }
 
-    /// The rejected rows and why, in batch order.
-    pub fn rejected(mut self) -> Vec<(usize, String)> {
-        self.rejected.sort_by_key(|(i, _)| *i);
+    /// The rejected rows and why, in row order.
+    pub fn rejected(mut self) -> Vec<Refused> {
+        self.rejected.sort_by_key(|r| r.row);
         self.rejected
     }
 }
@@ -93,10 +94,15 @@ mod tests {
         let mut passes = RowPasses::new(0..needs.len());
         let mut written = Vec::new();
         while let Some(i) = passes.next_row() {
+            let refused = |reason: &str| Refused {
+                row: i,
+                reason: reason.into(),
+                awaits_reference: false,
+            };
             if bad.contains(&i) {
-                passes.failed(i, false, "bad".into());
+                passes.failed(refused("bad"), false);
             } else if needs[i].is_some_and(|p| !written.contains(&p)) {
-                passes.failed(i, true, "parent missing".into());
+                passes.failed(refused("parent missing"), true);
             } else {
                 written.push(i);
                 passes.written();
@@ -104,7 +110,7 @@ mod tests {
         }
         (
             written,
-            passes.rejected().into_iter().map(|(i, _)| i).collect(),
+            passes.rejected().into_iter().map(|r| r.row).collect(),
         )
     }
 

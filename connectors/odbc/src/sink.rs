@@ -24,12 +24,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use odbc_api::{Connection, IntoParameter};
 
-use connector_core::error::is_constraint_violation;
+use connector_core::error::{is_constraint_violation, is_missing_reference};
 use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp, RowGroup};
 use connector_core::table_order::TableOrder;
 use connector_core::{
-    ColumnType, ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
+    ColumnType, ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Refused, Result, Sink,
+    Stage,
 };
 
 use crate::catalog::{foreign_keys, mapped_tables, query_text, TableInfo};
@@ -257,7 +258,7 @@ fn write_all(conn: &Connection<'_>, statements: &[Statement]) -> Result<()> {
 
 /// Row by row, each committed alone, in passes ([`RowPasses`]); returns
 /// the rejected rows.
-fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize, String)>> {
+fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<Refused>> {
     // (statement, its parameter row), in statement order.
     let order: Vec<(usize, usize)> = statements
         .iter()
@@ -280,30 +281,46 @@ fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<(usize
                 if err.kind != ErrorKind::BadRecord {
                     return Err(err);
                 }
-                let constraint = match &e {
-                    odbc_api::Error::Diagnostics { record, .. } => is_constraint_violation(
-                        record.state.as_str(),
-                        &String::from_utf8_lossy(&record.message),
-                    ),
-                    _ => false,
+                let (constraint, awaits_reference) = match &e {
+                    odbc_api::Error::Diagnostics { record, .. } => {
+                        let (state, message) = (
+                            record.state.as_str(),
+                            String::from_utf8_lossy(&record.message),
+                        );
+                        (
+                            is_constraint_violation(state, &message),
+                            is_missing_reference(state, &message),
+                        )
+                    }
+                    _ => (false, false),
                 };
-                passes.failed(k, constraint, err.message);
+                let refused = Refused {
+                    row: k,
+                    reason: err.message,
+                    awaits_reference,
+                };
+                passes.failed(refused, constraint);
             }
         }
     }
-    Ok(passes
+    let mut rejected: Vec<Refused> = passes
         .rejected()
         .into_iter()
-        .map(|(k, why)| {
-            let (s, r) = order[k];
-            (statements[s].rows[r], why)
+        .map(|refused| {
+            let (s, r) = order[refused.row];
+            Refused {
+                row: statements[s].rows[r],
+                ..refused
+            }
         })
-        .collect())
+        .collect();
+    rejected.sort_by_key(|r| r.row);
+    Ok(rejected)
 }
 
 #[async_trait]
 impl Sink for OdbcSink {
-    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<Refused>> {
         let statements = Arc::new(self.plan(rows)?);
         let all = statements.clone();
         match self.session.run(move |c| write_all(c, &all)).await {

@@ -35,12 +35,12 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use connector_core::error::is_constraint_violation;
+use connector_core::error::{is_constraint_violation, is_missing_reference};
 use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp};
 use connector_core::table_order::TableOrder;
 use connector_core::{
-    ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Result, Sink, Stage,
+    ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Refused, Result, Sink, Stage,
 };
 
 use crate::catalog::{self, TableInfo};
@@ -237,7 +237,7 @@ impl PgSink {
         &mut self,
         statements: &[Statement],
         rows: &[OutboundRow],
-    ) -> Result<Vec<(usize, String)>> {
+    ) -> Result<Vec<Refused>> {
         let prepared = self.prepare(statements).await?;
         // (statement, batch row), in statement order.
         let order: Vec<(usize, usize)> = statements
@@ -274,30 +274,38 @@ impl PgSink {
                         .map_err(savepoint)?;
                     // (A trigger's refusal may be one too: a parent it
                     // checks for may come later in the batch.)
-                    let constraint = e.code().is_some_and(|c| {
-                        is_constraint_violation(c.code(), "") || c.code() == "P0001"
-                    });
-                    passes.failed(k, constraint, err.message);
+                    let code = e.code().map(|c| c.code()).unwrap_or_default();
+                    let constraint = is_constraint_violation(code, "") || code == "P0001";
+                    let refused = Refused {
+                        row: k,
+                        awaits_reference: is_missing_reference(code, ""),
+                        reason: err.message,
+                    };
+                    passes.failed(refused, constraint);
                 }
             }
         }
-        let rejected: Vec<(usize, String)> = passes
+        let mut rejected: Vec<Refused> = passes
             .rejected()
             .into_iter()
-            .map(|(k, why)| (order[k].1, why))
+            .map(|r| Refused {
+                row: order[r.row].1,
+                ..r
+            })
             .collect();
+        rejected.sort_by_key(|r| r.row);
         // Every row of a batch of several refused by a trigger is the
         // table refusing writes (a maintenance switch), not the rows:
         // retried, not dead-lettered. (One row alone cannot tell.)
         if order.len() > 1
             && rejected.len() == order.len()
-            && rejected.iter().all(|(_, why)| why.contains("(P0001)"))
+            && rejected.iter().all(|r| r.reason.contains("(P0001)"))
         {
             return Err(ConnectorError::transient(
                 Stage::Sink,
                 format!(
                     "every row of the batch refused by a trigger: {}",
-                    rejected[0].1
+                    rejected[0].reason
                 ),
             ));
         }
@@ -363,7 +371,7 @@ impl Sink for PgSink {
         self.tagged
     }
 
-    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<(usize, String)>> {
+    async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<Refused>> {
         let statements = self.plan(rows)?;
         match self.run_all(&statements, rows).await {
             Ok(()) => Ok(Vec::new()),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use connector_core::{Inbound, ProviderMapping, RawChange};
-use connector_store::{DeadLetter, SourceApply, Store};
+use connector_store::{DeadLetter, SourceApply, Store, SINK_STAGE, WAITING_STAGE};
 
 use super::status::print_table;
 use super::{ago, rfc3339, Context, Failure, Outcome};
@@ -125,7 +125,7 @@ fn retry_one(
     mappings: &Arc<connector_core::MappingSet>,
     d: &DeadLetter,
 ) -> Result<String, String> {
-    if d.stage == "sink" {
+    if d.stage == SINK_STAGE || d.stage == WAITING_STAGE {
         return match store.requeue_for_sink(d) {
             Ok(true) => Ok(format!("queued for the {} sink", d.provider)),
             Ok(false) => Err("the record does not name its document".into()),

@@ -87,7 +87,8 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                     "source_lag_ms": s.source_lag_ms, "sink_cursor": s.sink_cursor, "sink_backlog": s.sink_backlog,
                     "received": s.received, "applied": s.applied, "echoes_dropped": s.echoes,
                     "filtered": s.filtered, "sink_writes": s.sink_writes, "errors": s.errors,
-                    "dead_letters": s.dead_letters, "last_error": s.last_error, "details": s.details,
+                    "dead_letters": s.dead_letters, "waiting_letters": s.waiting_letters,
+                    "last_error": s.last_error, "details": s.details,
                     "last_error_at": rfc3339(s.last_error_ms),
                 })
             })
@@ -174,6 +175,12 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                     };
                     println!("{}: initial sync {state}: {done}/{started} collections, {rows} rows copied", r.name);
                 }
+            }
+            if r.stats.waiting_letters > 0 {
+                println!(
+                    "{}: {} refused write(s) wait for rows they reference; tried again by themselves for 24 h",
+                    r.name, r.stats.waiting_letters
+                );
             }
             if let Some(d) = &r.stats.details {
                 println!("{}: {}", r.name, describe_details(d));

@@ -21,12 +21,14 @@ use std::time::Duration;
 use metrics::{counter, gauge};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use connector_core::metrics as names;
 use connector_core::value::id_key;
 use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite, Stage};
-use connector_store::{sink_cursor, NewDeadLetter, Pending, SinkRead, Store};
+use connector_store::{
+    sink_cursor, NewDeadLetter, Pending, SinkRead, Store, SINK_STAGE, WAITING_STAGE,
+};
 
 use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
@@ -38,6 +40,8 @@ const POLL: Duration = Duration::from_millis(100);
 const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// How long a recorded write waits for its echo before it is forgotten.
 const INTENT_TTL: Duration = Duration::from_secs(600);
+/// How often a sink looks for refused writes due to be tried again.
+const WAITING_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(
     provider: Arc<dyn Provider>,
@@ -86,6 +90,7 @@ async fn session(
     // Expired at every session's start too: sessions that fail more often
     // than the TTL would never expire anything.
     let mut last_expiry: Option<std::time::Instant> = None;
+    let mut last_requeue: Option<std::time::Instant> = None;
     // A cursor behind compacted entries (a provider added later) is caught
     // by the first read, as one compacted past mid-session is.
     let mut after = blocking(|| store.cursor(&cursor_name))
@@ -135,6 +140,10 @@ async fn session(
             last_expiry = Some(std::time::Instant::now());
             blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
                 .map_err(ConnectorError::from)?;
+        }
+        if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
+            last_requeue = Some(std::time::Instant::now());
+            requeue_waiting(shared, &mut store, &name)?;
         }
         if upto == after {
             if after != saved && last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY {
@@ -301,25 +310,68 @@ async fn deliver(
     }
     let refused = outcome?;
     if !refused.is_empty() && !sink.tags_own_writes() {
-        let never_written: Vec<&Pending> = refused.iter().map(|(i, _)| &mapped[*i]).collect();
+        let never_written: Vec<&Pending> = refused.iter().map(|r| &mapped[r.row]).collect();
         blocking(|| store.drop_intents(name, &never_written)).map_err(ConnectorError::from)?;
     }
     let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
-    for (i, p) in mapped.into_iter().enumerate() {
-        match refused.iter().find(|(idx, _)| *idx == i) {
-            Some((_, reason)) => {
-                let w = &p.write;
-                warn!(provider = %name, collection = %w.collection, id = %w.id, %reason, "write rejected; kept as a dead letter");
-                rejected.push(dead_letter(w, None, reason.clone()));
+    {
+        let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut refused = refused.into_iter().peekable();
+        for (i, p) in mapped.into_iter().enumerate() {
+            let tried_before = if waiting.is_empty() {
+                None
+            } else {
+                waiting.remove(&(name.to_string(), p.write.collection.clone(), p.key.clone()))
+            };
+            let Some(r) = refused.next_if(|r| r.row == i) else {
+                written.push(p);
+                continue;
+            };
+            let w = &p.write;
+            let mut letter = dead_letter(w, None, r.reason);
+            letter.failing_since = tried_before;
+            if r.awaits_reference {
+                letter.stage = WAITING_STAGE.into();
             }
-            None => written.push(p),
+            match (tried_before, r.awaits_reference) {
+                (Some(_), _) => {
+                    debug!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write refused again")
+                }
+                (None, true) => {
+                    warn!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write waits for a row it references; tried again until it lands")
+                }
+                (None, false) => {
+                    warn!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write rejected; kept as a dead letter")
+                }
+            }
+            rejected.push(letter);
         }
     }
     if !written.is_empty() || !rejected.is_empty() || save_cursor {
         blocking(|| store.sink_committed(name, upto, &written, &rejected))
             .map_err(ConnectorError::from)?;
     }
-    Ok((written.len(), rejected.len()))
+    let new_letters = rejected
+        .iter()
+        .filter(|d| d.failing_since.is_none())
+        .count();
+    Ok((written.len(), new_letters))
+}
+
+/// Puts the writes a foreign key refused that are due back on the log
+/// (`Store::requeue_waiting`), remembering their tries.
+fn requeue_waiting(shared: &Shared, store: &mut Store, name: &str) -> Result<()> {
+    let now = connector_store::stamp::now_millis();
+    let requeued = blocking(|| store.requeue_waiting(name, now)).map_err(ConnectorError::from)?;
+    if requeued.is_empty() {
+        return Ok(());
+    }
+    info!(provider = %name, writes = requeued.len(), "trying refused writes again: they wait for rows they reference");
+    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
+    for r in requeued {
+        waiting.insert((name.to_string(), r.collection, r.key), r.tries);
+    }
+    Ok(())
 }
 
 /// A sink that missed change-log entries compaction deleted (added after
@@ -360,10 +412,11 @@ async fn backfill(
 fn dead_letter(w: &SinkWrite, field: Option<String>, reason: String) -> NewDeadLetter {
     NewDeadLetter {
         collection: Some(w.collection.clone()),
-        stage: "sink".into(),
+        stage: SINK_STAGE.into(),
         field,
         reason,
         record: json!({"_id": w.id, "doc": w.doc}),
+        failing_since: None,
     }
 }
 
@@ -423,7 +476,7 @@ mod tests {
         async fn write(
             &mut self,
             _rows: &[connector_core::OutboundRow],
-        ) -> Result<Vec<(usize, String)>> {
+        ) -> Result<Vec<connector_core::Refused>> {
             if std::mem::replace(&mut self.0, false) {
                 return Err(ConnectorError::transient(Stage::Sink, "connection reset"));
             }
