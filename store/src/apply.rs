@@ -118,14 +118,19 @@ impl Store {
                 } else {
                     // The store moved on (a change of the provider's own that
                     // our write overwrote, or a newer one): the provider holds
-                    // this image; its sink must correct it. Unless it showed
-                    // this very image before: our write came back changed by
-                    // its columns (a numeric of a smaller scale, char
-                    // padding), and writing again would come back the same,
-                    // for ever.
+                    // this image; its sink must correct it. Unless the image
+                    // the provider showed before differed from the document
+                    // in the same fields: our write came back changed by the
+                    // target itself (a numeric of a smaller scale, char
+                    // padding, a trigger stamping now()), and writing again
+                    // would come back changed again, for ever. (A change of
+                    // another provider's is on the log: written anyway.)
                     let before = load_shadows(&tx, origin, &change.collection, &key)?.seen;
+                    let doc = Shadow::of_option(body.as_ref(), &change.counters);
+                    let again =
+                        before.is_some_and(|s| s.disagreements(&doc) == image.disagreements(&doc));
                     save_seen(&tx, origin, &change.collection, &key, &image)?;
-                    if !before.is_some_and(|s| s.same_image(&image)) {
+                    if !again {
                         out.last_seq = Some(requeue(&tx, &change.collection, &key, now)?);
                     }
                 }

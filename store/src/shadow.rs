@@ -114,6 +114,28 @@ impl Shadow {
         })
     }
 
+    /// The fields both images have and disagree on (in name order);
+    /// `None` when one is deleted and the other is not.
+    pub fn disagreements<'a>(&'a self, other: &Shadow) -> Option<Vec<&'a str>> {
+        match (self, other) {
+            (Shadow::Deleted, Shadow::Deleted) => Some(Vec::new()),
+            (
+                Shadow::Present {
+                    fingerprints: a, ..
+                },
+                Shadow::Present {
+                    fingerprints: b, ..
+                },
+            ) => Some(
+                a.iter()
+                    .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
+                    .map(|(k, _)| k.as_str())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn fingerprint(&self, field: &str) -> Option<u64> {
         match self {
             Shadow::Present { fingerprints, .. } => fingerprints.get(field).copied(),

@@ -708,6 +708,58 @@ fn no_echo_loop_when_one_table_has_a_column_the_other_lacks() {
 }
 
 #[test]
+fn no_echo_loop_when_the_targets_trigger_stamps_our_writes() {
+    let mut f = Fleet::new("0.001");
+    // Both tables have `touched_at`; shop's trigger stamps it on every
+    // write, ours too, so our write always comes back changed.
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE devices ADD COLUMN touched_at timestamptz",
+    );
+    f.pg.psql(
+        "shop",
+        "ALTER TABLE devices ADD COLUMN touched_at timestamptz;
+         CREATE SEQUENCE stamps;
+         CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN NEW.touched_at := clock_timestamp(); PERFORM nextval('stamps'); RETURN NEW; END $$;
+         CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON devices
+           FOR EACH ROW EXECUTE FUNCTION stamp();",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "scanner",
+    );
+    f.pg.psql("hq", "UPDATE devices SET name = 'old scanner'");
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "old scanner",
+    );
+    let stamps = || f.pg.query("shop", "SELECT last_value FROM stamps").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let first = stamps();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(first, stamps(), "shop keeps being written: an echo loop");
+    assert!(
+        first.parse::<i64>().unwrap() <= 6,
+        "{first} writes for 2 changes"
+    );
+    // hq keeps its own value; shop keeps its trigger's.
+    f.expect_in(
+        "hq",
+        "SELECT touched_at IS NULL FROM devices WHERE serial_no = 'd-1'",
+        "t",
+    );
+}
+
+#[test]
 fn kill_9_during_streaming_loses_and_duplicates_nothing() {
     let mut f = Fleet::new("0.001");
     f.start();
