@@ -471,6 +471,34 @@ fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
 }
 
 #[test]
+fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
+    let f = Fleet::new("0.001");
+    // shop's `name` column would hold the document's `city`: its own `city`
+    // column then lands in the same field, one overwriting the other.
+    let path = f.dir.path().join("mappings/retail.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+        "    id: { mode: single_field, field: store_id }\n",
+        "    id: { mode: single_field, field: store_id }\n    providers:\n      shop: {columns: {city: name}}\n",
+        1,
+    );
+    assert!(yaml.contains("{city: name}"));
+    std::fs::write(&path, yaml).unwrap();
+    let out = f.connector(&["setup", "--provider", "shop"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("columns `name` and `city` of table stores both become the document field `city`"),
+        "{text}"
+    );
+    // hq's table is not renamed: it sets up.
+    ok(&f.connector(&["setup", "--provider", "hq"]));
+}
+
+#[test]
 fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     let mut f = Fleet::new("0.001");
     f.partitioned_devices("hq");

@@ -167,6 +167,9 @@ pub fn mapped_tables(
                 ),
             ));
         }
+        mapping
+            .check_columns(&rule.name, info.columns.iter().map(|c| c.name.as_str()))
+            .map_err(|e| ConnectorError::permanent(Stage::Setup, e))?;
         out.push((rule.name.clone(), info));
     }
     Ok(out)

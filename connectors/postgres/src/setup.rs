@@ -29,10 +29,11 @@ pub async fn mapped_tables(
     let mut out = Vec::new();
     for (rule, table, schema) in mapping.tables() {
         let schema = schema.unwrap_or(&o.schema);
-        out.push((
-            rule.name.clone(),
-            require_table(client, schema, table, &rule.name).await?,
-        ));
+        let info = require_table(client, schema, table, &rule.name).await?;
+        mapping
+            .check_columns(&rule.name, info.columns.iter().map(|c| c.name.as_str()))
+            .map_err(|e| ConnectorError::permanent(Stage::Setup, e))?;
+        out.push((rule.name.clone(), info));
     }
     Ok(out)
 }

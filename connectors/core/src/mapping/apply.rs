@@ -156,6 +156,38 @@ impl ProviderMapping {
         }
     }
 
+    /// Whether a collection's table keeps its columns apart in the document:
+    /// two columns whose values land in one document field (a rename onto
+    /// a column the table has too, two columns mapped to one field) would
+    /// overwrite each other, one winning on the way in and the other on
+    /// the way out.
+    pub fn check_columns<'a>(
+        &self,
+        collection: &str,
+        columns: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), String> {
+        let Some(&i) = self.by_collection.get(collection) else {
+            return Ok(());
+        };
+        let b = &self.bound[i];
+        let rule = self.rule(b);
+        let mut fields: HashMap<String, &str> = HashMap::new();
+        for column in columns {
+            let field = b.inbound.get(column).map_or(column, String::as_str);
+            let Some(field) = transform::inbound_name(&rule.transforms, field) else {
+                continue;
+            };
+            if let Some(other) = fields.insert(field.clone(), column) {
+                return Err(format!(
+                    "collection `{collection}`: columns `{other}` and `{column}` of table {} both become the document field `{field}` \
+                     (through the mapping's renames); drop one of them in the mapping, or rename it to a field of its own",
+                    b.table
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn provider(&self) -> &str {
         &self.provider
     }

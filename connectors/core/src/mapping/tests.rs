@@ -439,3 +439,33 @@ fn an_unchanged_column_is_named_as_its_value_would_be() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn columns_that_would_land_in_one_field_are_refused() {
+    // `description` is renamed to `details`, a column the table has too.
+    let yaml = "collections:\n  products:\n    id: {mode: single_field, field: product_id}\n    transforms:\n      - rename: {from: description, to: details}\n      - drop: [secret]\n    providers:\n      lite: {columns: {name: title}}\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let m = ProviderMapping::new(set.clone(), "hq", ProviderKind::Postgres);
+    let err = m
+        .check_columns("products", ["product_id", "description", "details"])
+        .unwrap_err();
+    assert!(
+        err.contains("columns `description` and `details`") && err.contains("field `details`"),
+        "{err}"
+    );
+    // Without the clash, or with the clashing column dropped, it is fine.
+    assert_eq!(
+        m.check_columns("products", ["product_id", "description", "secret"]),
+        Ok(())
+    );
+    // A provider's column renamed onto a field another column has.
+    let lite = ProviderMapping::new(set, "lite", ProviderKind::Odbc);
+    let err = lite
+        .check_columns("products", ["product_id", "title", "name"])
+        .unwrap_err();
+    assert!(err.contains("columns `title` and `name`"), "{err}");
+    assert_eq!(
+        lite.check_columns("products", ["product_id", "title"]),
+        Ok(())
+    );
+}
