@@ -562,7 +562,6 @@ fn plan_change(
                 field: Some(name.clone()),
                 reason: format!("counter `{name}` must be a number, found {new}"),
                 record: serde_json::json!({"_id": c.id, "fields": c.fields}),
-                failing_since: None,
             }));
         };
         let old = c

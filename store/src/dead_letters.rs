@@ -24,13 +24,6 @@ pub const SINK_STAGE: &str = "sink";
 /// the row it waits for lands ([`crate::waiting`]).
 pub const WAITING_STAGE: &str = "sink-waiting";
 
-/// How long a letter has been failing: since when, and how many tries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tries {
-    pub since_ms: i64,
-    pub attempts: i64,
-}
-
 /// A record to keep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDeadLetter {
@@ -41,9 +34,6 @@ pub struct NewDeadLetter {
     pub reason: String,
     /// The raw record (source side) or `{"_id": …, "doc": …}` (sink side).
     pub record: Value,
-    /// A letter failing again after it was retried: its first failure and
-    /// its tries so far are kept (`None`: a first failure, now).
-    pub failing_since: Option<Tries>,
 }
 
 /// A kept record.
@@ -66,29 +56,18 @@ pub(crate) fn insert_dead_letter(
     dl: &NewDeadLetter,
     now: i64,
 ) -> Result<i64> {
-    let tries = dl.failing_since.map_or(
-        Tries {
-            since_ms: now,
-            attempts: 1,
-        },
-        |t| Tries {
-            attempts: t.attempts + 1,
-            ..t
-        },
-    );
     tx.prepare_cached(
-        "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record, attempts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        tries.since_ms,
+        now,
         provider,
         dl.collection,
         dl.stage,
         dl.field,
         dl.reason,
-        serde_json::to_string(&dl.record)?,
-        tries.attempts
+        serde_json::to_string(&dl.record)?
     ])?;
     Ok(tx.last_insert_rowid())
 }

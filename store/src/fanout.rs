@@ -17,12 +17,13 @@ use serde_json::Value;
 
 use connector_core::SinkWrite;
 
-use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
+use crate::dead_letters::NewDeadLetter;
 use crate::error::Result;
 use crate::merge::{DocState, Write};
 use crate::shadow::Shadow;
 use crate::sqlite::{load_shadows, parse_body, save_held, Store};
 use crate::stamp::now_millis;
+use crate::waiting::{keep_sink_letter, resolve_waiting, Kept};
 
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,19 +321,39 @@ impl Store {
     }
 
     /// Records that `provider` durably holds `written`, keeps the writes it
-    /// rejected as dead letters, and moves its sink cursor to `upto_seq`, in
-    /// one transaction.
+    /// rejected as dead letters (a document's waiting letter counts one
+    /// more try: [`crate::waiting`]), and moves its sink cursor to
+    /// `upto_seq`, in one transaction. Returns what became of each
+    /// rejected write.
     pub fn sink_committed(
         &mut self,
         provider: &str,
         upto_seq: i64,
         written: &[Pending],
         rejected: &[NewDeadLetter],
-    ) -> Result<()> {
+    ) -> Result<Vec<Kept>> {
+        self.sink_committed_resolving(provider, upto_seq, written, rejected, &[])
+    }
+
+    /// [`Store::sink_committed`], and `resolved` — written documents, as
+    /// (collection, id key), that waited for a row they reference — lose
+    /// their waiting letters.
+    pub fn sink_committed_resolving(
+        &mut self,
+        provider: &str,
+        upto_seq: i64,
+        written: &[Pending],
+        rejected: &[NewDeadLetter],
+        resolved: &[(String, String)],
+    ) -> Result<Vec<Kept>> {
         let tx = self.write()?;
         let now = now_millis();
+        let mut kept = Vec::with_capacity(rejected.len());
         for dl in rejected {
-            insert_dead_letter(&tx, provider, dl, now)?;
+            kept.push(keep_sink_letter(&tx, provider, dl, now)?);
+        }
+        for (collection, key) in resolved {
+            resolve_waiting(&tx, provider, collection, key)?;
         }
         for p in written {
             save_held(
@@ -351,7 +372,7 @@ impl Store {
         )?
         .execute(params![provider, written.len() as i64])?;
         tx.commit()?;
-        Ok(())
+        Ok(kept)
     }
 
     /// Whether a sink whose cursor is `cursor` has missed log entries that

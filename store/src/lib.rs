@@ -37,11 +37,11 @@ mod waiting;
 
 pub use apply::{Applied, SourceApply};
 pub use checkpoint::Checkpointer;
-pub use dead_letters::{DeadLetter, NewDeadLetter, Tries, SINK_STAGE, WAITING_STAGE};
+pub use dead_letters::{DeadLetter, NewDeadLetter, SINK_STAGE, WAITING_STAGE};
 pub use error::{Result, StoreError};
 pub use fanout::{sink_cursor, LogEntry, Pending, SinkRead, SINK_SCAN};
 pub use merge::{DocState, Write, WriteKind};
 pub use sqlite::{sync_wal_of, Durability, Store};
 pub use stamp::Stamp;
 pub use status::{CollectionCount, ProviderStats};
-pub use waiting::{due_at, Requeued, GIVE_UP_AFTER_MS};
+pub use waiting::{wait_after, Kept, Requeued, GIVE_UP_AFTER_MS};

@@ -7,15 +7,28 @@
 //! names say. Writers take the lock up front (`BEGIN IMMEDIATE`), so several
 //! processes append to one gap-free log.
 
-/// 2: `change_log.origin_holds`.
-pub const VERSION: i64 = 2;
+/// 2: `change_log.origin_holds`. 3: `dead_letters.doc_key`, `due_ms`
+/// (writes waiting for a row they reference).
+pub const VERSION: i64 = 3;
 
 /// Upgrades a store of an older schema, after [`DDL`] (which creates what is
 /// missing). `(from version, statements)`.
-pub const UPGRADES: &[(i64, &str)] = &[(
-    1,
-    "ALTER TABLE change_log ADD COLUMN origin_holds INTEGER NOT NULL DEFAULT 0",
-)];
+pub const UPGRADES: &[(i64, &str)] = &[
+    (
+        1,
+        "ALTER TABLE change_log ADD COLUMN origin_holds INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        2,
+        "ALTER TABLE dead_letters ADD COLUMN doc_key TEXT;
+         ALTER TABLE dead_letters ADD COLUMN due_ms INTEGER;",
+    ),
+];
+
+/// Indexes on columns an upgrade may have added: made after [`UPGRADES`].
+pub const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS dead_letters_due ON dead_letters (provider, stage, due_ms);
+";
 
 pub const DDL: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -86,7 +99,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     field      TEXT,
     reason     TEXT NOT NULL,
     record     TEXT NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 1
+    attempts   INTEGER NOT NULL DEFAULT 1,
+    doc_key    TEXT,               -- a sink letter's document id key
+    due_ms     INTEGER             -- a waiting letter's next try
 );
 CREATE INDEX IF NOT EXISTS dead_letters_provider ON dead_letters (provider);
 CREATE TABLE IF NOT EXISTS provider_stats (

@@ -157,6 +157,7 @@ impl Store {
                 })
             }
         }
+        tx.execute_batch(schema::INDEXES)?;
         tx.commit()?;
         Ok(())
     }

@@ -4,131 +4,201 @@
 //! A target whose foreign keys the source lacks may be sent a child before
 //! its parent: the parent was committed after the child, in another source
 //! transaction; or it comes from another provider, later; or the target is
-//! to delete a parent whose children's deletes are still to come. The sink
-//! keeps such a refused write as a dead letter of stage [`WAITING_STAGE`],
-//! and [`Store::requeue_waiting`] puts its document back on the log when it
-//! is due: 2 s after the first failure, then waiting twice as long after
-//! each try up to 5 minutes, for 24 hours. A try refused again is a new
-//! letter that carries the first failure's time and the count ([`Tries`]).
-//! After 24 hours the letter becomes an ordinary sink dead letter, left for
-//! `connector dead-letters retry`.
+//! to delete a parent whose children's deletes are still to come. Such a
+//! refusal is kept as one dead letter per document, of stage
+//! [`WAITING_STAGE`], with the time of its next try (`due_ms`): 2 s after
+//! the first refusal, then twice as long after each refusal, up to 5
+//! minutes. [`Store::requeue_waiting`] puts due documents back on the log
+//! (the sink then writes them whatever it believes the provider holds);
+//! the sink's commit deletes the letter of a document it wrote, or counts
+//! one more try. After 24 hours of waiting a letter becomes an ordinary
+//! sink dead letter, left for `connector dead-letters retry`; a refusal
+//! for any other reason replaces it at once.
 //!
-//! Crash story: the letter is deleted and its document put back on the log
-//! in one store transaction. After a crash either the letter is still there
-//! (tried when due) or the log entry is (the sink writes the document;
-//! refused again, it is a letter again, its age starting over). Several
-//! letters for one document (a later change refused too before the first
-//! was tried) are tried once, together: the sink writes the document as it
-//! is now, never an old image of it.
+//! Crash story: the letter stays until the sink's commit of a write of its
+//! document deletes it (one transaction with the write's shadows), and a
+//! document put back on the log is written by the sink whatever it is. A
+//! crash in between leaves the letter, tried again when due; the write is
+//! idempotent.
 
-use std::collections::BTreeMap;
-
-use rusqlite::params;
-use serde_json::Value;
+use rusqlite::{params, Connection, OptionalExtension};
 
 use connector_core::value::id_key;
 
-use crate::dead_letters::{requeue_letter, Tries, SINK_STAGE, WAITING_STAGE};
+use crate::dead_letters::{
+    insert_dead_letter, requeue_letter, NewDeadLetter, SINK_STAGE, WAITING_STAGE,
+};
 use crate::error::Result;
 use crate::sqlite::Store;
 
-/// The wait before the first try.
+/// The wait after the first refusal.
 const FIRST_WAIT_MS: i64 = 2_000;
 /// The longest wait between two tries.
 const MAX_WAIT_MS: i64 = 300_000;
 /// How long a write may wait for its row before a person has to look.
 pub const GIVE_UP_AFTER_MS: i64 = 24 * 3_600_000;
+/// Documents put back on the log per call: one store transaction.
+const REQUEUE_AT_MOST: i64 = 2_000;
 
-/// A waiting document put back on the log, with its tries so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requeued {
-    pub collection: String,
-    pub key: String,
-    pub tries: Tries,
+/// The wait after a letter's `attempts`-th refusal.
+pub fn wait_after(attempts: i64) -> i64 {
+    let doublings = (attempts - 1).clamp(0, 16) as u32;
+    (FIRST_WAIT_MS << doublings).min(MAX_WAIT_MS)
 }
 
-/// When a letter refused `tries.attempts` times is tried next.
-pub fn due_at(tries: Tries) -> i64 {
-    let mut at = tries.since_ms;
-    let mut wait = FIRST_WAIT_MS;
-    for _ in 0..tries.attempts.max(1) {
-        at += wait;
-        wait = (wait * 2).min(MAX_WAIT_MS);
+/// What became of a refused write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// A dead letter a person has to look at.
+    DeadLetter,
+    /// Waits for a row it references, for the first time.
+    Waits,
+    /// Its document waited already: one more try counted.
+    WaitsAgain,
+}
+
+/// What [`Store::requeue_waiting`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Requeued {
+    /// Documents put back on the log, as (collection, id key).
+    pub documents: Vec<(String, String)>,
+    /// Letters that waited too long: ordinary dead letters now.
+    pub gave_up: Vec<(String, String)>,
+}
+
+/// The document a sink letter is about: (collection, id key).
+fn document_of(dl: &NewDeadLetter) -> Option<(&str, String)> {
+    Some((dl.collection.as_deref()?, id_key(dl.record.get("_id")?)))
+}
+
+/// Keeps a sink's refused write, in the sink's commit. A foreign key's
+/// refusal of a document that waits already counts one more try on its
+/// letter; any other refusal replaces the document's waiting letter.
+pub(crate) fn keep_sink_letter(
+    tx: &Connection,
+    provider: &str,
+    dl: &NewDeadLetter,
+    now: i64,
+) -> Result<Kept> {
+    let Some((collection, key)) = document_of(dl) else {
+        insert_dead_letter(tx, provider, dl, now)?;
+        return Ok(Kept::DeadLetter);
+    };
+    let waiting: Option<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, attempts FROM dead_letters
+              WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
+        )?
+        .query_row(params![provider, WAITING_STAGE, collection, key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let record = serde_json::to_string(&dl.record)?;
+    if dl.stage == WAITING_STAGE {
+        if let Some((id, attempts)) = waiting {
+            tx.prepare_cached(
+                "UPDATE dead_letters SET reason = ?2, record = ?3, attempts = ?4, due_ms = ?5
+                  WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                dl.reason,
+                record,
+                attempts + 1,
+                now + wait_after(attempts + 1)
+            ])?;
+            return Ok(Kept::WaitsAgain);
+        }
+    } else if let Some((id, _)) = waiting {
+        tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+            .execute([id])?;
     }
-    at
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record, doc_key, due_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        now,
+        provider,
+        collection,
+        dl.stage,
+        dl.field,
+        dl.reason,
+        record,
+        key,
+        (dl.stage == WAITING_STAGE).then(|| now + wait_after(1))
+    ])?;
+    Ok(if dl.stage == WAITING_STAGE {
+        Kept::Waits
+    } else {
+        Kept::DeadLetter
+    })
+}
+
+/// The sink wrote a document that waited: its letter goes.
+pub(crate) fn resolve_waiting(
+    tx: &Connection,
+    provider: &str,
+    collection: &str,
+    key: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM dead_letters WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
+    )?
+    .execute(params![provider, WAITING_STAGE, collection, key])?;
+    Ok(())
 }
 
 impl Store {
     /// Puts the documents of `provider`'s waiting letters that are due at
-    /// `now` back on the log, deleting the letters, in one transaction;
-    /// letters waiting for longer than [`GIVE_UP_AFTER_MS`] become ordinary
-    /// sink dead letters instead. Returns what it put back.
-    pub fn requeue_waiting(&mut self, provider: &str, now: i64) -> Result<Vec<Requeued>> {
-        // (collection, key) → (letter ids, tries); read outside any write.
-        let mut due: BTreeMap<(String, String), (Vec<i64>, Tries)> = BTreeMap::new();
-        let mut expired = Vec::new();
-        {
-            let conn = self.conn();
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, at_ms, attempts, collection, record FROM dead_letters
-                  WHERE provider = ?1 AND stage = ?2",
-            )?;
-            let mut rows = stmt.query(params![provider, WAITING_STAGE])?;
-            while let Some(r) = rows.next()? {
-                let (id, tries) = (
-                    r.get::<_, i64>(0)?,
-                    Tries {
-                        since_ms: r.get(1)?,
-                        attempts: r.get(2)?,
-                    },
-                );
-                if now - tries.since_ms > GIVE_UP_AFTER_MS {
-                    expired.push(id);
-                    continue;
-                }
-                if due_at(tries) > now {
-                    continue;
-                }
-                let collection: Option<String> = r.get(3)?;
-                let record: Value = serde_json::from_str(&r.get::<_, String>(4)?)?;
-                let (Some(collection), Some(doc_id)) = (collection, record.get("_id")) else {
-                    expired.push(id);
-                    continue;
-                };
-                let entry = due
-                    .entry((collection, id_key(doc_id)))
-                    .or_insert((Vec::new(), tries));
-                entry.0.push(id);
-                entry.1 = Tries {
-                    since_ms: entry.1.since_ms.min(tries.since_ms),
-                    attempts: entry.1.attempts.max(tries.attempts),
-                };
-            }
-        }
-        if due.is_empty() && expired.is_empty() {
-            return Ok(Vec::new());
+    /// `now` back on the log (at most a few thousand, oldest due first),
+    /// and makes letters that waited longer than [`GIVE_UP_AFTER_MS`]
+    /// ordinary sink dead letters; one transaction. A letter put back stays
+    /// until the sink's commit resolves it or counts another try; until
+    /// then it is due again after its next wait.
+    pub fn requeue_waiting(&mut self, provider: &str, now: i64) -> Result<Requeued> {
+        let any_due: bool = self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM dead_letters
+                WHERE provider = ?1 AND stage = ?2 AND due_ms <= ?3)",
+            params![provider, WAITING_STAGE, now],
+            |r| r.get(0),
+        )?;
+        if !any_due {
+            return Ok(Requeued::default());
         }
         let tx = self.write()?;
-        for id in &expired {
-            tx.prepare_cached(
-                "UPDATE dead_letters SET stage = ?2,
-                        reason = reason || ' (waited 24 h for the row it references; retry it once that row is there)'
-                  WHERE id = ?1",
+        // (id, at_ms, attempts, collection, doc_key)
+        type Due = (i64, i64, i64, Option<String>, Option<String>);
+        let due: Vec<Due> = tx
+            .prepare_cached(
+                "SELECT id, at_ms, attempts, collection, doc_key FROM dead_letters
+                  WHERE provider = ?1 AND stage = ?2 AND due_ms <= ?3
+                  ORDER BY due_ms LIMIT ?4",
             )?
-            .execute(params![id, SINK_STAGE])?;
-        }
-        let mut out = Vec::with_capacity(due.len());
-        for ((collection, key), (ids, tries)) in due {
-            requeue_letter(&tx, provider, &collection, &key, now)?;
-            for id in ids {
-                tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
-                    .execute([id])?;
+            .query_map(
+                params![provider, WAITING_STAGE, now, REQUEUE_AT_MOST],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Requeued::default();
+        for (id, at_ms, attempts, collection, key) in due {
+            let (Some(collection), Some(key)) = (collection, key) else {
+                continue;
+            };
+            if now - at_ms > GIVE_UP_AFTER_MS {
+                tx.prepare_cached(
+                    "UPDATE dead_letters SET stage = ?2, due_ms = NULL,
+                            reason = reason || ' (waited 24 h for the row it references; retry it once that row is there)'
+                      WHERE id = ?1",
+                )?
+                .execute(params![id, SINK_STAGE])?;
+                out.gave_up.push((collection, key));
+                continue;
             }
-            out.push(Requeued {
-                collection,
-                key,
-                tries,
-            });
+            requeue_letter(&tx, provider, &collection, &key, now)?;
+            tx.prepare_cached("UPDATE dead_letters SET due_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, now + wait_after(attempts + 1)])?;
+            out.documents.push((collection, key));
         }
         tx.commit()?;
         Ok(out)
@@ -149,18 +219,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tries_wait_twice_as_long_each_time_up_to_five_minutes() {
-        let at = |attempts| {
-            due_at(Tries {
-                since_ms: 0,
-                attempts,
-            })
-        };
-        assert_eq!(at(1), 2_000);
-        assert_eq!(at(2), 6_000);
-        assert_eq!(at(3), 14_000);
-        let steps: Vec<i64> = (1..30).map(|a| at(a + 1) - at(a)).collect();
-        assert!(steps.windows(2).all(|w| w[1] >= w[0]), "{steps:?}");
-        assert_eq!(*steps.last().unwrap(), MAX_WAIT_MS);
+    fn each_wait_is_twice_the_last_up_to_five_minutes() {
+        assert_eq!(wait_after(1), 2_000);
+        assert_eq!(wait_after(2), 4_000);
+        assert_eq!(wait_after(3), 8_000);
+        let waits: Vec<i64> = (1..300).map(wait_after).collect();
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), MAX_WAIT_MS);
     }
 }

@@ -668,7 +668,6 @@ fn mapping_dead_letters_commit_with_the_batch_and_can_be_discarded() {
         field: Some("store_id".into()),
         reason: "id field `store_id` is null".into(),
         record: json!({"table": "stores", "row": {"store_id": null}}),
-        failing_since: None,
     };
     s.apply_source(
         "hq",
@@ -702,7 +701,6 @@ fn a_sink_dead_letter_retry_makes_the_sink_write_again() {
                 field: None,
                 reason: "value too long".into(),
                 record: json!({"_id": 3, "doc": {"order_id": 3}}),
-                failing_since: None,
             },
         )
         .unwrap();
@@ -739,7 +737,6 @@ fn a_retried_sink_delete_is_written() {
         field: None,
         reason: "violates foreign key constraint (23503)".into(),
         record: json!({"_id": 3}),
-        failing_since: None,
     };
     s.sink_committed("shop", read.upto, &[], &[refused])
         .unwrap();
@@ -752,70 +749,83 @@ fn a_retried_sink_delete_is_written() {
 
 #[test]
 fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_day() {
-    use connector_store::{due_at, Tries, GIVE_UP_AFTER_MS, SINK_STAGE, WAITING_STAGE};
+    use connector_store::{wait_after, Kept, GIVE_UP_AFTER_MS, SINK_STAGE, WAITING_STAGE};
     let (_d, mut s) = store();
     apply(&mut s, "hq", &[order(3)], "1");
     let read = s.read_log_for_sink("shop", 0, 100).unwrap();
-    let waiting = |id: i64, since: Option<Tries>| NewDeadLetter {
+    let refused = |stage: &str| NewDeadLetter {
         collection: Some("orders".into()),
-        stage: WAITING_STAGE.into(),
+        stage: stage.into(),
         field: None,
         reason: "violates foreign key constraint (23503)".into(),
-        record: json!({"_id": id, "doc": {"order_id": id}}),
-        failing_since: since,
+        record: json!({"_id": 3, "doc": {"order_id": 3}}),
     };
-    // Order 3 refused twice (a change refused before the first was tried).
-    s.sink_committed(
-        "shop",
-        read.upto,
-        &[],
-        &[waiting(3, None), waiting(3, None)],
-    )
-    .unwrap();
+    let kept = s
+        .sink_committed("shop", read.upto, &[], &[refused(WAITING_STAGE)])
+        .unwrap();
+    assert_eq!(kept, [Kept::Waits]);
     let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
-    assert_eq!(s.provider_stats("shop").unwrap().waiting_letters, 2);
-    let first = Tries {
-        since_ms: letter.at_ms,
-        attempts: 1,
-    };
-    // Not due yet: nothing moves.
+    let first = letter.at_ms;
+    // Refused again (a later change of the document): the same letter.
+    let kept = s
+        .sink_committed("shop", read.upto, &[], &[refused(WAITING_STAGE)])
+        .unwrap();
+    assert_eq!(kept, [Kept::WaitsAgain]);
+    let letters = s.dead_letters(Some("shop"), 10).unwrap();
+    assert_eq!(letters.len(), 1, "one letter per document");
+    assert_eq!((letters[0].at_ms, letters[0].attempts), (first, 2));
+    assert_eq!(s.provider_stats("shop").unwrap().waiting_letters, 1);
+    // Due after the wait that follows the second refusal, from it.
+    let due = first + wait_after(2);
     assert!(s
-        .requeue_waiting("shop", letter.at_ms + 1)
+        .requeue_waiting("shop", first + 1)
         .unwrap()
+        .documents
         .is_empty());
-    assert_eq!(s.waiting_count("shop").unwrap(), 2);
-    // Due: the document is back on the log once, the letters gone.
-    let requeued = s.requeue_waiting("shop", due_at(first)).unwrap();
-    assert_eq!(requeued.len(), 1);
-    assert_eq!((requeued[0].key.as_str(), requeued[0].tries), ("3", first));
-    assert_eq!(s.waiting_count("shop").unwrap(), 0);
+    let requeued = s.requeue_waiting("shop", due + 50).unwrap();
+    assert_eq!(
+        requeued.documents,
+        [("orders".to_string(), "3".to_string())]
+    );
+    // The letter stays until the write lands; it is not due again at once.
+    assert_eq!(s.waiting_count("shop").unwrap(), 1);
+    assert!(s
+        .requeue_waiting("shop", due + 100)
+        .unwrap()
+        .documents
+        .is_empty());
     let again = drain_sink(&mut s, "shop");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, json!(3));
-    // Refused again: one letter, its first failure kept, one more try.
-    s.sink_committed(
-        "shop",
-        s.last_seq().unwrap(),
-        &[],
-        &[waiting(3, Some(first))],
-    )
-    .unwrap();
-    let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
-    assert_eq!((letter.at_ms, letter.attempts), (first.since_ms, 2));
-    assert!(
-        due_at(Tries {
-            since_ms: letter.at_ms,
-            attempts: 2
-        }) > due_at(first)
-    );
-    // A day later it waits no more: an ordinary sink dead letter.
-    let later = letter.at_ms + GIVE_UP_AFTER_MS + 1;
-    assert!(s.requeue_waiting("shop", later).unwrap().is_empty());
+    // Written at last: the sink's commit resolves the letter.
+    let upto = s.last_seq().unwrap();
+    s.sink_committed_resolving("shop", upto, &[], &[], &[("orders".into(), "3".into())])
+        .unwrap();
+    assert_eq!(s.dead_letter_count(Some("shop")).unwrap(), 0);
+    // Another refusal waits; a day later it waits no more.
+    s.sink_committed("shop", upto, &[], &[refused(WAITING_STAGE)])
+        .unwrap();
+    let at = s.dead_letters(Some("shop"), 10).unwrap()[0].at_ms;
+    let later = s
+        .requeue_waiting("shop", at + GIVE_UP_AFTER_MS + 1)
+        .unwrap();
+    assert_eq!(later.gave_up.len(), 1);
+    assert!(later.documents.is_empty());
     let letter = s.dead_letters(Some("shop"), 10).unwrap().remove(0);
     assert_eq!(letter.stage, SINK_STAGE);
     assert!(letter.reason.contains("waited 24 h"), "{}", letter.reason);
     assert_eq!(s.waiting_count("shop").unwrap(), 0);
-    assert_eq!(s.dead_letter_count(Some("shop")).unwrap(), 1);
+    // Refused for another reason while waiting: replaced, a person's now.
+    s.discard_dead_letters(&[letter.id]).unwrap();
+    s.sink_committed("shop", upto, &[], &[refused(WAITING_STAGE)])
+        .unwrap();
+    let kept = s
+        .sink_committed("shop", upto, &[], &[refused(SINK_STAGE)])
+        .unwrap();
+    assert_eq!(kept, [Kept::DeadLetter]);
+    let letters = s.dead_letters(Some("shop"), 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].stage, SINK_STAGE);
 }
 
 #[test]
@@ -1437,6 +1447,9 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "ALTER TABLE change_log DROP COLUMN origin_holds;
+         DROP INDEX dead_letters_due;
+         ALTER TABLE dead_letters DROP COLUMN doc_key;
+         ALTER TABLE dead_letters DROP COLUMN due_ms;
          UPDATE meta SET value = '1' WHERE key = 'schema_version';",
     )
     .unwrap();
@@ -1472,7 +1485,18 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(v, "2");
+    assert_eq!(v, "3");
+    // Schema 3's waiting letters work on the upgraded store.
+    let read = s.read_log_for_sink("shop", 0, 10).unwrap();
+    let letter = NewDeadLetter {
+        collection: Some("orders".into()),
+        stage: connector_store::WAITING_STAGE.into(),
+        field: None,
+        reason: "foreign key".into(),
+        record: json!({"_id": 1}),
+    };
+    s.sink_committed("shop", read.upto, &[], &[letter]).unwrap();
+    assert_eq!(s.waiting_count("shop").unwrap(), 1);
 }
 
 #[test]

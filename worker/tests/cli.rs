@@ -130,7 +130,6 @@ fn fill(store_path: &Path) {
         field: Some("store_id".into()),
         reason: "id field `store_id` is null".into(),
         record: json!({"table": "stores", "op": "insert", "row": {"store_id": null, "name": "x"}}),
-        failing_since: None,
     }];
     s.apply_source(
         "postgres",

@@ -491,7 +491,9 @@ fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
     );
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("columns `name` and `city` of table stores both become the document field `city`"),
+        text.contains(
+            "columns `name` and `city` of table stores both become the document field `city`"
+        ),
         "{text}"
     );
     // hq's table is not renamed: it sets up.

@@ -157,8 +157,10 @@ pub fn is_constraint_violation(state: &str, message: &str) -> bool {
 /// another write lands — PostgreSQL and DB2 23503/23504, DB2 23001; SQLite,
 /// MariaDB and the rest say so in words.
 pub fn is_missing_reference(state: &str, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    // (SQLite's "foreign key mismatch" is a schema error, not a row's.)
     matches!(state, "23503" | "23504" | "23001")
-        || message.to_ascii_lowercase().contains("foreign key")
+        || (message.contains("foreign key") && !message.contains("mismatch"))
 }
 
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
@@ -188,6 +190,10 @@ mod tests {
             ("HY000", "NOT NULL constraint failed: orders.status (1299)"),
             ("23000", "Duplicate entry '1' for key 'PRIMARY'"),
             ("22001", "value too long for type character varying(20)"),
+            (
+                "HY000",
+                "foreign key mismatch - \"order_items\" referencing \"orders\"",
+            ),
         ];
         for (state, message) in others {
             assert!(!is_missing_reference(state, message), "{message}");

@@ -23,6 +23,9 @@ pub struct RowPasses {
     todo: VecDeque<usize>,
     /// Put back in this pass, with their errors.
     later: Vec<Refused>,
+    /// The last refusal of rows put back into `todo` (given if the cap
+    /// stops them).
+    refused_before: Vec<Refused>,
     wrote_in_pass: bool,
     rejected: Vec<Refused>,
     /// Tries left before every waiting row is rejected.
@@ -36,6 +39,7 @@ impl RowPasses {
             tries_left: todo.len() * 4,
             todo,
             later: Vec::new(),
+            refused_before: Vec::new(),
             wrote_in_pass: false,
             rejected: Vec::new(),
         }
@@ -45,17 +49,25 @@ impl RowPasses {
     pub fn next_row(&mut self) -> Option<usize> {
         if self.tries_left == 0 {
             self.rejected.append(&mut self.later);
-            self.rejected.extend(self.todo.drain(..).map(|row| Refused {
-                row,
-                reason: "not tried: the batch's rows wait on each other too long".to_string(),
-                awaits_reference: false,
+            let mut before = std::mem::take(&mut self.refused_before);
+            self.rejected.extend(self.todo.drain(..).map(|row| {
+                match before.iter().position(|r| r.row == row) {
+                    Some(i) => before.swap_remove(i),
+                    None => Refused {
+                        row,
+                        reason: "not tried: the batch's rows wait on each other too long"
+                            .to_string(),
+                        awaits_reference: false,
+                    },
+                }
             }));
             return None;
         }
         self.tries_left -= 1;
         if self.todo.is_empty() && !self.later.is_empty() {
             if self.wrote_in_pass {
-                self.todo.extend(self.later.drain(..).map(|r| r.row));
+                self.todo.extend(self.later.iter().map(|r| r.row));
+                self.refused_before = std::mem::take(&mut self.later);
                 self.wrote_in_pass = false;
             } else {
                 self.rejected.append(&mut self.later);
@@ -120,6 +132,35 @@ mod tests {
         let (written, rejected) = run(&[Some(1), Some(2), None, None], &[3]);
         assert_eq!(written, [2, 1, 0]);
         assert_eq!(rejected, [3]);
+    }
+
+    #[test]
+    fn rows_the_cap_stops_keep_their_last_refusal() {
+        // Row i needs row i + 1, refused by a foreign key each time.
+        let n = 100;
+        let mut passes = RowPasses::new(0..n);
+        let mut written = Vec::new();
+        while let Some(i) = passes.next_row() {
+            if i + 1 < n && !written.contains(&(i + 1)) {
+                let refused = Refused {
+                    row: i,
+                    reason: "foreign key".into(),
+                    awaits_reference: true,
+                };
+                passes.failed(refused, true);
+            } else {
+                written.push(i);
+                passes.written();
+            }
+        }
+        let rejected = passes.rejected();
+        assert_eq!(written.len() + rejected.len(), n);
+        assert!(
+            rejected
+                .iter()
+                .all(|r| r.awaits_reference && r.reason == "foreign key"),
+            "{rejected:?}"
+        );
     }
 
     #[test]

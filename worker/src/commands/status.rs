@@ -178,7 +178,7 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
             }
             if r.stats.waiting_letters > 0 {
                 println!(
-                    "{}: {} refused write(s) wait for rows they reference; tried again by themselves for 24 h",
+                    "{}: {} refused write(s) wait for rows they reference; its sink tries them again for 24 h",
                     r.name, r.stats.waiting_letters
                 );
             }

@@ -28,7 +28,7 @@ pub mod source_task;
 pub mod systemd;
 pub mod verify;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,7 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
-use connector_store::{sink_cursor, Checkpointer, Store, Tries};
+use connector_store::{sink_cursor, Checkpointer, Store};
 
 use crate::config::Config;
 use crate::registry;
@@ -64,10 +64,10 @@ pub struct Shared {
     /// Intents recorded for writes that failed (their outcome unknown):
     /// the retry does not record them again (`sink_task::deliver`).
     pub unwritten_intents: Mutex<HashSet<IntentKey>>,
-    /// Writes a foreign key refused that are back on the log, by
-    /// (provider, collection, id key): refused again, their letter keeps
-    /// its first failure and count (`connector_store::waiting`).
-    pub waiting: Mutex<HashMap<(String, String, String), Tries>>,
+    /// Documents known to have a letter waiting for a row they reference,
+    /// as (provider, collection, id key): the sink's commit of a write of
+    /// one deletes its letter (`connector_store::waiting`).
+    pub waiting: Mutex<HashSet<(String, String, String)>>,
     /// The process's one store connection, opened on first use, and the
     /// thread that checkpoints its WAL.
     store: Mutex<Option<(Store, Checkpointer)>>,
@@ -83,7 +83,7 @@ impl Shared {
             health: Health::default(),
             sink_wakes: Mutex::new(Vec::new()),
             unwritten_intents: Mutex::new(HashSet::new()),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashSet::new()),
             store: Mutex::new(None),
         })
     }

@@ -25,9 +25,11 @@ use tracing::{debug, info, warn};
 
 use connector_core::metrics as names;
 use connector_core::value::id_key;
-use connector_core::{ConnectorError, Provider, ProviderMapping, Result, Sink, SinkWrite, Stage};
+use connector_core::{
+    ConnectorError, Provider, ProviderMapping, Refused, Result, Sink, SinkWrite, Stage,
+};
 use connector_store::{
-    sink_cursor, NewDeadLetter, Pending, SinkRead, Store, SINK_STAGE, WAITING_STAGE,
+    sink_cursor, Kept, NewDeadLetter, Pending, Requeued, SinkRead, Store, SINK_STAGE, WAITING_STAGE,
 };
 
 use super::health::Light;
@@ -143,7 +145,8 @@ async fn session(
         }
         if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
             last_requeue = Some(std::time::Instant::now());
-            requeue_waiting(shared, &mut store, &name)?;
+            let gave_up = requeue_waiting(shared, &mut store, &name)?;
+            counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(gave_up as u64);
         }
         if upto == after {
             if after != saved && last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY {
@@ -313,65 +316,81 @@ async fn deliver(
         let never_written: Vec<&Pending> = refused.iter().map(|r| &mapped[r.row]).collect();
         blocking(|| store.drop_intents(name, &never_written)).map_err(ConnectorError::from)?;
     }
+    let mut refused: HashMap<usize, Refused> = refused.into_iter().map(|r| (r.row, r)).collect();
     let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
+    let mut resolved = Vec::new();
     {
+        // Documents known to have a waiting letter: written, it goes.
         let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let mut refused = refused.into_iter().peekable();
         for (i, p) in mapped.into_iter().enumerate() {
-            let tried_before = if waiting.is_empty() {
-                None
-            } else {
-                waiting.remove(&(name.to_string(), p.write.collection.clone(), p.key.clone()))
-            };
-            let Some(r) = refused.next_if(|r| r.row == i) else {
-                written.push(p);
-                continue;
-            };
-            let w = &p.write;
-            let mut letter = dead_letter(w, None, r.reason);
-            letter.failing_since = tried_before;
-            if r.awaits_reference {
-                letter.stage = WAITING_STAGE.into();
-            }
-            match (tried_before, r.awaits_reference) {
-                (Some(_), _) => {
-                    debug!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write refused again")
+            let doc = (name.to_string(), p.write.collection.clone(), p.key.clone());
+            match refused.remove(&i) {
+                None => {
+                    if waiting.remove(&doc) {
+                        resolved.push((doc.1, doc.2));
+                    }
+                    written.push(p);
                 }
-                (None, true) => {
-                    warn!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write waits for a row it references; tried again until it lands")
-                }
-                (None, false) => {
-                    warn!(provider = %name, collection = %w.collection, id = %w.id, reason = %letter.reason, "write rejected; kept as a dead letter")
+                Some(r) => {
+                    let mut letter = dead_letter(&p.write, None, r.reason);
+                    if r.awaits_reference {
+                        letter.stage = WAITING_STAGE.into();
+                        waiting.insert(doc);
+                    } else {
+                        waiting.remove(&doc);
+                    }
+                    rejected.push(letter);
                 }
             }
-            rejected.push(letter);
         }
     }
+    let mut needs_a_person = 0;
     if !written.is_empty() || !rejected.is_empty() || save_cursor {
-        blocking(|| store.sink_committed(name, upto, &written, &rejected))
-            .map_err(ConnectorError::from)?;
+        let kept =
+            blocking(|| store.sink_committed_resolving(name, upto, &written, &rejected, &resolved))
+                .map_err(ConnectorError::from)?;
+        needs_a_person = kept.iter().filter(|k| **k == Kept::DeadLetter).count();
+        for (letter, kept) in rejected.iter().zip(kept) {
+            let (collection, id) = (
+                letter.collection.as_deref().unwrap_or_default(),
+                &letter.record["_id"],
+            );
+            let reason = &letter.reason;
+            match kept {
+                Kept::DeadLetter => {
+                    warn!(provider = %name, %collection, %id, %reason, "write rejected; kept as a dead letter")
+                }
+                Kept::Waits => {
+                    warn!(provider = %name, %collection, %id, %reason, "write waits for a row it references; tried again until it lands (24 h at most)")
+                }
+                Kept::WaitsAgain => {
+                    debug!(provider = %name, %collection, %id, %reason, "write refused again; still waiting")
+                }
+            }
+        }
     }
-    let new_letters = rejected
-        .iter()
-        .filter(|d| d.failing_since.is_none())
-        .count();
-    Ok((written.len(), new_letters))
+    Ok((written.len(), needs_a_person))
 }
 
 /// Puts the writes a foreign key refused that are due back on the log
-/// (`Store::requeue_waiting`), remembering their tries.
-fn requeue_waiting(shared: &Shared, store: &mut Store, name: &str) -> Result<()> {
+/// (`Store::requeue_waiting`); letters that waited 24 h need a person now.
+/// Returns how many gave up.
+fn requeue_waiting(shared: &Shared, store: &mut Store, name: &str) -> Result<usize> {
     let now = connector_store::stamp::now_millis();
-    let requeued = blocking(|| store.requeue_waiting(name, now)).map_err(ConnectorError::from)?;
-    if requeued.is_empty() {
-        return Ok(());
-    }
-    info!(provider = %name, writes = requeued.len(), "trying refused writes again: they wait for rows they reference");
+    let Requeued { documents, gave_up } =
+        blocking(|| store.requeue_waiting(name, now)).map_err(ConnectorError::from)?;
     let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
-    for r in requeued {
-        waiting.insert((name.to_string(), r.collection, r.key), r.tries);
+    if !documents.is_empty() {
+        info!(provider = %name, writes = documents.len(), "trying refused writes again: they wait for rows they reference");
     }
-    Ok(())
+    for (collection, key) in documents {
+        waiting.insert((name.to_string(), collection, key));
+    }
+    for (collection, key) in &gave_up {
+        warn!(provider = %name, %collection, id = %key, "a write waited 24 h for the row it references; kept as a dead letter");
+        waiting.remove(&(name.to_string(), collection.clone(), key.clone()));
+    }
+    Ok(gave_up.len())
 }
 
 /// A sink that missed change-log entries compaction deleted (added after
@@ -416,7 +435,6 @@ fn dead_letter(w: &SinkWrite, field: Option<String>, reason: String) -> NewDeadL
         field,
         reason,
         record: json!({"_id": w.id, "doc": w.doc}),
-        failing_since: None,
     }
 }
 

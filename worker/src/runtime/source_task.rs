@@ -152,7 +152,6 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
                     field: rej.field,
                     reason: rej.reason,
                     record: serde_json::to_value(r).unwrap_or_default(),
-                    failing_since: None,
                 });
             }
         }
