@@ -501,6 +501,27 @@ fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
 }
 
 #[test]
+fn verify_changes_nothing_in_the_databases_it_reads() {
+    let f = Fleet::new("0.001");
+    // Nothing set up yet: verify reads hq's rows (none in the store).
+    let v = f.verify();
+    let out = String::from_utf8_lossy(&v.stdout).into_owned();
+    assert!(!v.status.success(), "{out}");
+    assert!(out.contains("orders"), "{out}");
+    for db in ["hq", "shop"] {
+        let made =
+            f.pg.query(
+                db,
+                "SELECT (SELECT count(*) FROM pg_replication_slots)
+                      + (SELECT count(*) FROM pg_publication)",
+            )
+            .unwrap();
+        // Before, verify made hq's slot: WAL kept for a fleet never run.
+        assert_eq!(made, "0", "verify made a slot or publication in {db}");
+    }
+}
+
+#[test]
 fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     let mut f = Fleet::new("0.001");
     f.partitioned_devices("hq");

@@ -286,9 +286,17 @@ pub trait Provider: Send + Sync {
         resume_from: Option<String>,
     ) -> Result<Box<dyn Source>>;
     async fn open_sink(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Sink>>;
-    /// Reads existing rows (initial sync, and `verify`, which maps them
-    /// like incoming changes and compares them with the store).
+    /// Reads existing rows for an initial sync: it may make what streaming
+    /// after the copy needs (a PostgreSQL slot with an exported snapshot).
     async fn open_snapshot(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>>;
+
+    /// Reads existing rows and changes nothing in the provider (`verify`,
+    /// which maps them like incoming changes and compares them with the
+    /// store): a provider whose [`Provider::open_snapshot`] makes anything
+    /// reads without it here.
+    async fn open_reader(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>> {
+        self.open_snapshot(mapping).await
+    }
 }
 
 #[cfg(test)]

@@ -111,7 +111,13 @@ impl Provider for PostgresProvider {
 
     async fn open_snapshot(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>> {
         Ok(Box::new(
-            snapshot::PgSnapshot::open(&self.conn, &self.options, &mapping).await?,
+            snapshot::PgSnapshot::open(&self.conn, &self.options, &mapping, true).await?,
+        ))
+    }
+
+    async fn open_reader(&self, mapping: Arc<ProviderMapping>) -> Result<Box<dyn Snapshot>> {
+        Ok(Box::new(
+            snapshot::PgSnapshot::open(&self.conn, &self.options, &mapping, false).await?,
         ))
     }
 }

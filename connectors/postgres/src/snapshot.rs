@@ -64,10 +64,15 @@ pub struct PgSnapshot {
 }
 
 impl PgSnapshot {
+    /// A snapshot to copy from (`for_copy`: the slot is made here when it
+    /// does not exist, with the publication), or only to read from
+    /// (`verify`: nothing is made; a missing slot would otherwise start
+    /// retaining WAL for a provider nobody streams).
     pub async fn open(
         conn: &PgConn,
         o: &PgOptions,
         mapping: &ProviderMapping,
+        for_copy: bool,
     ) -> Result<PgSnapshot> {
         let client = conn.connect().await?;
         let err =
@@ -86,7 +91,7 @@ impl PgSnapshot {
         // start for a feed that has none yet (a slot `setup` made), or that
         // the slot has left behind (a slot made again after it was lost).
         let mut start_position: Option<String> = slot.first().and_then(|r| r.get(0));
-        if !slot_exists {
+        if !slot_exists && for_copy {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
             let mut repl =

@@ -40,7 +40,7 @@ pub async fn run(
     let mut diffs = Vec::new();
     for spec in specs {
         let (provider, mapping) = registry::open(&spec, &mappings)?;
-        let mut snapshot = provider.open_snapshot(mapping.clone()).await?;
+        let mut snapshot = provider.open_reader(mapping.clone()).await?;
         let collections = super::collections(&mapping, only)?;
         for collection in collections {
             // Compared on the fields both sides have: a column one table
