@@ -692,6 +692,54 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     );
 }
 
+#[test]
+fn a_driver_call_that_hangs_is_given_up_and_the_provider_goes_on() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let conn = format!(
+        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
+        f.pg.port
+    );
+    odbc_shop(&mut f, &odbc, conn);
+    f.extra_env.push((
+        "CONNECTOR_SHOP_OPTIONS".into(),
+        "gap_timeout_s=30,call_timeout_s=2".into(),
+    ));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
+    std::thread::scope(|s| {
+        // Another session holds the journal: shop's poll waits on it, as
+        // on a network gone silent (no lock timeout for a read's wait).
+        let holder = s.spawn(|| {
+            f.pg.psql(
+                "shop",
+                "BEGIN; LOCK TABLE connector_journal IN ACCESS EXCLUSIVE MODE; \
+                 SELECT pg_sleep(8); COMMIT;",
+            )
+        });
+        f.expect_text("the hung poll given up", "true", || {
+            let shop = f.provider_status("shop");
+            let said = shop
+                .as_ref()
+                .and_then(|s| s["last_error"].as_str())
+                .unwrap_or_default();
+            said.contains("did not return within 2 s").to_string()
+        });
+        holder.join().unwrap();
+    });
+    // The provider went on: shop's change reaches hq.
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'after the hang' WHERE order_id = 3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "after the hang",
+    );
+}
+
 /// The real IBM DB2 ODBC driver (`libdb2.so` from the PyPI `ibm_db` wheel,
 /// fetched by scripts/test.sh into the path in `CONNECTOR_DB2_DRIVER`).
 fn db2_driver() -> std::path::PathBuf {

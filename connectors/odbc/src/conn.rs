@@ -5,8 +5,21 @@
 //! one closure at a time on tokio's blocking pool, so a slow driver never
 //! stalls the runtime and the connection is never used from two threads at
 //! once. A failed connection is dropped; the worker's retry reopens it.
+//!
+//! A driver call that does not return within the provider's call timeout
+//! (`call_timeout_s`, 600 s by default: a network gone without a reset,
+//! a lock held for ever) is a transient error: the session is lost and the
+//! worker's retry opens another. The stuck thread and its connection are
+//! left to the driver (dropped whenever the call returns). Before, such a
+//! call stalled its provider silently, with the process alive and its
+//! watchdog fed. A sink's write transaction is never given up that way
+//! ([`Session::run_to_the_end`]): left running, it could commit after the
+//! retry's newer write. Its lock waits end by the database's lock timeout,
+//! which each dialect's session settings bound (DB2 waits for ever by
+//! default).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use odbc_api::{Connection, ConnectionOptions, Environment};
 
@@ -33,7 +46,12 @@ pub struct OdbcConn {
     text: String,
     /// (lowercased key, value)
     pairs: Vec<(String, String)>,
+    /// How long one driver call (the connect too) may take.
+    pub call_timeout: Duration,
 }
+
+/// The default of `call_timeout_s`.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl OdbcConn {
     pub fn parse(text: &str) -> Result<OdbcConn> {
@@ -81,6 +99,7 @@ impl OdbcConn {
         Ok(OdbcConn {
             text: text.to_string(),
             pairs,
+            call_timeout: CALL_TIMEOUT,
         })
     }
 
@@ -210,20 +229,46 @@ pub fn is_missing_table(e: &ConnectorError) -> bool {
 pub struct Session {
     conn: Option<Connection<'static>>,
     stage: Stage,
+    timeout: Duration,
 }
 
 impl Session {
     pub async fn open(conn: &OdbcConn, product: &'static str, stage: Stage) -> Result<Session> {
+        let timeout = conn.call_timeout;
         let conn = conn.clone();
-        let c = run_blocking(stage, move || conn.connect(product)).await?;
+        let c = run_blocking(stage, timeout, move || conn.connect(product)).await?;
         Ok(Session {
             conn: Some(c),
             stage,
+            timeout,
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection on the blocking pool, for at most the
+    /// call timeout.
     pub async fn run<T, F>(&mut self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
+    {
+        let timeout = self.timeout;
+        self.run_for(timeout, f).await
+    }
+
+    /// Runs `f`, a write transaction into the provider's tables, for as
+    /// long as it takes: given up, it could still commit later, over a
+    /// newer write of the retry's (its echo then merged as the provider's
+    /// own, newest change). Its lock waits end by the database's own lock
+    /// timeout (each dialect's session settings) instead.
+    pub async fn run_to_the_end<T, F>(&mut self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
+    {
+        self.run_for(Duration::MAX, f).await
+    }
+
+    async fn run_for<T, F>(&mut self, timeout: Duration, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
@@ -231,7 +276,7 @@ impl Session {
         let conn = self.conn.take().ok_or_else(|| {
             ConnectorError::transient(self.stage, "the ODBC connection was lost; reconnecting")
         })?;
-        let (conn, out) = run_blocking(self.stage, move || {
+        let (conn, out) = run_blocking(self.stage, timeout, move || {
             let out = f(&conn);
             Ok((conn, out))
         })
@@ -243,11 +288,27 @@ impl Session {
 
 async fn run_blocking<T: Send + 'static>(
     stage: Stage,
+    timeout: Duration,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        ConnectorError::transient(stage, format!("an ODBC driver call panicked: {e}"))
-    })?
+    let call = tokio::task::spawn_blocking(f);
+    let outcome = if timeout == Duration::MAX {
+        Ok(call.await)
+    } else {
+        tokio::time::timeout(timeout, call).await
+    };
+    match outcome {
+        Ok(done) => done.map_err(|e| {
+            ConnectorError::transient(stage, format!("an ODBC driver call panicked: {e}"))
+        })?,
+        Err(_) => Err(ConnectorError::transient(
+            stage,
+            format!(
+                "an ODBC driver call did not return within {} s (call_timeout_s): a lost network or a lock held too long; reconnecting",
+                timeout.as_secs()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

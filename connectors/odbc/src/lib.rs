@@ -52,7 +52,8 @@ pub struct OdbcProvider {
 
 impl OdbcProvider {
     pub fn new(spec: ProviderSpec) -> Result<Self> {
-        let conn = OdbcConn::parse(&spec.connection_string)?;
+        let mut conn = OdbcConn::parse(&spec.connection_string)?;
+        conn.call_timeout = options::call_timeout(&spec)?;
         let options = OnceLock::new();
         if let Some(o) = OdbcOptions::from_spec(&spec, &conn, None)? {
             let _ = options.set(o);

@@ -8,6 +8,8 @@
 //! * `gap_timeout_s`: how long a sequence number missing below the highest
 //!   one read is waited for (a transaction that took it may still commit)
 //!   before it is taken for a rollback (default 300).
+//! * `call_timeout_s`: how long one driver call may take before the
+//!   session is given up and opened again (default 600; see `conn`).
 
 use std::time::Duration;
 
@@ -25,6 +27,25 @@ pub struct OdbcOptions {
     pub gap_timeout: Duration,
 }
 
+/// The `call_timeout_s` option of `spec` ([`crate::conn::CALL_TIMEOUT`]
+/// when absent): needed before the first connection, which the dialect
+/// may wait for.
+pub fn call_timeout(spec: &ProviderSpec) -> Result<Duration, ConnectorError> {
+    match spec.options.get("call_timeout_s") {
+        None => Ok(crate::conn::CALL_TIMEOUT),
+        Some(v) => match v.parse::<u64>() {
+            Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+            _ => Err(ConnectorError::permanent(
+                Stage::Connect,
+                format!(
+                    "provider `{}`: option call_timeout_s={v}: expected seconds, more than 0",
+                    spec.name
+                ),
+            )),
+        },
+    }
+}
+
 impl OdbcOptions {
     /// The options of `spec`; `Ok(None)` when only the database can tell the
     /// dialect (call again with the DBMS name it reports as `dbms`).
@@ -40,7 +61,7 @@ impl OdbcOptions {
         let mut gap_timeout = Duration::from_secs(300);
         for (key, value) in &spec.options {
             match key.as_str() {
-                "dialect" => {}
+                "dialect" | "call_timeout_s" => {}
                 "journal" => journal = value.clone(),
                 "gap_timeout_s" => {
                     gap_timeout = Duration::from_secs(value.parse().map_err(|_| {
@@ -49,7 +70,7 @@ impl OdbcOptions {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown option `{other}` (expected dialect, journal, gap_timeout_s)"
+                        "unknown option `{other}` (expected dialect, journal, gap_timeout_s, call_timeout_s)"
                     )))
                 }
             }

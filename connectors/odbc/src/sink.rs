@@ -323,10 +323,16 @@ impl Sink for OdbcSink {
     async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<Refused>> {
         let statements = Arc::new(self.plan(rows)?);
         let all = statements.clone();
-        match self.session.run(move |c| write_all(c, &all)).await {
+        match self
+            .session
+            .run_to_the_end(move |c| write_all(c, &all))
+            .await
+        {
             Ok(()) => Ok(Vec::new()),
             Err(e) if e.kind == ErrorKind::BadRecord => {
-                self.session.run(move |c| isolate(c, &statements)).await
+                self.session
+                    .run_to_the_end(move |c| isolate(c, &statements))
+                    .await
             }
             Err(e) => Err(e),
         }

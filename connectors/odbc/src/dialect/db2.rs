@@ -28,6 +28,12 @@ impl Dialect for Db2 {
         "DB2"
     }
 
+    /// DB2's lock waits last for ever by default (LOCKTIMEOUT -1): a
+    /// session of ours waits 60 s at most (SQL0911N reason 68, retried).
+    fn session_setup(&self) -> Vec<String> {
+        vec!["SET CURRENT LOCK TIMEOUT 60".into()]
+    }
+
     fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>) {
         let (cond, mut params) = match schema {
             Some(s) => ("TABSCHEMA = ?", vec![s.to_string()]),

@@ -24,6 +24,8 @@ impl Dialect for MariaDb {
         vec![
             "SET time_zone = '+00:00'".into(),
             "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".into(),
+            // (The server's default, 50 s, may have been raised.)
+            "SET SESSION innodb_lock_wait_timeout = 60".into(),
         ]
     }
 

@@ -20,6 +20,8 @@ impl Dialect for Postgres {
             "SET TimeZone = 'UTC'".into(),
             "SET DateStyle = 'ISO'".into(),
             "SET extra_float_digits = 3".into(),
+            // A lock held for ever ends the wait (55P03, retried).
+            "SET lock_timeout = '60s'".into(),
         ]
     }
 

@@ -229,6 +229,22 @@ fn db2_reads_its_clock_from_sysdummy1_the_others_without_a_table() {
 }
 
 #[test]
+fn every_session_waits_for_a_lock_a_minute_at_most() {
+    // DB2 LUW: SET CURRENT LOCK TIMEOUT (its default LOCKTIMEOUT is -1,
+    // for ever); PostgreSQL's lock_timeout; InnoDB's lock wait timeout.
+    assert_eq!(
+        Db2.session_setup(),
+        strings(&["SET CURRENT LOCK TIMEOUT 60"])
+    );
+    assert!(Postgres
+        .session_setup()
+        .contains(&"SET lock_timeout = '60s'".to_string()));
+    assert!(MariaDb
+        .session_setup()
+        .contains(&"SET SESSION innodb_lock_wait_timeout = 60".to_string()));
+}
+
+#[test]
 fn parameters_take_each_databases_forms() {
     let ts = json!("2024-05-01T08:00:00.5Z");
     assert_eq!(
