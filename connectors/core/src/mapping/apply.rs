@@ -460,17 +460,21 @@ fn doc_id(
     }
 }
 
+/// `fields` under the names `names` gives them. A field the map leaves
+/// alone whose name another field is renamed to is left out: with
+/// `columns: {city: name}` the provider's `name` column holds the city,
+/// and the document's own `name` has no column there (written into `name`
+/// too, the two overwrote each other in whatever order the document had).
 fn rename_keys(fields: &Fields, names: &HashMap<String, String>) -> Fields {
     if names.is_empty() {
         return fields.clone();
     }
     fields
         .iter()
-        .map(|(k, v)| {
-            (
-                names.get(k).cloned().unwrap_or_else(|| k.clone()),
-                v.clone(),
-            )
+        .filter_map(|(k, v)| match names.get(k) {
+            Some(to) => Some((to.clone(), v.clone())),
+            None if names.values().any(|to| to == k) => None,
+            None => Some((k.clone(), v.clone())),
         })
         .collect()
 }

@@ -469,3 +469,26 @@ fn columns_that_would_land_in_one_field_are_refused() {
         Ok(())
     );
 }
+
+#[test]
+fn a_field_whose_column_holds_another_field_is_not_written_there() {
+    // shop's `name` column holds the document's city.
+    let yaml = "collections:\n  stores:\n    id: {mode: single_field, field: store_id}\n    providers:\n      shop: {columns: {city: name}}\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let shop = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+    for doc in [
+        json!({"store_id": 1, "name": "Main St", "city": "Oslo"}),
+        json!({"store_id": 1, "city": "Oslo", "name": "Main St"}),
+    ] {
+        let out = shop
+            .outbound(&SinkWrite {
+                collection: "stores".into(),
+                id: json!(1),
+                doc: Some(doc.as_object().unwrap().clone()),
+            })
+            .unwrap();
+        let row = out.row.unwrap();
+        assert_eq!(row.get("name"), Some(&json!("Oslo")), "{row:?}");
+        assert_eq!(row.len(), 2, "{row:?}");
+    }
+}
