@@ -15,7 +15,7 @@ use connector_core::value::id_key;
 
 use crate::apply::requeue;
 use crate::error::Result;
-use crate::sqlite::Store;
+use crate::sqlite::{Store, LEFT_FILTER};
 use crate::stamp::now_millis;
 
 /// The stage of a write the provider refused.
@@ -185,7 +185,8 @@ impl Store {
 }
 
 /// Forgets what `provider` is thought to hold of the document and puts it
-/// back on the log: its sink writes it whatever it is, a delete too.
+/// back on the log: its sink writes it whatever it is, a delete too (one
+/// the provider never held excepted: no shadow, nothing to delete).
 pub(crate) fn requeue_letter(
     tx: &Connection,
     provider: &str,
@@ -193,10 +194,12 @@ pub(crate) fn requeue_letter(
     key: &str,
     now: i64,
 ) -> Result<()> {
+    // (Not over a left-filter mark: the fleet does not write that row.)
     tx.prepare_cached(
-        "UPDATE shadows SET held = x'' WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+        "UPDATE shadows SET held = x''
+          WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND held IS NOT ?4",
     )?
-    .execute(params![provider, collection, key])?;
+    .execute(params![provider, collection, key, LEFT_FILTER])?;
     requeue(tx, collection, key, now)?;
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! processes append to one gap-free log.
 
 /// 2: `change_log.origin_holds`. 3: `dead_letters.doc_key`, `due_ms`
-/// (writes waiting for a row they reference).
+/// (writes waiting for a row they reference; a waiting letter a build
+/// between the two wrote has neither, and becomes an ordinary one).
 pub const VERSION: i64 = 3;
 
 /// Upgrades a store of an older schema, after [`DDL`] (which creates what is
@@ -21,13 +22,15 @@ pub const UPGRADES: &[(i64, &str)] = &[
     (
         2,
         "ALTER TABLE dead_letters ADD COLUMN doc_key TEXT;
-         ALTER TABLE dead_letters ADD COLUMN due_ms INTEGER;",
+         ALTER TABLE dead_letters ADD COLUMN due_ms INTEGER;
+         UPDATE dead_letters SET stage = 'sink' WHERE stage = 'sink-waiting';",
     ),
 ];
 
 /// Indexes on columns an upgrade may have added: made after [`UPGRADES`].
 pub const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS dead_letters_due ON dead_letters (provider, stage, due_ms);
+CREATE INDEX IF NOT EXISTS dead_letters_doc ON dead_letters (provider, doc_key);
 ";
 
 pub const DDL: &str = "

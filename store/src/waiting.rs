@@ -29,7 +29,7 @@ use crate::dead_letters::{
     insert_dead_letter, requeue_letter, NewDeadLetter, SINK_STAGE, WAITING_STAGE,
 };
 use crate::error::Result;
-use crate::sqlite::Store;
+use crate::sqlite::{Store, LEFT_FILTER};
 
 /// The wait after the first refusal.
 const FIRST_WAIT_MS: i64 = 2_000;
@@ -64,6 +64,10 @@ pub struct Requeued {
     pub documents: Vec<(String, String)>,
     /// Letters that waited too long: ordinary dead letters now.
     pub gave_up: Vec<(String, String)>,
+    /// Letters with nothing left to write (their documents deleted and
+    /// never held there, out of the provider's filter, or no longer
+    /// synced): gone.
+    pub moot: Vec<(String, String)>,
 }
 
 /// The document a sink letter is about: (collection, id key).
@@ -135,6 +139,26 @@ pub(crate) fn keep_sink_letter(
     })
 }
 
+/// Whether `provider`'s sink would write nothing for a document put back
+/// on the log: deleted (or gone) and never held there, or out of the
+/// provider's filter (the fleet leaves its row alone).
+fn nothing_to_write(tx: &Connection, provider: &str, collection: &str, key: &str) -> Result<bool> {
+    let present: Option<bool> = tx
+        .prepare_cached("SELECT body IS NOT NULL FROM documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, key], |r| r.get(0))
+        .optional()?;
+    let held: Option<Option<Vec<u8>>> = tx
+        .prepare_cached(
+            "SELECT held FROM shadows WHERE provider = ?1 AND collection = ?2 AND id = ?3",
+        )?
+        .query_row(params![provider, collection, key], |r| r.get(0))
+        .optional()?;
+    Ok(match held {
+        None => present != Some(true),
+        Some(held) => held.as_deref() == Some(LEFT_FILTER),
+    })
+}
+
 /// The sink wrote a document that waited: its letter goes.
 pub(crate) fn resolve_waiting(
     tx: &Connection,
@@ -152,11 +176,19 @@ pub(crate) fn resolve_waiting(
 impl Store {
     /// Puts the documents of `provider`'s waiting letters that are due at
     /// `now` back on the log (at most a few thousand, oldest due first),
-    /// and makes letters that waited longer than [`GIVE_UP_AFTER_MS`]
-    /// ordinary sink dead letters; one transaction. A letter put back stays
-    /// until the sink's commit resolves it or counts another try; until
-    /// then it is due again after its next wait.
-    pub fn requeue_waiting(&mut self, provider: &str, now: i64) -> Result<Requeued> {
+    /// makes letters that waited longer than [`GIVE_UP_AFTER_MS`] ordinary
+    /// sink dead letters, and deletes those the sink would write nothing
+    /// for (see [`Requeued::moot`]; `syncs`: whether the provider syncs a
+    /// collection); one transaction. A letter put back stays until the
+    /// sink's commit resolves it or counts another try (which sets its
+    /// next due time); until then it is due again only after the longest
+    /// wait, so a sink far behind is not sent the document again and again.
+    pub fn requeue_waiting(
+        &mut self,
+        provider: &str,
+        now: i64,
+        syncs: impl Fn(&str) -> bool,
+    ) -> Result<Requeued> {
         let any_due: bool = self.conn().query_row(
             "SELECT EXISTS (SELECT 1 FROM dead_letters
                 WHERE provider = ?1 AND stage = ?2 AND due_ms <= ?3)",
@@ -167,21 +199,21 @@ impl Store {
             return Ok(Requeued::default());
         }
         let tx = self.write()?;
-        // (id, at_ms, attempts, collection, doc_key)
-        type Due = (i64, i64, i64, Option<String>, Option<String>);
+        // (id, at_ms, collection, doc_key)
+        type Due = (i64, i64, Option<String>, Option<String>);
         let due: Vec<Due> = tx
             .prepare_cached(
-                "SELECT id, at_ms, attempts, collection, doc_key FROM dead_letters
+                "SELECT id, at_ms, collection, doc_key FROM dead_letters
                   WHERE provider = ?1 AND stage = ?2 AND due_ms <= ?3
                   ORDER BY due_ms LIMIT ?4",
             )?
             .query_map(
                 params![provider, WAITING_STAGE, now, REQUEUE_AT_MOST],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Requeued::default();
-        for (id, at_ms, attempts, collection, key) in due {
+        for (id, at_ms, collection, key) in due {
             let (Some(collection), Some(key)) = (collection, key) else {
                 continue;
             };
@@ -195,9 +227,15 @@ impl Store {
                 out.gave_up.push((collection, key));
                 continue;
             }
+            if !syncs(&collection) || nothing_to_write(&tx, provider, &collection, &key)? {
+                tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                    .execute([id])?;
+                out.moot.push((collection, key));
+                continue;
+            }
             requeue_letter(&tx, provider, &collection, &key, now)?;
             tx.prepare_cached("UPDATE dead_letters SET due_ms = ?2 WHERE id = ?1")?
-                .execute(params![id, now + wait_after(attempts + 1)])?;
+                .execute(params![id, now + MAX_WAIT_MS])?;
             out.documents.push((collection, key));
         }
         tx.commit()?;

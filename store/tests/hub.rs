@@ -778,11 +778,11 @@ fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_da
     // Due after the wait that follows the second refusal, from it.
     let due = first + wait_after(2);
     assert!(s
-        .requeue_waiting("shop", first + 1)
+        .requeue_waiting("shop", first + 1, |_| true)
         .unwrap()
         .documents
         .is_empty());
-    let requeued = s.requeue_waiting("shop", due + 50).unwrap();
+    let requeued = s.requeue_waiting("shop", due + 50, |_| true).unwrap();
     assert_eq!(
         requeued.documents,
         [("orders".to_string(), "3".to_string())]
@@ -790,7 +790,13 @@ fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_da
     // The letter stays until the write lands; it is not due again at once.
     assert_eq!(s.waiting_count("shop").unwrap(), 1);
     assert!(s
-        .requeue_waiting("shop", due + 100)
+        .requeue_waiting("shop", due + 100, |_| true)
+        .unwrap()
+        .documents
+        .is_empty());
+    // Nor while a sink far behind has not reached it yet.
+    assert!(s
+        .requeue_waiting("shop", due + 60_000, |_| true)
         .unwrap()
         .documents
         .is_empty());
@@ -807,7 +813,7 @@ fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_da
         .unwrap();
     let at = s.dead_letters(Some("shop"), 10).unwrap()[0].at_ms;
     let later = s
-        .requeue_waiting("shop", at + GIVE_UP_AFTER_MS + 1)
+        .requeue_waiting("shop", at + GIVE_UP_AFTER_MS + 1, |_| true)
         .unwrap();
     assert_eq!(later.gave_up.len(), 1);
     assert!(later.documents.is_empty());
@@ -826,6 +832,64 @@ fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_da
     let letters = s.dead_letters(Some("shop"), 10).unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].stage, SINK_STAGE);
+}
+
+#[test]
+fn a_waiting_write_with_nothing_left_to_write_is_dropped() {
+    use connector_store::{wait_after, WAITING_STAGE};
+    let (_d, mut s) = store();
+    let refused = |id: i64| NewDeadLetter {
+        collection: Some("orders".into()),
+        stage: WAITING_STAGE.into(),
+        field: None,
+        reason: "violates foreign key constraint (23503)".into(),
+        record: json!({"_id": id, "doc": {"order_id": id}}),
+    };
+    // 5: refused, then deleted in hq; shop never held it.
+    apply(&mut s, "hq", &[order(5)], "1");
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    s.sink_committed("shop", read.upto, &[], &[refused(5)])
+        .unwrap();
+    apply(&mut s, "hq", &[delete("orders", json!(5), 2000)], "2");
+    // 6: refused, and no longer synced by shop.
+    apply(&mut s, "hq", &[order(6)], "3");
+    s.sink_committed("shop", read.upto, &[], &[refused(6)])
+        .unwrap();
+    let later = connector_store::stamp::now_millis() + wait_after(1) + 1_000;
+    let r = s.requeue_waiting("shop", later, |c| c != "orders").unwrap();
+    assert!(r.documents.is_empty(), "{r:?}");
+    assert_eq!(r.moot.len(), 2, "{r:?}");
+    assert_eq!(s.waiting_count("shop").unwrap(), 0);
+    // 7: refused while shop's row is out of the filter: left alone.
+    apply(&mut s, "hq", &[order(7)], "4");
+    deliver(&mut s, "shop");
+    s.apply_source(
+        "shop",
+        SourceApply {
+            left_filter: &[("orders".to_string(), json!(7))],
+            position: Some("s1"),
+            received: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.sink_committed("shop", s.last_seq().unwrap(), &[], &[refused(7)])
+        .unwrap();
+    let r = s.requeue_waiting("shop", later, |_| true).unwrap();
+    assert_eq!((r.documents.len(), r.moot.len()), (0, 1), "{r:?}");
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(7),
+            json!({"order_id": 7, "status": "x"}),
+            None,
+            5000,
+        )],
+        "5",
+    );
+    assert!(drain_sink(&mut s, "shop").is_empty(), "the mark stands");
 }
 
 #[test]
@@ -1448,8 +1512,11 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
     conn.execute_batch(
         "ALTER TABLE change_log DROP COLUMN origin_holds;
          DROP INDEX dead_letters_due;
+         DROP INDEX dead_letters_doc;
          ALTER TABLE dead_letters DROP COLUMN doc_key;
          ALTER TABLE dead_letters DROP COLUMN due_ms;
+         INSERT INTO dead_letters (at_ms, provider, collection, stage, reason, record)
+           VALUES (1, 'shop', 'orders', 'sink-waiting', 'fk', '{\"_id\": 9}');
          UPDATE meta SET value = '1' WHERE key = 'schema_version';",
     )
     .unwrap();
@@ -1495,6 +1562,9 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
         reason: "foreign key".into(),
         record: json!({"_id": 1}),
     };
+    // One left waiting by a build without the columns: an ordinary one.
+    assert_eq!(s.waiting_count("shop").unwrap(), 0);
+    assert_eq!(s.dead_letter_count(Some("shop")).unwrap(), 1);
     s.sink_committed("shop", read.upto, &[], &[letter]).unwrap();
     assert_eq!(s.waiting_count("shop").unwrap(), 1);
 }

@@ -145,7 +145,7 @@ async fn session(
         }
         if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
             last_requeue = Some(std::time::Instant::now());
-            let gave_up = requeue_waiting(shared, &mut store, &name)?;
+            let gave_up = requeue_waiting(shared, &mut store, &name, mapping)?;
             counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(gave_up as u64);
         }
         if upto == after {
@@ -375,10 +375,19 @@ async fn deliver(
 /// Puts the writes a foreign key refused that are due back on the log
 /// (`Store::requeue_waiting`); letters that waited 24 h need a person now.
 /// Returns how many gave up.
-fn requeue_waiting(shared: &Shared, store: &mut Store, name: &str) -> Result<usize> {
+fn requeue_waiting(
+    shared: &Shared,
+    store: &mut Store,
+    name: &str,
+    mapping: &ProviderMapping,
+) -> Result<usize> {
     let now = connector_store::stamp::now_millis();
-    let Requeued { documents, gave_up } =
-        blocking(|| store.requeue_waiting(name, now)).map_err(ConnectorError::from)?;
+    let Requeued {
+        documents,
+        gave_up,
+        moot,
+    } = blocking(|| store.requeue_waiting(name, now, |c| mapping.syncs(c)))
+        .map_err(ConnectorError::from)?;
     let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
     if !documents.is_empty() {
         info!(provider = %name, writes = documents.len(), "trying refused writes again: they wait for rows they reference");
@@ -389,6 +398,10 @@ fn requeue_waiting(shared: &Shared, store: &mut Store, name: &str) -> Result<usi
     for (collection, key) in &gave_up {
         warn!(provider = %name, %collection, id = %key, "a write waited 24 h for the row it references; kept as a dead letter");
         waiting.remove(&(name.to_string(), collection.clone(), key.clone()));
+    }
+    for (collection, key) in moot {
+        debug!(provider = %name, %collection, id = %key, "a waiting write has nothing left to write; its letter is gone");
+        waiting.remove(&(name.to_string(), collection, key));
     }
     Ok(gave_up.len())
 }
