@@ -125,6 +125,12 @@ impl Store {
                     // padding, a trigger stamping now()), and writing again
                     // would come back changed again, for ever. (A change of
                     // another provider's is on the log: written anyway.)
+                    // Safe because a change of the provider's own either
+                    // merged exactly (then `seen` is the document: no
+                    // disagreement, and a stale echo after it has one) or
+                    // is on the log for its own sink; and an echo that
+                    // re-queues sets `seen`, so the next stale one may
+                    // pass: the document is on the log already.
                     let before = load_shadows(&tx, origin, &change.collection, &key)?.seen;
                     let doc = Shadow::of_option(body.as_ref(), &change.counters);
                     let again =
