@@ -310,7 +310,8 @@ impl PgCluster {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
     }
 
-    fn psql_cmd(&self, db: &str) -> Command {
+    /// A `psql` on `db`, not started (for a session held open beside others).
+    pub fn psql_cmd(&self, db: &str) -> Command {
         let mut cmd = Command::new("psql");
         cmd.env_clear()
             .env("PATH", "/usr/bin:/bin")

@@ -693,6 +693,49 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
 }
 
 #[test]
+fn a_gap_that_committed_while_the_worker_was_down_is_read_in_full() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let conn = format!(
+        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
+        f.pg.port
+    );
+    odbc_shop(&mut f, &odbc, conn);
+    // Batches far smaller than the late transaction; a short gap timeout.
+    f.extra_env.extend([
+        ("CONNECTOR_SHOP_OPTIONS".into(), "gap_timeout_s=2".into()),
+        ("DITTO_CLOUD_SYNC_BATCH_SIZE".into(), "50".into()),
+    ]);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
+    // A journals 400 rows and commits late; B, after it, at once.
+    let mut late =
+        f.pg.psql_cmd("shop")
+            .arg("-c")
+            .arg(
+                "BEGIN; UPDATE order_items SET quantity = quantity + 1000; \
+             SELECT pg_sleep(4); COMMIT;",
+            )
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    f.pg.psql("shop", "UPDATE orders SET status = 'B' WHERE order_id = 1");
+    f.expect_in("hq", "SELECT status FROM orders WHERE order_id = 1", "B");
+    // The worker stops while A's numbers are gaps; A commits, and the
+    // gaps are older than the timeout when it starts again.
+    assert_eq!(f.stop(), Some(0));
+    assert!(late.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(3));
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT count(*) FROM order_items WHERE quantity > 1000",
+        "400",
+    );
+}
+
+#[test]
 fn a_driver_call_that_hangs_is_given_up_and_the_provider_goes_on() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

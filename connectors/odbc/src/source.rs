@@ -137,7 +137,10 @@ impl OdbcSource {
         })
     }
 
-    async fn poll(&mut self, max: usize) -> Result<Vec<JournalRow>> {
+    /// The rows after the position and the rows of its gaps (at most a
+    /// batch of those), and whether every gap was read in full: only then
+    /// may an empty one be taken for a rollback.
+    async fn poll(&mut self, max: usize) -> Result<(Vec<JournalRow>, bool)> {
         let d = self.d;
         let cols = format!("seq, {}", TriggerSpec::COLUMNS);
         let after = d.limit(
@@ -154,11 +157,13 @@ impl OdbcSource {
             .session
             .run(move |c| {
                 let mut rows = Vec::new();
+                let mut complete = true;
                 // At most a batch of gap rows too (a transaction of 50,000
                 // rows committing late): the rest stay gaps, read next.
                 for chunk in gaps.chunks(GAPS_PER_QUERY) {
                     let room = max.saturating_sub(rows.len());
                     if room == 0 {
+                        complete = false;
                         break;
                     }
                     let ranges = vec!["seq BETWEEN ? AND ?"; chunk.len()].join(" OR ");
@@ -170,13 +175,9 @@ impl OdbcSource {
                         .iter()
                         .flat_map(|(first, last)| [first.to_string(), last.to_string()])
                         .collect();
-                    rows.extend(query_text(
-                        c,
-                        &sql,
-                        &params,
-                        Stage::Source,
-                        "polling the journal",
-                    )?);
+                    let read = query_text(c, &sql, &params, Stage::Source, "polling the journal")?;
+                    complete &= read.len() < room;
+                    rows.extend(read);
                 }
                 rows.extend(query_text(
                     c,
@@ -185,13 +186,12 @@ impl OdbcSource {
                     Stage::Source,
                     "polling the journal",
                 )?);
-                Ok(rows)
+                Ok((rows, complete))
             })
             .await;
-        self.journal_result(result)?
-            .into_iter()
-            .map(journal_row)
-            .collect()
+        let (rows, complete) = self.journal_result(result)?;
+        let rows = rows.into_iter().map(journal_row).collect::<Result<_>>()?;
+        Ok((rows, complete))
     }
 
     /// A statement on the journal failing because the journal is gone (in a
@@ -388,7 +388,7 @@ impl Source for OdbcSource {
         } else {
             None
         };
-        let rows = self.poll(max.max(1)).await?;
+        let (rows, gaps_read) = self.poll(max.max(1)).await?;
         // Full: a batch of new rows, or of gap rows (more may be waiting).
         let new = rows.iter().filter(|r| r.seq > self.position.seq).count();
         self.full = new >= max.max(1) || rows.len() - new >= max.max(1);
@@ -437,9 +437,16 @@ impl Source for OdbcSource {
                 Err(e) => return Err(e),
             }
         }
-        let expired = self
-            .position
-            .expire(now, self.gap_timeout.as_millis() as i64);
+        // Only gaps read in full this time: a gap a batch could not hold
+        // may have committed rows still unread (a long transaction that
+        // committed while the worker was down), which expiry would lose
+        // and the prune then delete.
+        let expired = if gaps_read {
+            self.position
+                .expire(now, self.gap_timeout.as_millis() as i64)
+        } else {
+            Vec::new()
+        };
         if let Some((first, _)) = expired.first() {
             let count: i64 = expired.iter().map(|(a, b)| b - a + 1).sum();
             warn!(provider = %self.provider, count, first,
