@@ -620,6 +620,17 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
         "SELECT string_agg(name, ',' ORDER BY name) FROM devices",
         "a,b,c",
     );
+    // An application on another search_path: the journal trigger still
+    // finds its journal (before, the application's write failed: 42P01).
+    f.pg.psql(
+        "shop",
+        "SET search_path = pg_catalog; UPDATE public.orders SET status = 'other path' WHERE order_id = 5",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 5",
+        "other path",
+    );
     f.pg.psql("shop", "UPDATE orders SET total = 21 WHERE order_id = 12");
     f.expect_in(
         "hq",

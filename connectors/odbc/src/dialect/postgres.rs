@@ -52,6 +52,10 @@ impl Dialect for Postgres {
         )]
     }
 
+    /// The function keeps setup's `search_path` (`SET search_path FROM
+    /// CURRENT`): PL/pgSQL resolves the journal's name when the trigger
+    /// fires, under the writing application's path, where an unqualified
+    /// journal was another table or none (the application's write failed).
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
         let function = self.qualified(
             spec.table.schema.as_deref(),
@@ -59,7 +63,8 @@ impl Dialect for Postgres {
         );
         vec![
             format!(
-                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
+                 SET search_path FROM CURRENT AS $fn$ BEGIN \
                  INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], left(TG_OP, 1), \
                  CASE WHEN TG_OP <> 'DELETE' THEN row_to_json(NEW)::text END, \
                  CASE WHEN TG_OP <> 'INSERT' THEN row_to_json(OLD)::text END, {now}); \
