@@ -1093,6 +1093,29 @@ fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
 }
 
 #[test]
+fn a_journal_set_up_again_before_the_stream_read_a_row_is_told() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    // Rows journaled before shop's copy: the stream is to start after them.
+    shop.sql(
+        "INSERT INTO stores VALUES (91, 'a', 'x', NULL);
+         INSERT INTO stores VALUES (92, 'b', 'x', NULL);",
+    );
+    ok(&f.connector(&["initial-sync", "--provider", "shop"]));
+    // Set up again before the stream read anything: numbering starts over.
+    shop.sql("DROP TABLE connector_journal");
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    reports_a_journal_that_started_over(&f);
+    // A row journaled now would sit below the copy's position, unread.
+    shop.sql("INSERT INTO stores VALUES (93, 'c', 'x', NULL)");
+    recovered_by_a_restarted_copy(&mut f, &shop);
+    f.expect_in("hq", "SELECT name FROM stores WHERE store_id = 93", "c");
+}
+
+#[test]
 fn a_change_journaled_before_a_copy_and_committed_after_it_wins() {
     let (mut f, _odbc, shop) = sqlite_synced_and_stopped();
     // Journaled and committed while the worker is down, so the copy below

@@ -83,7 +83,8 @@ impl OdbcSnapshot {
         let (in_flight, start_position) = match mark.unseen {
             Some((high, missing)) => {
                 let now = now_millis();
-                let start = JournalPosition::with_missing(high, &missing, now);
+                let mut start = JournalPosition::with_missing(high, &missing, now);
+                start.mark = mark.high_mark;
                 let in_flight = InFlight {
                     as_of_ms,
                     txns: missing.into_iter().map(|s| s as u64).collect(),
@@ -130,6 +131,10 @@ struct JournalMark {
     /// The highest journal sequence then, and the numbers missing among the
     /// [`GAP_WINDOW`] below it; `None` without a journal.
     unseen: Option<(i64, Vec<i64>)>,
+    /// The change time of the row at the highest sequence: the stream's
+    /// start position keeps it, so a journal set up again before the
+    /// stream read a row is told (as for any position).
+    high_mark: Option<i64>,
 }
 
 /// The copy's stamp, a millisecond before the database's clock (a change
@@ -178,6 +183,7 @@ fn journal_mark(
             return Ok(JournalMark {
                 as_of_ms,
                 unseen: None,
+                high_mark: None,
             })
         }
         Err(e) => return Err(e),
@@ -195,9 +201,15 @@ fn journal_mark(
         present.insert(integer(&t).ok_or_else(|| unreadable("a journal sequence", &t))?);
     }
     let missing = (low + 1..=high).filter(|s| !present.contains(s)).collect();
+    let high_mark = if high > 0 {
+        row_time(c, journal, high, Stage::Snapshot)?
+    } else {
+        None
+    };
     Ok(JournalMark {
         as_of_ms,
         unseen: Some((high, missing)),
+        high_mark,
     })
 }
 

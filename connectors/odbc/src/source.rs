@@ -226,6 +226,16 @@ impl OdbcSource {
                 &format!("its highest sequence is {max}, the store has read up to {seq}"),
             ));
         }
+        // The prune keeps the row at the position: empty, it started over.
+        if cell(1).is_none() && seq > 0 {
+            return Err(journal_restarted(
+                &self.journal,
+                &self.provider,
+                &format!(
+                    "it is empty, and the store has read up to {seq} (that row is always kept)"
+                ),
+            ));
+        }
         if let Some(mark) = self.position.mark {
             let journal = self.journal.clone();
             let result = self
