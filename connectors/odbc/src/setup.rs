@@ -11,7 +11,7 @@ use odbc_api::Connection;
 
 use connector_core::{ProviderMapping, Result, Stage};
 
-use crate::catalog::{mapped_tables, table_info};
+use crate::catalog::{mapped_tables, query_text, table_info};
 use crate::conn::classify;
 use crate::dialect::{Dialect, TriggerSpec};
 use crate::options::OdbcOptions;
@@ -31,6 +31,23 @@ pub fn plan(
         out.extend(d.create_journal(&journal));
     }
     for (_, info) in mapped_tables(c, d, mapping, o)? {
+        if let Some((sql, params)) = d.uncarried_columns_query(o.schema.as_deref(), &info.name) {
+            let ctx = format!("reading the columns of {}", info.qualified(d));
+            for row in query_text(c, &sql, &params, Stage::Setup, &ctx)? {
+                let mut cells = row.into_iter().map(|v| v.unwrap_or_default());
+                let (column, ty) = (
+                    cells.next().unwrap_or_default(),
+                    cells.next().unwrap_or_default(),
+                );
+                out.push(format!(
+                    "-- not synced: column {} of {} ({}): {} cannot carry its type into the journal",
+                    column.trim(),
+                    info.qualified(d),
+                    ty.trim(),
+                    d.name()
+                ));
+            }
+        }
         let name = format!("{}_{}", o.journal, info.name);
         out.extend(d.create_triggers(&TriggerSpec {
             table: &info,

@@ -185,6 +185,17 @@ pub trait Dialect: Send + Sync {
     /// column name and its SQL type as text. `?` parameters are the values.
     fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>);
 
+    /// A query naming (name, type) the columns of `table` that
+    /// `columns_query` leaves out because the journal cannot carry them;
+    /// `None` where none are.
+    fn uncarried_columns_query(
+        &self,
+        _schema: Option<&str>,
+        _table: &str,
+    ) -> Option<(String, Vec<String>)> {
+        None
+    }
+
     /// The logical type of a column from the type text `columns_query` gave.
     fn column_type(&self, sql_type: &str) -> ColumnType {
         generic_column_type(sql_type)

@@ -57,7 +57,9 @@ fn db2_reads_the_catalog_from_syscat_columns() {
         sql,
         "SELECT COLNAME, CASE WHEN LOWER(COALESCE(REMARKS, '')) = 'json' THEN 'JSON ' || TYPENAME || '(' || LENGTH || ')' WHEN TYPENAME = 'DECIMAL' THEN 'DECIMAL(' || LENGTH || ',' || SCALE || ')' \
          WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') THEN TYPENAME || '(' || LENGTH || ')' \
-         ELSE TYPENAME END FROM SYSCAT.COLUMNS WHERE TABSCHEMA = ? AND TABNAME = ? ORDER BY COLNO"
+         ELSE TYPENAME END FROM SYSCAT.COLUMNS WHERE TABSCHEMA = ? AND TABNAME = ? \
+         AND NOT (TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
+         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR'))) ORDER BY COLNO"
     );
     assert_eq!(params, strings(&["RETAIL", "orders"]));
     let (sql, params) = Db2.columns_query(None, "orders");
@@ -79,6 +81,39 @@ fn db2_reads_the_catalog_from_syscat_columns() {
     assert_eq!(Db2.column_type("JSON CLOB(1048576)"), ColumnType::Json);
     assert_eq!(Db2.column_type("CLOB(1048576)"), ColumnType::Text);
     assert_eq!(Db2.column_type("DATE"), ColumnType::Date);
+}
+
+#[test]
+fn db2_leaves_out_and_names_what_json_object_cannot_carry() {
+    // IBM: JSON_OBJECT refuses GRAPHIC, VARGRAPHIC, DBCLOB, BINARY, CHAR
+    // and VARCHAR FOR BIT DATA and XML (42815), and reads other binary
+    // strings (VARBINARY, BLOB) as BSON without FORMAT JSON.
+    let (sql, params) = Db2
+        .uncarried_columns_query(Some("RETAIL"), "orders")
+        .unwrap();
+    assert_eq!(
+        sql,
+        "SELECT COLNAME, CASE WHEN CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR') \
+         THEN TYPENAME || ' FOR BIT DATA' ELSE TYPENAME END FROM SYSCAT.COLUMNS \
+         WHERE TABSCHEMA = ? AND TABNAME = ? AND (TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
+         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR'))) ORDER BY COLNO"
+    );
+    assert_eq!(params, strings(&["RETAIL", "orders"]));
+    assert!(Sqlite.uncarried_columns_query(None, "orders").is_none());
+    // A graphic string goes in as a character string.
+    let col = |sql_type: &str| Column {
+        name: "NOTE".into(),
+        ty: Db2.column_type(sql_type),
+        sql_type: sql_type.into(),
+    };
+    assert_eq!(
+        Db2.image_value(&col("VARGRAPHIC(40)"), "N.\"NOTE\"".into()),
+        "VARCHAR(N.\"NOTE\")"
+    );
+    assert_eq!(
+        Db2.image_value(&col("VARCHAR(40)"), "N.\"NOTE\"".into()),
+        "N.\"NOTE\""
+    );
 }
 
 #[test]
