@@ -747,6 +747,48 @@ fn a_gap_that_committed_while_the_worker_was_down_is_read_in_full() {
 }
 
 #[test]
+fn arrays_and_json_strings_come_through_a_postgres_journal_as_they_are() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "ALTER TABLE devices ADD COLUMN tags text[], ADD COLUMN meta jsonb",
+        );
+    }
+    let odbc = OdbcConfig::new(None);
+    let conn = format!(
+        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
+        f.pg.port
+    );
+    odbc_shop(&mut f, &odbc, conn);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
+    // Through shop's journal (row_to_json gave `[...]` and the number 42).
+    f.pg.psql(
+        "shop",
+        r#"INSERT INTO devices (serial_no, name, tags, meta) VALUES ('d-1', 'a', '{x,"y z"}', '"42"')"#,
+    );
+    f.expect_in(
+        "hq",
+        "SELECT tags::text || ' ' || meta::text || ' ' || jsonb_typeof(meta) FROM devices WHERE serial_no = 'd-1'",
+        r#"{x,"y z"} "42" string"#,
+    );
+    // And back, through hq's stream and shop's sink.
+    f.pg.psql(
+        "hq",
+        r#"UPDATE devices SET tags = '{1,2}', meta = '{"k": [1, "2"]}' WHERE serial_no = 'd-1'"#,
+    );
+    f.expect_in(
+        "shop",
+        "SELECT tags::text || ' ' || meta::text FROM devices WHERE serial_no = 'd-1'",
+        r#"{1,2} {"k": [1, "2"]}"#,
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
+#[test]
 fn a_driver_call_that_hangs_is_given_up_and_the_provider_goes_on() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

@@ -56,22 +56,68 @@ impl Dialect for Postgres {
     /// CURRENT`): PL/pgSQL resolves the journal's name when the trigger
     /// fires, under the writing application's path, where an unqualified
     /// journal was another table or none (the application's write failed).
+    ///
+    /// `row_to_json` embeds a json/jsonb value as JSON and an array as a
+    /// JSON array, where the copy reads their text (a jsonb string `"42"`
+    /// came back the number 42, `{1,2}` as `[1,2]`, which a PostgreSQL
+    /// sink's cast then refused). A table with such columns gets its own
+    /// function that puts their text over them (`jsonb ||`, 50 pairs per
+    /// `jsonb_build_object`: 100 arguments at most); the others share one.
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
-        let function = self.qualified(
-            spec.table.schema.as_deref(),
-            &format!("{}_row", spec.journal_name),
-        );
+        let textual: Vec<&Column> = spec
+            .table
+            .columns
+            .iter()
+            .filter(|c| {
+                c.sql_type.ends_with("[]") || matches!(c.sql_type.as_str(), "json" | "jsonb")
+            })
+            .collect();
+        let (function, image): (String, Box<dyn Fn(&str) -> String>) = if textual.is_empty() {
+            (
+                format!("{}_row", spec.journal_name),
+                Box::new(|row: &str| format!("row_to_json({row})::text")),
+            )
+        } else {
+            let textual = textual.clone();
+            (
+                format!("{}_{}_row", spec.journal_name, spec.table.name),
+                Box::new(move |row: &str| {
+                    let texts = textual
+                        .chunks(50)
+                        .map(|chunk| {
+                            let pairs = chunk
+                                .iter()
+                                .map(|c| {
+                                    format!(
+                                        "{}, {row}.{}::text",
+                                        super::literal(&c.name),
+                                        self.quote(&c.name)
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            format!("jsonb_build_object({pairs})")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" || ");
+                    format!("(row_to_json({row})::jsonb || {texts})::text")
+                }),
+            )
+        };
+        let function = self.qualified(spec.table.schema.as_deref(), &function);
         vec![
             format!(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
                  SET search_path FROM CURRENT AS $fn$ BEGIN \
                  INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], left(TG_OP, 1), \
-                 CASE WHEN TG_OP <> 'DELETE' THEN row_to_json(NEW)::text END, \
-                 CASE WHEN TG_OP <> 'INSERT' THEN row_to_json(OLD)::text END, {now}); \
+                 CASE WHEN TG_OP <> 'DELETE' THEN {new} END, \
+                 CASE WHEN TG_OP <> 'INSERT' THEN {old} END, {now}); \
                  RETURN NULL; END $fn$",
                 journal = spec.journal,
                 cols = TriggerSpec::COLUMNS,
                 now = self.now_ms(),
+                new = image("NEW"),
+                old = image("OLD"),
             ),
             // The mapped table's name as the trigger's argument, not
             // TG_TABLE_NAME: a partitioned table's rows fire the trigger
