@@ -10,6 +10,35 @@ use crate::catalog::{Column, TableInfo};
 
 pub struct Postgres;
 
+impl Postgres {
+    /// `row`'s image: `row_to_json`, with the text of the `textual`
+    /// columns over their JSON forms.
+    fn row_image(&self, textual: &[&Column], row: &str) -> String {
+        if textual.is_empty() {
+            return format!("row_to_json({row})::text");
+        }
+        let texts = textual
+            .chunks(50)
+            .map(|chunk| {
+                let pairs = chunk
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}, {row}.{}::text",
+                            super::literal(&c.name),
+                            self.quote(&c.name)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("jsonb_build_object({pairs})")
+            })
+            .collect::<Vec<_>>()
+            .join(" || ");
+        format!("(row_to_json({row})::jsonb || {texts})::text")
+    }
+}
+
 impl Dialect for Postgres {
     fn name(&self) -> &'static str {
         "PostgreSQL"
@@ -59,8 +88,8 @@ impl Dialect for Postgres {
     ///
     /// `row_to_json` embeds a json/jsonb value as JSON and an array as a
     /// JSON array, where the copy reads their text (a jsonb string `"42"`
-    /// came back the number 42, `{1,2}` as `[1,2]`, which a PostgreSQL
-    /// sink's cast then refused). A table with such columns gets its own
+    /// came back the number 42; `{1,2}` as `[1,2]`, another value than the
+    /// copy's for the store and the other sinks). A table with such columns gets its own
     /// function that puts their text over them (`jsonb ||`, 50 pairs per
     /// `jsonb_build_object`: 100 arguments at most); the others share one.
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
@@ -72,38 +101,12 @@ impl Dialect for Postgres {
                 c.sql_type.ends_with("[]") || matches!(c.sql_type.as_str(), "json" | "jsonb")
             })
             .collect();
-        let (function, image): (String, Box<dyn Fn(&str) -> String>) = if textual.is_empty() {
-            (
-                format!("{}_row", spec.journal_name),
-                Box::new(|row: &str| format!("row_to_json({row})::text")),
-            )
+        let function = if textual.is_empty() {
+            format!("{}_row", spec.journal_name)
         } else {
-            let textual = textual.clone();
-            (
-                format!("{}_{}_row", spec.journal_name, spec.table.name),
-                Box::new(move |row: &str| {
-                    let texts = textual
-                        .chunks(50)
-                        .map(|chunk| {
-                            let pairs = chunk
-                                .iter()
-                                .map(|c| {
-                                    format!(
-                                        "{}, {row}.{}::text",
-                                        super::literal(&c.name),
-                                        self.quote(&c.name)
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            format!("jsonb_build_object({pairs})")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" || ");
-                    format!("(row_to_json({row})::jsonb || {texts})::text")
-                }),
-            )
+            format!("{}_{}_row", spec.journal_name, spec.table.name)
         };
+        let image = |row: &str| self.row_image(&textual, row);
         let function = self.qualified(spec.table.schema.as_deref(), &function);
         vec![
             format!(
