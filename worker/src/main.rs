@@ -17,6 +17,17 @@ use connector_worker::logging;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// IBM's DB2 client converts text to the application's code page, which
+/// it takes from the locale: under C or POSIX (containers, systemd) that is
+/// not UTF-8, and characters outside it came back as substitutes. Unless
+/// set, `DB2CODEPAGE=1208` (UTF-8) for the DB2 driver this process loads.
+/// Set here, before any thread exists. (No DB2 server runs in the tests.)
+fn db2_talks_utf8() {
+    if std::env::var_os("DB2CODEPAGE").is_none() {
+        std::env::set_var("DB2CODEPAGE", "1208");
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     return_freed_memory_promptly();
@@ -36,6 +47,7 @@ fn main() -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
+    db2_talks_utf8();
     let mut config = match Config::from_env(&ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
