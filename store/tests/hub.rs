@@ -1058,6 +1058,63 @@ fn a_tagged_echo_stamped_anew_by_a_target_trigger_is_not_written_for_ever() {
 }
 
 #[test]
+fn a_column_added_after_the_copy_is_taken_with_the_next_change_of_its_row() {
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "a"}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    // hq adds `note` (filled for every row), then changes the status.
+    let change = upsert(
+        "orders",
+        json!(1),
+        json!({"order_id": 1, "status": "b", "note": "x"}),
+        Some(json!({"order_id": 1, "status": "a", "note": "x"})),
+        2000,
+    );
+    apply(&mut s, "hq", &[change], "2");
+    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
+    assert_eq!(
+        (doc["status"].clone(), doc.get("note").cloned()),
+        (json!("b"), Some(json!("x")))
+    );
+    // A field another provider unset is not brought back by the rule.
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "b"}),
+            Some(json!({"order_id": 1, "status": "b", "note": "x"})),
+            3000,
+        )],
+        "s1",
+    );
+    let change = upsert(
+        "orders",
+        json!(1),
+        json!({"order_id": 1, "status": "c", "note": "x"}),
+        Some(json!({"order_id": 1, "status": "b", "note": "x"})),
+        4000,
+    );
+    apply(&mut s, "hq", &[change], "3");
+    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
+    assert_eq!(
+        (doc["status"].clone(), doc.get("note").cloned()),
+        (json!("c"), None)
+    );
+}
+
+#[test]
 fn compaction_keeps_what_a_cursor_still_needs() {
     let (_d, mut s) = store();
     for i in 0..5 {
