@@ -550,13 +550,13 @@ fn plan_change(
     } else {
         (c.fields.keys().collect(), Vec::new())
     };
-    // A field the store has never had a value for is new to it whatever the
-    // diff says: a column added to the provider's table after its rows were
+    // A field the document has never had a value for (no register since
+    // its last delete) is new to it whatever the diff says: a column added to the provider's table after its rows were
     // copied shows the same value before and after a change of another
     // column, and was never taken until it changed itself.
     if let Some(doc) = &current {
         for (k, _) in c.fields.iter() {
-            if !doc.contains_key(k) && state.field_stamp(k).is_none() && !changed.contains(&k) {
+            if !doc.contains_key(k) && !state.has_visible_register(k) && !changed.contains(&k) {
                 changed.push(k);
             }
         }

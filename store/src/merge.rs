@@ -330,6 +330,15 @@ impl DocState {
         self.counters.keys().map(String::as_str)
     }
 
+    /// Whether a plain field has a register the document shows (a value,
+    /// or an unset newer than the last delete): one under the tombstone is
+    /// the deleted document's, not this one's.
+    pub fn has_visible_register(&self, name: &str) -> bool {
+        self.fields
+            .get(name)
+            .is_some_and(|r| self.visible(&r.stamp))
+    }
+
     /// The stamp of a field's current register, if it has one.
     pub fn field_stamp(&self, name: &str) -> Option<&Stamp> {
         self.fields.get(name).map(|r| &r.stamp)

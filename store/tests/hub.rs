@@ -1112,6 +1112,31 @@ fn a_column_added_after_the_copy_is_taken_with_the_next_change_of_its_row() {
         (doc["status"].clone(), doc.get("note").cloned()),
         (json!("c"), None)
     );
+    // Deleted, then made again by shop, whose table lacks `note`: the new
+    // document never had one (the old one's register is under the delete).
+    apply(&mut s, "shop", &[delete("orders", json!(1), 5000)], "s2");
+    apply(
+        &mut s,
+        "shop",
+        &[upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": "d"}),
+            None,
+            6000,
+        )],
+        "s3",
+    );
+    let change = upsert(
+        "orders",
+        json!(1),
+        json!({"order_id": 1, "status": "e", "note": "y"}),
+        Some(json!({"order_id": 1, "status": "d", "note": "y"})),
+        7000,
+    );
+    apply(&mut s, "hq", &[change], "4");
+    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
+    assert_eq!(doc.get("note"), Some(&json!("y")));
 }
 
 #[test]

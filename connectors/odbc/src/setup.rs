@@ -23,15 +23,23 @@ pub fn plan(
     mapping: &ProviderMapping,
     o: &OdbcOptions,
 ) -> Result<Vec<String>> {
-    let journal = d.qualified(o.schema.as_deref(), &o.journal);
+    let schema = match (&o.schema, d.current_schema_query()) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(sql)) => query_text(c, sql, &[], Stage::Setup, "reading the current schema")?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten()),
+        (None, None) => None,
+    };
+    let journal = d.qualified(schema.as_deref(), &o.journal);
     let mut out = Vec::new();
-    if table_info(c, d, o.schema.as_deref(), &o.journal)?.is_some() {
+    if table_info(c, d, schema.as_deref(), &o.journal)?.is_some() {
         out.push(format!("-- the journal {journal} exists"));
     } else {
         out.extend(d.create_journal(&journal));
     }
     for (_, info) in mapped_tables(c, d, mapping, o)? {
-        if let Some((sql, params)) = d.uncarried_columns_query(o.schema.as_deref(), &info.name) {
+        if let Some((sql, params)) = d.uncarried_columns_query(info.schema.as_deref(), &info.name) {
             let ctx = format!("reading the columns of {}", info.qualified(d));
             for row in query_text(c, &sql, &params, Stage::Setup, &ctx)? {
                 let mut cells = row.into_iter().map(|v| v.unwrap_or_default());

@@ -25,7 +25,7 @@ pub struct Db2;
 
 /// The columns whose values DB2's `JSON_OBJECT` cannot carry.
 const UNCARRIED: &str = "TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
-     OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR'))";
+     OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR'))";
 
 /// `SYSCAT.COLUMNS`' condition for one table, and its parameters.
 fn where_table(schema: Option<&str>, table: &str) -> (String, Vec<String>) {
@@ -77,7 +77,7 @@ impl Dialect for Db2 {
         let (cond, params) = where_table(schema, table);
         Some((
             format!(
-                "SELECT COLNAME, CASE WHEN CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR') \
+                "SELECT COLNAME, CASE WHEN CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR') \
                  THEN TYPENAME || ' FOR BIT DATA' ELSE TYPENAME END \
                  FROM SYSCAT.COLUMNS WHERE {cond} AND ({UNCARRIED}) ORDER BY COLNO"
             ),

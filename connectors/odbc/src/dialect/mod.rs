@@ -185,6 +185,13 @@ pub trait Dialect: Send + Sync {
     /// column name and its SQL type as text. `?` parameters are the values.
     fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>);
 
+    /// A query of the schema an unqualified name is created in, where
+    /// triggers must name the journal with it (their names resolve when
+    /// they fire, under the writing application's settings).
+    fn current_schema_query(&self) -> Option<&'static str> {
+        None
+    }
+
     /// A query naming (name, type) the columns of `table` that
     /// `columns_query` leaves out because the journal cannot carry them;
     /// `None` where none are.

@@ -10,35 +10,6 @@ use crate::catalog::{Column, TableInfo};
 
 pub struct Postgres;
 
-impl Postgres {
-    /// `row`'s image: `row_to_json`, with the text of the `textual`
-    /// columns over their JSON forms.
-    fn row_image(&self, textual: &[&Column], row: &str) -> String {
-        if textual.is_empty() {
-            return format!("row_to_json({row})::text");
-        }
-        let texts = textual
-            .chunks(50)
-            .map(|chunk| {
-                let pairs = chunk
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{}, {row}.{}::text",
-                            super::literal(&c.name),
-                            self.quote(&c.name)
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("jsonb_build_object({pairs})")
-            })
-            .collect::<Vec<_>>()
-            .join(" || ");
-        format!("(row_to_json({row})::jsonb || {texts})::text")
-    }
-}
-
 impl Dialect for Postgres {
     fn name(&self) -> &'static str {
         "PostgreSQL"
@@ -81,37 +52,41 @@ impl Dialect for Postgres {
         )]
     }
 
-    /// The function keeps setup's `search_path` (`SET search_path FROM
-    /// CURRENT`): PL/pgSQL resolves the journal's name when the trigger
-    /// fires, under the writing application's path, where an unqualified
-    /// journal was another table or none (the application's write failed).
-    ///
-    /// `row_to_json` embeds a json/jsonb value as JSON and an array as a
-    /// JSON array, where the copy reads their text (a jsonb string `"42"`
-    /// came back the number 42; `{1,2}` as `[1,2]`, another value than the
-    /// copy's for the store and the other sinks). A table with such columns gets its own
-    /// function that puts their text over them (`jsonb ||`, 50 pairs per
-    /// `jsonb_build_object`: 100 arguments at most); the others share one.
+    /// One function for every table: it names no column, so a migration
+    /// that drops or renames one never breaks the application's writes.
+    /// `row_to_json` embeds a json/jsonb value as JSON where the copy reads
+    /// its text (a jsonb string `"42"` came through as the number 42): the
+    /// trigger passes the names of those columns after the table's
+    /// (`TG_ARGV[1:]`), and the image carries their text instead, staying
+    /// in `json` (a jsonb cast would refuse a json value jsonb cannot hold,
+    /// failing the application's write). The journal is named with its
+    /// schema: PL/pgSQL resolves names when the trigger fires, under the
+    /// application's `search_path`.
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
-        let textual: Vec<&Column> = spec
-            .table
-            .columns
-            .iter()
-            .filter(|c| {
-                c.sql_type.ends_with("[]") || matches!(c.sql_type.as_str(), "json" | "jsonb")
-            })
-            .collect();
-        let function = if textual.is_empty() {
-            format!("{}_row", spec.journal_name)
-        } else {
-            format!("{}_{}_row", spec.journal_name, spec.table.name)
+        let function = self.qualified(
+            spec.table.schema.as_deref(),
+            &format!("{}_row", spec.journal_name),
+        );
+        let image = |row: &str| {
+            format!(
+                "CASE WHEN TG_NARGS > 1 THEN (SELECT json_object_agg(j.key, \
+                 CASE WHEN j.key = ANY (TG_ARGV[1:]) AND json_typeof(j.value) <> 'null' \
+                 THEN to_json(j.value::text) ELSE j.value END) \
+                 FROM json_each(row_to_json({row})) AS j)::text \
+                 ELSE row_to_json({row})::text END"
+            )
         };
-        let image = |row: &str| self.row_image(&textual, row);
-        let function = self.qualified(spec.table.schema.as_deref(), &function);
+        let mut args = vec![super::literal(&spec.table.name)];
+        args.extend(
+            spec.table
+                .columns
+                .iter()
+                .filter(|c| matches!(c.sql_type.as_str(), "json" | "jsonb"))
+                .map(|c| super::literal(&c.name)),
+        );
         vec![
             format!(
-                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql \
-                 SET search_path FROM CURRENT AS $fn$ BEGIN \
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
                  INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], left(TG_OP, 1), \
                  CASE WHEN TG_OP <> 'DELETE' THEN {new} END, \
                  CASE WHEN TG_OP <> 'INSERT' THEN {old} END, {now}); \
@@ -130,9 +105,13 @@ impl Dialect for Postgres {
                  FOR EACH ROW EXECUTE FUNCTION {function}({})",
                 self.quote(spec.name),
                 spec.table.qualified(self),
-                super::literal(&spec.table.name)
+                args.join(", ")
             ),
         ]
+    }
+
+    fn current_schema_query(&self) -> Option<&'static str> {
+        Some("SELECT current_schema()")
     }
 
     fn setup_privileges(&self) -> &'static str {

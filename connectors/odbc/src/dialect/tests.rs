@@ -59,7 +59,7 @@ fn db2_reads_the_catalog_from_syscat_columns() {
          WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') THEN TYPENAME || '(' || LENGTH || ')' \
          ELSE TYPENAME END FROM SYSCAT.COLUMNS WHERE TABSCHEMA = ? AND TABNAME = ? \
          AND NOT (TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
-         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR'))) ORDER BY COLNO"
+         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR'))) ORDER BY COLNO"
     );
     assert_eq!(params, strings(&["RETAIL", "orders"]));
     let (sql, params) = Db2.columns_query(None, "orders");
@@ -93,10 +93,10 @@ fn db2_leaves_out_and_names_what_json_object_cannot_carry() {
         .unwrap();
     assert_eq!(
         sql,
-        "SELECT COLNAME, CASE WHEN CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR') \
+        "SELECT COLNAME, CASE WHEN CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR') \
          THEN TYPENAME || ' FOR BIT DATA' ELSE TYPENAME END FROM SYSCAT.COLUMNS \
          WHERE TABSCHEMA = ? AND TABNAME = ? AND (TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
-         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR'))) ORDER BY COLNO"
+         OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR'))) ORDER BY COLNO"
     );
     assert_eq!(params, strings(&["RETAIL", "orders"]));
     assert!(Sqlite.uncarried_columns_query(None, "orders").is_none());
