@@ -1000,22 +1000,28 @@ fn a_tagged_echo_changed_by_the_targets_column_is_not_written_for_ever() {
     };
     apply(&mut s, "hq", &[total(json!(12.345), 1000)], "1");
     // shop's numeric(12,2) keeps 12.35 of every write of 12.345.
+    let rounds = rounds_until_shop_is_done(&mut s, false, |r| total(json!(12.35), 2000 + r));
+    assert!(rounds >= 1);
+}
+
+/// Writes to shop and feeds shop's tagged echo of each write (`echo(round)`)
+/// back until shop's sink has nothing left to write; returns how many
+/// rounds wrote (more than 3: written for ever).
+fn rounds_until_shop_is_done(s: &mut Store, tagged: bool, echo: impl Fn(i64) -> DocChange) -> i64 {
     let mut rounds = 0;
     loop {
-        let w = drain_sink(&mut s, "shop");
+        let w = if tagged {
+            drain_tagged_sink(s, "shop")
+        } else {
+            drain_sink(s, "shop")
+        };
         if w.is_empty() {
-            break;
+            return rounds;
         }
         rounds += 1;
         assert!(rounds <= 3, "shop is written for ever");
-        apply(
-            &mut s,
-            "shop",
-            &[own(total(json!(12.35), 2000 + rounds))],
-            &format!("s{rounds}"),
-        );
+        apply(s, "shop", &[own(echo(rounds))], &format!("s{rounds}"));
     }
-    assert!(rounds >= 1);
 }
 
 #[test]
@@ -1032,21 +1038,7 @@ fn a_tagged_echo_stamped_anew_by_a_target_trigger_is_not_written_for_ever() {
     };
     apply(&mut s, "hq", &[order(1, 1000)], "1");
     // shop's trigger sets updated_at to now() in every write of ours.
-    let mut rounds = 0;
-    loop {
-        let w = drain_tagged_sink(&mut s, "shop");
-        if w.is_empty() {
-            break;
-        }
-        rounds += 1;
-        assert!(rounds <= 3, "shop is written for ever");
-        apply(
-            &mut s,
-            "shop",
-            &[own(order(5000 + rounds, 2000 + rounds))],
-            &format!("s{rounds}"),
-        );
-    }
+    let rounds = rounds_until_shop_is_done(&mut s, true, |r| order(5000 + r, 2000 + r));
     assert!(rounds <= 2, "{rounds}");
     // The store's document stays hq's; shop keeps its trigger's value.
     let doc = s.get("orders", &json!(1)).unwrap().unwrap();
@@ -1060,83 +1052,44 @@ fn a_tagged_echo_stamped_anew_by_a_target_trigger_is_not_written_for_ever() {
 #[test]
 fn a_column_added_after_the_copy_is_taken_with_the_next_change_of_its_row() {
     let (_d, mut s) = store();
-    apply(
-        &mut s,
-        "hq",
-        &[upsert(
-            "orders",
-            json!(1),
-            json!({"order_id": 1, "status": "a"}),
-            None,
-            1000,
-        )],
-        "1",
-    );
+    // Order 1's status `before` → `after` (with `note`, unchanged, where
+    // the table has one), by `origin` at `ts`.
+    let change =
+        |s: &mut Store, origin: &str, before: &str, after: &str, note: Option<&str>, ts: i64| {
+            let image = |status: &str| match note {
+                Some(n) => json!({"order_id": 1, "status": status, "note": n}),
+                None => json!({"order_id": 1, "status": status}),
+            };
+            let before = (!before.is_empty()).then(|| image(before));
+            let c = upsert("orders", json!(1), image(after), before, ts);
+            apply(s, origin, &[c], &ts.to_string());
+            let doc = s.get("orders", &json!(1)).unwrap().unwrap();
+            doc.get("note").cloned()
+        };
+    change(&mut s, "hq", "", "a", None, 1000);
     // hq adds `note` (filled for every row), then changes the status.
-    let change = upsert(
-        "orders",
-        json!(1),
-        json!({"order_id": 1, "status": "b", "note": "x"}),
-        Some(json!({"order_id": 1, "status": "a", "note": "x"})),
-        2000,
-    );
-    apply(&mut s, "hq", &[change], "2");
-    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
     assert_eq!(
-        (doc["status"].clone(), doc.get("note").cloned()),
-        (json!("b"), Some(json!("x")))
+        change(&mut s, "hq", "a", "b", Some("x"), 2000),
+        Some(json!("x"))
     );
     // A field another provider unset is not brought back by the rule.
-    apply(
-        &mut s,
-        "shop",
-        &[upsert(
-            "orders",
-            json!(1),
-            json!({"order_id": 1, "status": "b"}),
-            Some(json!({"order_id": 1, "status": "b", "note": "x"})),
-            3000,
-        )],
-        "s1",
-    );
-    let change = upsert(
+    let unset = upsert(
         "orders",
         json!(1),
-        json!({"order_id": 1, "status": "c", "note": "x"}),
+        json!({"order_id": 1, "status": "b"}),
         Some(json!({"order_id": 1, "status": "b", "note": "x"})),
-        4000,
+        3000,
     );
-    apply(&mut s, "hq", &[change], "3");
-    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
-    assert_eq!(
-        (doc["status"].clone(), doc.get("note").cloned()),
-        (json!("c"), None)
-    );
+    apply(&mut s, "shop", &[unset], "s1");
+    assert_eq!(change(&mut s, "hq", "b", "c", Some("x"), 4000), None);
     // Deleted, then made again by shop, whose table lacks `note`: the new
     // document never had one (the old one's register is under the delete).
     apply(&mut s, "shop", &[delete("orders", json!(1), 5000)], "s2");
-    apply(
-        &mut s,
-        "shop",
-        &[upsert(
-            "orders",
-            json!(1),
-            json!({"order_id": 1, "status": "d"}),
-            None,
-            6000,
-        )],
-        "s3",
+    change(&mut s, "shop", "", "d", None, 6000);
+    assert_eq!(
+        change(&mut s, "hq", "d", "e", Some("y"), 7000),
+        Some(json!("y"))
     );
-    let change = upsert(
-        "orders",
-        json!(1),
-        json!({"order_id": 1, "status": "e", "note": "y"}),
-        Some(json!({"order_id": 1, "status": "d", "note": "y"})),
-        7000,
-    );
-    apply(&mut s, "hq", &[change], "4");
-    let doc = s.get("orders", &json!(1)).unwrap().unwrap();
-    assert_eq!(doc.get("note"), Some(&json!("y")));
 }
 
 #[test]

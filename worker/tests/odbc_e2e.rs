@@ -10,17 +10,7 @@ mod fleet;
 use std::time::Duration;
 
 use connector_testkit::{MariaDb, OdbcConfig, SqliteDb};
-use fleet::{repo, wait_for, Fleet};
-
-fn ok(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
+use fleet::{failed, ok, repo, wait_for, Fleet};
 
 /// Points the fleet's `shop` at an ODBC connection string.
 fn odbc_shop(f: &mut Fleet, odbc: &OdbcConfig, conn: String) {
@@ -31,6 +21,15 @@ fn odbc_shop(f: &mut Fleet, odbc: &OdbcConfig, conn: String) {
         ("CONNECTOR_SHOP_OPTIONS".into(), "gap_timeout_s=30".into()),
         ("DITTO_CLOUD_SYNC_INTERVAL".into(), "100".into()),
     ]);
+}
+
+/// Points the fleet's `shop` at its PostgreSQL database through psqlODBC.
+fn psqlodbc_shop(f: &mut Fleet, odbc: &OdbcConfig) {
+    let conn = format!(
+        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
+        f.pg.port
+    );
+    odbc_shop(f, odbc, conn);
 }
 
 fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
@@ -601,11 +600,7 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
     // name; the journal must name the mapped table.
     f.partitioned_devices("shop");
     let odbc = OdbcConfig::new(None);
-    let conn = format!(
-        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
-        f.pg.port
-    );
-    odbc_shop(&mut f, &odbc, conn);
+    psqlodbc_shop(&mut f, &odbc);
     let tested = ok(&f.connector(&["test-connection"]));
     assert!(tested.contains("PostgreSQL"), "{tested}");
     ok(&f.connector(&["setup", "--provider", "shop"]));
@@ -707,11 +702,7 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
 fn a_gap_that_committed_while_the_worker_was_down_is_read_in_full() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);
-    let conn = format!(
-        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
-        f.pg.port
-    );
-    odbc_shop(&mut f, &odbc, conn);
+    psqlodbc_shop(&mut f, &odbc);
     // Batches far smaller than the late transaction; a short gap timeout.
     f.extra_env.extend([
         ("CONNECTOR_SHOP_OPTIONS".into(), "gap_timeout_s=2".into()),
@@ -756,11 +747,7 @@ fn json_strings_come_through_a_postgres_journal_as_they_are() {
         );
     }
     let odbc = OdbcConfig::new(None);
-    let conn = format!(
-        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
-        f.pg.port
-    );
-    odbc_shop(&mut f, &odbc, conn);
+    psqlodbc_shop(&mut f, &odbc);
     ok(&f.connector(&["setup", "--provider", "shop"]));
     f.start();
     f.expect_in("shop", "SELECT count(*) FROM order_items", "400");
@@ -804,11 +791,7 @@ fn json_strings_come_through_a_postgres_journal_as_they_are() {
 fn a_driver_call_that_hangs_is_given_up_and_the_provider_goes_on() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);
-    let conn = format!(
-        "Driver={{PostgreSQL Unicode}};Server=127.0.0.1;Port={};Database=shop;Uid=postgres;Pwd=;SSLmode=disable;",
-        f.pg.port
-    );
-    odbc_shop(&mut f, &odbc, conn);
+    psqlodbc_shop(&mut f, &odbc);
     f.extra_env.push((
         "CONNECTOR_SHOP_OPTIONS".into(),
         "gap_timeout_s=30,call_timeout_s=2".into(),
@@ -891,12 +874,7 @@ fn db2_with_no_server_behind_is_a_clear_cannot_connect_and_a_retry() {
         c
     };
     let out = command(&["test-connection"]).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = failed(&out);
     assert!(
         text.contains(&format!("cannot connect to DB2 at 127.0.0.1:{port}")),
         "{text}"

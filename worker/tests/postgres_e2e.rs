@@ -6,17 +6,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use fleet::{free_port, http_get, wait_for, Fleet};
-
-fn ok(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
+use fleet::{failed, free_port, http_get, ok, wait_for, Fleet};
 
 #[test]
 fn hq_and_shop_stay_in_sync_both_ways() {
@@ -484,12 +474,7 @@ fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
     assert!(yaml.contains("{city: name}"));
     std::fs::write(&path, yaml).unwrap();
     let out = f.connector(&["setup", "--provider", "shop"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = failed(&out);
     assert!(
         text.contains(
             "columns `name` and `city` of table stores both become the document field `city`"
@@ -723,15 +708,7 @@ fn no_echo_loop_when_one_table_has_a_column_the_other_lacks() {
     shop_without_origins(&mut f);
     f.start();
     f.wait_in_sync();
-    f.pg.psql(
-        "hq",
-        "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
-    );
-    f.expect_in(
-        "shop",
-        "SELECT name FROM devices WHERE serial_no = 'd-1'",
-        "scanner",
-    );
+    f.hq_adds_a_scanner();
     f.pg.psql(
         "shop",
         "UPDATE devices SET note = 'dented', name = 'old scanner' WHERE serial_no = 'd-1'",
@@ -778,15 +755,7 @@ fn no_echo_loop_when_the_targets_trigger_stamps_our_writes() {
     );
     f.start();
     f.wait_in_sync();
-    f.pg.psql(
-        "hq",
-        "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
-    );
-    f.expect_in(
-        "shop",
-        "SELECT name FROM devices WHERE serial_no = 'd-1'",
-        "scanner",
-    );
+    f.hq_adds_a_scanner();
     f.pg.psql("hq", "UPDATE devices SET name = 'old scanner'");
     f.expect_in(
         "shop",
@@ -1627,10 +1596,7 @@ fn refused(f: &Fleet, hq: String) -> String {
         .arg("test-connection")
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
-    text
+    failed(&out)
 }
 
 #[test]

@@ -11,6 +11,29 @@ use std::time::Duration;
 pub use connector_testkit::{wait_for, PgCluster};
 use serde_json::Value;
 
+/// A finished command's standard output and error, together.
+pub fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// [`said`], asserting the command succeeded.
+pub fn ok(out: &Output) -> String {
+    let text = said(out);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// [`said`], asserting the command failed.
+pub fn failed(out: &Output) -> String {
+    let text = said(out);
+    assert!(!out.status.success(), "{text}");
+    text
+}
+
 pub const SYNCED: [&str; 8] = [
     "stores",
     "customers",
@@ -373,6 +396,19 @@ impl Fleet {
              INSERT INTO order_items VALUES (gen_random_uuid(), 900001, 2, 1, 1.25);
              INSERT INTO orders VALUES (900001, 1, 1, now(), 'child-first', 8.25);
              COMMIT;",
+        );
+    }
+
+    /// In hq: device `d-1`, a scanner, which then reaches shop.
+    pub fn hq_adds_a_scanner(&self) {
+        self.pg.psql(
+            "hq",
+            "INSERT INTO devices (serial_no, name) VALUES ('d-1', 'scanner')",
+        );
+        self.expect_in(
+            "shop",
+            "SELECT name FROM devices WHERE serial_no = 'd-1'",
+            "scanner",
         );
     }
 
