@@ -738,7 +738,7 @@ fn a_gap_that_committed_while_the_worker_was_down_is_read_in_full() {
 }
 
 #[test]
-fn json_strings_come_through_a_postgres_journal_as_they_are() {
+fn json_strings_and_truncates_come_through_a_postgres_journal() {
     let mut f = Fleet::new("0.001");
     for db in ["hq", "shop"] {
         f.pg.psql(
@@ -784,6 +784,25 @@ fn json_strings_come_through_a_postgres_journal_as_they_are() {
         "hq",
         "SELECT name FROM devices WHERE serial_no = 'd-2'",
         "after the migration",
+    );
+    // TRUNCATE fires no row trigger; its statement trigger journals it, and
+    // devices opt in to emptying every database (order_items do not).
+    f.pg.psql("shop", "TRUNCATE devices; TRUNCATE order_items");
+    f.expect_in("hq", "SELECT count(*) FROM devices", "0");
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'after the truncates' WHERE order_id = 1",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 1",
+        "after the truncates",
+    );
+    assert_eq!(
+        f.pg.query("hq", "SELECT count(*) FROM order_items")
+            .as_deref(),
+        Some("400"),
+        "a truncate not opted in is skipped"
     );
 }
 

@@ -270,6 +270,8 @@ impl OdbcSource {
             "I" => RawOp::Insert,
             "U" => RawOp::Update,
             "D" => RawOp::Delete,
+            // A statement trigger's row (PostgreSQL): the table emptied.
+            "T" => RawOp::Truncate,
             other => {
                 return Err(ConnectorError::permanent(
                     Stage::Source,
@@ -294,6 +296,7 @@ impl OdbcSource {
         let old = decode(&row.old_image)?;
         let (fields, before) = match op {
             RawOp::Delete => (old.clone().unwrap_or_default(), old),
+            RawOp::Truncate => (Fields::new(), None),
             _ => (new.unwrap_or_default(), old),
         };
         Ok(RawChange {

@@ -67,6 +67,10 @@ impl Dialect for Postgres {
             spec.table.schema.as_deref(),
             &format!("{}_row", spec.journal_name),
         );
+        let truncate = self.qualified(
+            spec.table.schema.as_deref(),
+            &format!("{}_truncate", spec.journal_name),
+        );
         let image = |row: &str| {
             format!(
                 "CASE WHEN TG_NARGS > 1 THEN (SELECT json_object_agg(j.key, \
@@ -106,6 +110,22 @@ impl Dialect for Postgres {
                 self.quote(spec.name),
                 spec.table.qualified(self),
                 args.join(", ")
+            ),
+            // TRUNCATE fires no row trigger: one statement row, `T`.
+            format!(
+                "CREATE OR REPLACE FUNCTION {truncate}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
+                 INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], 'T', NULL, NULL, {now}); \
+                 RETURN NULL; END $fn$",
+                journal = spec.journal,
+                cols = TriggerSpec::COLUMNS,
+                now = self.now_ms(),
+            ),
+            format!(
+                "CREATE OR REPLACE TRIGGER {} AFTER TRUNCATE ON {} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION {truncate}({})",
+                self.quote(&format!("{}_truncate", spec.name)),
+                spec.table.qualified(self),
+                super::literal(&spec.table.name)
             ),
         ]
     }
