@@ -451,13 +451,14 @@ fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
         "published",
     );
     // A mapped table renamed under the running stream: its change stops hq
-    // instead of being dropped as an unmapped table's.
+    // instead of being dropped as an unmapped table's; also a table with no
+    // change in this session before (no Relation message seen yet).
     f.pg.psql(
         "hq",
-        "ALTER TABLE stores RENAME TO branches;
-         UPDATE branches SET city = 'renamed' WHERE store_id = 2;",
+        "ALTER TABLE categories RENAME TO kinds;
+         UPDATE kinds SET name = 'renamed' WHERE id = (SELECT id FROM kinds LIMIT 1);",
     );
-    stopped_with(&f, "was renamed to public.branches");
+    stopped_with(&f, "public.categories was renamed to public.kinds");
 }
 
 #[test]

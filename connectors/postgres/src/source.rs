@@ -70,6 +70,10 @@ pub struct PgSource {
     /// The document id's columns per (schema, table) of the mapped tables:
     /// an update that changes them moves the row to another document.
     keys: HashMap<(String, String), Vec<String>>,
+    /// The mapped tables' oids when the session opened: a Relation message
+    /// for one under another name is a rename, even when no change of the
+    /// table came before it in this session.
+    mapped_oids: HashMap<u32, (String, String)>,
     resume: Lsn,
     txn: Option<Txn>,
     heartbeat_every: Duration,
@@ -206,6 +210,7 @@ impl PgSource {
             keys.insert((info.schema.clone(), info.name.clone()), id);
         }
         unpublished(&sql, o, &keys, &provider).await?;
+        let mapped_oids = oids_of(&sql, &keys).await?;
         let start = resume_lsn.unwrap_or(Lsn(0));
         let mut client =
             ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
@@ -234,6 +239,7 @@ impl PgSource {
             origin: crate::sink::origin_name(o),
             relations: HashMap::new(),
             keys,
+            mapped_oids,
             resume: start,
             txn: None,
             heartbeat_every: o.heartbeat,
@@ -394,8 +400,11 @@ impl PgSource {
     /// dropped as an unmapped table's while the position moves past them,
     /// so the provider stops here, before this transaction is merged.
     fn relation(&mut self, rel: Relation) -> Result<()> {
-        if let Some(old) = self.relations.get(&rel.oid) {
-            let was = (old.namespace.clone(), old.name.clone());
+        let was = match self.relations.get(&rel.oid) {
+            Some(old) => Some((old.namespace.clone(), old.name.clone())),
+            None => self.mapped_oids.get(&rel.oid).cloned(),
+        };
+        if let Some(was) = was {
             let now = (rel.namespace.clone(), rel.name.clone());
             if was != now && self.keys.contains_key(&was) && !self.keys.contains_key(&now) {
                 return Err(ConnectorError::permanent(
@@ -419,6 +428,26 @@ impl PgSource {
             .contains_key(&(rel.namespace.clone(), rel.name.clone()))
             .then_some(rel)
     }
+}
+
+/// The oids of the mapped tables, by oid.
+async fn oids_of(
+    sql: &Client,
+    mapped: &HashMap<(String, String), Vec<String>>,
+) -> Result<HashMap<u32, (String, String)>> {
+    let (schemas, tables): (Vec<String>, Vec<String>) = mapped.keys().cloned().unzip();
+    Ok(sql
+        .query(
+            "SELECT c.oid::int8, n.nspname::text, c.relname::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN unnest($1::text[], $2::text[]) AS m (s, t) ON n.nspname = m.s AND c.relname = m.t",
+            &[&schemas, &tables],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Source, "reading the mapped tables' oids"))?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, (r.get(1), r.get(2))))
+        .collect())
 }
 
 /// Stops the provider when a mapped table is not in the publication (it
