@@ -177,13 +177,26 @@ impl Store {
 
     /// Forgets a provider's stream position and initial-sync progress: its
     /// next source starts at its (new) slot's beginning after a full copy.
-    pub fn forget_positions(&mut self, provider: &str) -> Result<()> {
-        self.conn().execute(
+    /// `begun`: (progress key, progress) of the collections the copy is to
+    /// take, recorded as begun in the same transaction, so a copy that
+    /// fails before it starts is still owed (`CONNECTOR_INITIAL_SYNC=never`
+    /// resumes begun copies only).
+    pub fn forget_positions(&mut self, provider: &str, begun: &[(String, String)]) -> Result<()> {
+        let tx = self.write()?;
+        tx.execute(
             // Not LIKE: `_` in a provider name is a wildcard there.
             "DELETE FROM positions WHERE provider = ?1
                OR substr(provider, 1, length('initial-sync:' || ?1 || ':')) = 'initial-sync:' || ?1 || ':'",
             [provider],
         )?;
+        let now = now_millis();
+        for (key, progress) in begun {
+            tx.prepare_cached(
+                "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, progress, now])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -210,7 +210,7 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
         Some("{\"rows\":0}")
     );
     // After forgetting (a lost feed being re-snapshotted) it starts afresh.
-    s.forget_positions("hq").unwrap();
+    s.forget_positions("hq", &[]).unwrap();
     s.begin_initial_sync("hq", Some("0/99"), false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/99"));
@@ -954,7 +954,7 @@ fn forgetting_a_providers_positions_leaves_a_similar_names_alone() {
         s.begin_initial_sync(p, Some("0/1"), false, &[(key, "{}".into())])
             .unwrap();
     }
-    s.forget_positions("a_b").unwrap();
+    s.forget_positions("a_b", &[]).unwrap();
     assert_eq!(s.position("a_b").unwrap(), None);
     assert_eq!(s.position("initial-sync:a_b:orders").unwrap(), None);
     for p in ["axb", "A_B"] {

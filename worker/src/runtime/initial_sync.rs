@@ -99,6 +99,19 @@ pub fn needed(
     Ok(false)
 }
 
+/// Every collection of the provider as a copy begun and not finished:
+/// (progress key, progress), for [`connector_store::Store::forget_positions`].
+pub fn all_begun(provider: &str, mapping: &ProviderMapping) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (rule, _, _) in mapping.tables() {
+        let key = progress_key(provider, &rule.name);
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, Progress::default().to_json()));
+        }
+    }
+    out
+}
+
 /// The collections whose copy was begun and not finished.
 pub fn begun_unfinished(
     store: &connector_store::Store,
@@ -395,4 +408,48 @@ fn progress_bar(provider: &str, collection: &str, estimate: Option<u64>, done: u
     bar.set_prefix(format!("{provider}/{collection}"));
     bar.set_position(done);
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connector_core::{MappingSet, ProviderKind};
+
+    #[test]
+    fn a_resnapshot_that_fails_before_its_copy_begins_is_still_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = connector_store::Store::open(dir.path().join("store.db")).unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
+        // hq streamed; every copy done.
+        let done: Vec<(String, String)> = all_begun("hq", &mapping)
+            .into_iter()
+            .map(|(k, _)| {
+                (
+                    k,
+                    Progress {
+                        done: true,
+                        ..Default::default()
+                    }
+                    .to_json(),
+                )
+            })
+            .collect();
+        store
+            .begin_initial_sync("hq", Some("0/10"), true, &done)
+            .unwrap();
+        assert!(!needed(&store, "hq", &mapping, true).unwrap());
+        // The slot is lost: positions forgotten, then the copy fails before
+        // it records anything. With CONNECTOR_INITIAL_SYNC=never (begun
+        // only), the next session must still copy, not stream.
+        store
+            .forget_positions("hq", &all_begun("hq", &mapping))
+            .unwrap();
+        assert_eq!(store.position("hq").unwrap(), None);
+        assert!(needed(&store, "hq", &mapping, true).unwrap());
+        // Forgotten without marks (before), it streamed without copying.
+        store.forget_positions("hq", &[]).unwrap();
+        assert!(!needed(&store, "hq", &mapping, true).unwrap());
+    }
 }

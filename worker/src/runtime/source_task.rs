@@ -69,10 +69,11 @@ pub async fn run(
             Next::Resnapshot => {
                 // Streaming restarts at the new slot's start once the copy is done.
                 let copied = async {
+                    let begun = super::initial_sync::all_begun(&name, &mapping);
                     blocking(|| {
                         shared
                             .open_store()?
-                            .forget_positions(&name)
+                            .forget_positions(&name, &begun)
                             .map_err(ConnectorError::from)
                     })?;
                     super::initial_sync::copy_provider(
