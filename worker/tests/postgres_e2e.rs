@@ -769,7 +769,8 @@ fn no_echo_loop_when_the_targets_trigger_stamps_our_writes() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(first, stamps(), "shop keeps being written: an echo loop");
     assert!(
-        first.parse::<i64>().unwrap() <= 6,
+        // (A few per change: an echo may meet a write still in flight.)
+        first.parse::<i64>().unwrap() <= 10,
         "{first} writes for 2 changes"
     );
     // hq keeps its own value; shop keeps its trigger's.
