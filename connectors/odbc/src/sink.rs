@@ -187,8 +187,60 @@ impl OdbcSink {
     }
 }
 
-/// Executes one statement for the given parameter rows as one array.
+/// The most bytes one array execution may bind: odbc-api reserves every
+/// row at each column's longest value, so one 10 MB CLOB in a group of a
+/// thousand rows asked for 10 GB (the process died, and so on every retry).
+const ARRAY_BYTES: usize = 64 << 20;
+
+/// Executes one statement for the given parameter rows as arrays, as few
+/// as fit [`ARRAY_BYTES`] each.
 fn execute(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[Vec<Option<String>>],
+) -> Result<(), odbc_api::Error> {
+    for rows in array_chunks(params, ARRAY_BYTES) {
+        execute_array(conn, sql, &params[rows])?;
+    }
+    Ok(())
+}
+
+/// Consecutive ranges of `params` whose arrays (rows × the longest value
+/// of each column, plus a terminator) stay within `budget`; a row alone is
+/// its own range whatever its size.
+fn array_chunks(params: &[Vec<Option<String>>], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let width = |row: &Vec<Option<String>>| -> Vec<usize> {
+        row.iter()
+            .map(|v| v.as_ref().map_or(0, String::len).max(1) + 1)
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut widest: Vec<usize> = Vec::new();
+    for (i, row) in params.iter().enumerate() {
+        let w = width(row);
+        let merged: Vec<usize> = if widest.is_empty() {
+            w.clone()
+        } else {
+            widest.iter().zip(&w).map(|(a, b)| *a.max(b)).collect()
+        };
+        let bytes = (i - start + 1) * merged.iter().sum::<usize>();
+        if i > start && bytes > budget {
+            out.push(start..i);
+            start = i;
+            widest = w;
+        } else {
+            widest = merged;
+        }
+    }
+    if start < params.len() {
+        out.push(start..params.len());
+    }
+    out
+}
+
+/// Executes one statement for the given parameter rows as one array.
+fn execute_array(
     conn: &Connection<'_>,
     sql: &str,
     params: &[Vec<Option<String>>],
@@ -336,5 +388,51 @@ impl Sink for OdbcSink {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(lens: &[usize]) -> Vec<Vec<Option<String>>> {
+        lens.iter()
+            .map(|n| vec![Some("k".into()), Some("x".repeat(*n))])
+            .collect()
+    }
+
+    #[test]
+    fn a_huge_value_does_not_size_every_row_of_its_array() {
+        // 1,000 small rows and one of 10 MB, 64 MB at most per array.
+        let mut lens = vec![10; 1000];
+        lens[500] = 10 << 20;
+        let params = rows(&lens);
+        let chunks = array_chunks(&params, ARRAY_BYTES);
+        // Every row once, in order.
+        let covered: Vec<usize> = chunks.iter().flat_map(|r| r.clone()).collect();
+        assert_eq!(covered, (0..1000).collect::<Vec<_>>());
+        for r in &chunks {
+            let widest: usize = (0..2)
+                .map(|c| {
+                    params[r.clone()]
+                        .iter()
+                        .map(|row| row[c].as_ref().map_or(0, String::len).max(1) + 1)
+                        .max()
+                        .unwrap()
+                })
+                .sum();
+            assert!(
+                r.len() * widest <= ARRAY_BYTES,
+                "{r:?}: {} bytes",
+                r.len() * widest
+            );
+        }
+        // Small rows stay one array.
+        assert_eq!(array_chunks(&rows(&[10; 1000]), ARRAY_BYTES), vec![0..1000]);
+        // A row bigger than the budget is an array of its own.
+        assert_eq!(
+            array_chunks(&rows(&[10, 100, 10]), 50),
+            vec![0..1, 1..2, 2..3]
+        );
     }
 }

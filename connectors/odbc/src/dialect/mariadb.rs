@@ -23,7 +23,10 @@ impl Dialect for MariaDb {
     fn session_setup(&self) -> Vec<String> {
         vec![
             "SET time_zone = '+00:00'".into(),
-            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'".into(),
+            // NO_BACKSLASH_ESCAPES: our literals double quotes only, as
+            // standard SQL; a `\` in a name stays itself (the triggers
+            // setup creates keep the mode).
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES'".into(),
             // (The server's default, 50 s, may have been raised.)
             "SET SESSION innodb_lock_wait_timeout = 60".into(),
         ]
