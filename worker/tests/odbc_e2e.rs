@@ -294,6 +294,48 @@ fn a_mariadb_target_with_foreign_keys_gets_parents_first() {
     parents_first_into(&mut f, &|sql| db.sql("shop", sql));
 }
 
+#[test]
+fn a_mariadb_row_clashing_on_another_unique_column_is_refused_not_written_over_the_other() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let db = mariadb_shop();
+    db.sql(
+        "shop",
+        "CREATE UNIQUE INDEX customers_email ON customers (email)",
+    );
+    odbc_shop(&mut f, &odbc, db.odbc("shop"));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_text("customer 1 copied", "Customer 1", || {
+        db.sql("shop", "SELECT name FROM customers WHERE customer_id = 1")
+    });
+    // hq (no such index) gives a new customer customer 1's email.
+    f.pg.psql(
+        "hq",
+        "INSERT INTO customers VALUES (900, 1, 'clash', 'customer1@example.com', false, now());
+         UPDATE orders SET status = 'after the clash' WHERE order_id = 1;",
+    );
+    f.expect_text("the later change in shop", "after the clash", || {
+        db.sql("shop", "SELECT status FROM orders WHERE order_id = 1")
+    });
+    // Before, ON DUPLICATE KEY UPDATE wrote customer 900 over customer 1.
+    assert_eq!(
+        db.sql("shop", "SELECT name FROM customers WHERE customer_id = 1"),
+        "Customer 1"
+    );
+    f.expect_text("customer 900 refused", "customers", || {
+        let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["record"]["_id"] == 900)
+            .map(|d| d["collection"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+}
+
 /// Sets shop up, then: the copy, children written before their parent and
 /// a parent deleted before its children in hq (which has no foreign keys)
 /// all arrive in shop's table with the key; an orphan is refused, and

@@ -121,15 +121,17 @@ impl Dialect for MariaDb {
             .collect::<Vec<_>>()
             .join(", ");
         let values = values_rows(self, table, columns, rows);
-        let mut updates: Vec<String> = non_key(columns, key)
-            .map(|c| format!("{0} = VALUES({0})", self.quote(c)))
+        // ON DUPLICATE KEY fires on any unique index: a row clashing with
+        // another row on some other unique column would update that row.
+        // Its key is set NULL first, which the NOT NULL key refuses in
+        // strict mode (1048, the row's own fault: a dead letter), as
+        // PostgreSQL and SQLite refuse the clash; a row found by its own
+        // key keeps it. (Assignments run left to right.)
+        let mut updates: Vec<String> = key
+            .iter()
+            .map(|c| format!("{0} = IF({0} <=> VALUES({0}), {0}, NULL)", self.quote(c)))
             .collect();
-        if updates.is_empty() {
-            updates = key
-                .iter()
-                .map(|c| format!("{0} = {0}", self.quote(c)))
-                .collect();
-        }
+        updates.extend(non_key(columns, key).map(|c| format!("{0} = VALUES({0})", self.quote(c))));
         format!(
             "INSERT INTO {} ({cols}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
             table.qualified(self),

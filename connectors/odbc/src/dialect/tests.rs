@@ -324,11 +324,13 @@ fn the_other_dialects_upsert_their_own_way() {
     );
     assert_eq!(
         MariaDb.upsert(&t, &cols, &key, 1),
-        "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `status` = VALUES(`status`)"
+        "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE \
+         `order_id` = IF(`order_id` <=> VALUES(`order_id`), `order_id`, NULL), `status` = VALUES(`status`)"
     );
     assert_eq!(
         MariaDb.upsert(&t, &key, &key, 1),
-        "INSERT INTO `orders` (`order_id`) VALUES (?) ON DUPLICATE KEY UPDATE `order_id` = `order_id`"
+        "INSERT INTO `orders` (`order_id`) VALUES (?) ON DUPLICATE KEY UPDATE \
+         `order_id` = IF(`order_id` <=> VALUES(`order_id`), `order_id`, NULL)"
     );
     assert_eq!(
         Sqlite.upsert(&t, &cols, &key, 2),
