@@ -446,6 +446,25 @@ fn an_sqlite_copy_resumes_after_an_upper_case_uuid_key() {
         "SELECT count(*) FROM categories WHERE name LIKE 'upper %'",
         "12000",
     );
+    // hq changes one (its id lower case, as the store has it) and deletes
+    // another: shop's upper-case rows take both, no second row.
+    f.pg.psql(
+        "hq",
+        "UPDATE categories SET name = 'renamed in hq' WHERE name = 'upper 1';
+         DELETE FROM categories WHERE name = 'upper 2';",
+    );
+    f.expect_text("the update and the delete in shop", "1|0|11999", || {
+        shop.sql(
+            "SELECT (SELECT count(*) FROM categories WHERE name = 'renamed in hq') || '|' || \
+                    (SELECT count(*) FROM categories WHERE name = 'upper 2') || '|' || \
+                    (SELECT count(*) FROM categories WHERE name LIKE 'upper %' OR name = 'renamed in hq')",
+        )
+    });
+    assert_eq!(
+        shop.sql("SELECT count(*) FROM categories WHERE name = 'renamed in hq' AND id = upper(id)"),
+        "1",
+        "the row keeps its own (upper-case) key"
+    );
 }
 
 #[test]

@@ -22,6 +22,10 @@ pub struct TableInfo {
     pub schema: Option<String>,
     pub name: String,
     pub columns: Vec<Column>,
+    /// The id's columns are matched without regard to case (SQLite, UUID
+    /// columns, once setup made the case-blind index): see
+    /// [`crate::dialect::Dialect::case_blind_key`].
+    pub key_nocase: bool,
 }
 
 impl TableInfo {
@@ -131,6 +135,7 @@ pub fn table_info(
         schema: schema.map(str::to_string),
         name: table.to_string(),
         columns,
+        key_nocase: false,
     }))
 }
 

@@ -38,7 +38,11 @@ pub fn plan(
     } else {
         out.extend(d.create_journal(&journal));
     }
-    for (_, info) in mapped_tables(c, d, mapping, o)? {
+    for (collection, info) in mapped_tables(c, d, mapping, o)? {
+        let key = mapping.key_columns(&collection).unwrap_or_default();
+        if let Some(index) = d.case_blind_key(&info, &key) {
+            out.push(index.create);
+        }
         if let Some((sql, params)) = d.uncarried_columns_query(info.schema.as_deref(), &info.name) {
             let ctx = format!("reading the columns of {}", info.qualified(d));
             for row in query_text(c, &sql, &params, Stage::Setup, &ctx)? {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use odbc_api::{Connection, IntoParameter};
+use tracing::warn;
 
 use connector_core::error::{is_constraint_violation, is_missing_reference};
 use connector_core::row_passes::RowPasses;
@@ -33,7 +34,7 @@ use connector_core::{
     Stage,
 };
 
-use crate::catalog::{foreign_keys, mapped_tables, query_text, TableInfo};
+use crate::catalog::{foreign_keys, integer, mapped_tables, query_text, TableInfo};
 use crate::conn::{classify, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::options::OdbcOptions;
@@ -74,7 +75,26 @@ impl OdbcSink {
             .run(move |c| {
                 c.set_autocommit(false)
                     .map_err(|e| classify(&e, Stage::Sink, "turning autocommit off"))?;
-                let tables = mapped_tables(c, d, &m, &o)?;
+                let mut tables = mapped_tables(c, d, &m, &o)?;
+                for (collection, info) in &mut tables {
+                    let key = m.key_columns(collection).unwrap_or_default();
+                    let Some(index) = d.case_blind_key(info, &key) else {
+                        continue;
+                    };
+                    let (sql, params) = &index.exists;
+                    let ctx = format!("looking for the case-blind key index of {}", info.name);
+                    let found = query_text(c, sql, params, Stage::Sink, &ctx)?
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.into_iter().next().flatten())
+                        .and_then(|n| integer(&n))
+                        .unwrap_or(0);
+                    info.key_nocase = found > 0;
+                    if !info.key_nocase {
+                        warn!(provider = %m.provider(), table = %info.name,
+                            "the table's UUID id is matched as exact text: a row stored upper case gets a second row and keeps its deletes; run `connector setup` (it adds a case-blind unique index)");
+                    }
+                }
                 let infos: Vec<&TableInfo> = tables.iter().map(|(_, t)| t).collect();
                 let keys = foreign_keys(c, &infos);
                 let max_parameters = match d.version_query() {

@@ -86,6 +86,13 @@ impl fmt::Display for DialectKind {
 }
 
 /// The journal's triggers for one table.
+/// See [`Dialect::case_blind_key`].
+pub struct CaseBlindKey {
+    pub create: String,
+    /// One row, one value: 0 when the index is missing.
+    pub exists: (String, Vec<String>),
+}
+
 pub struct TriggerSpec<'a> {
     pub table: &'a TableInfo,
     /// The journal table, qualified and quoted.
@@ -189,6 +196,15 @@ pub trait Dialect: Send + Sync {
     /// triggers must name the journal with it (their names resolve when
     /// they fire, under the writing application's settings).
     fn current_schema_query(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Where the database compares a UUID key as exact text while the
+    /// store lower-cases UUIDs (SQLite, a column declared `UUID` holding
+    /// upper-case text as .NET writes GUIDs): the unique index that lets
+    /// the sink find the row whatever its case, which setup makes, and a
+    /// query counting whether it exists. `None`: nothing needed.
+    fn case_blind_key(&self, _table: &TableInfo, _key: &[String]) -> Option<CaseBlindKey> {
         None
     }
 

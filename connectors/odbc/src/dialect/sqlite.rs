@@ -1,7 +1,9 @@
 //! SQLite (through the SQLite ODBC driver): `pragma_table_info`, `json_object`
 //! in the triggers, `INSERT … ON CONFLICT DO UPDATE` (SQLite ≥ 3.24).
 
-use super::{non_key, values_rows, Dialect, TriggerSpec};
+use connector_core::ColumnType;
+
+use super::{non_key, values_rows, CaseBlindKey, Dialect, TriggerSpec};
 use crate::catalog::{Column, TableInfo};
 
 pub struct Sqlite;
@@ -67,6 +69,51 @@ impl Dialect for Sqlite {
         on_conflict(self, table, columns, key, rows)
     }
 
+    /// A UUID key column compares as text in SQLite: `'ABCD-…'` (as .NET
+    /// writes GUIDs) is not the store's `'abcd-…'`, and an update from
+    /// elsewhere inserted a second row while a delete matched nothing.
+    /// With a unique index on the key `COLLATE NOCASE` the upsert's
+    /// conflict and the delete match either case (the row keeps its own).
+    fn case_blind_key(&self, table: &TableInfo, key: &[String]) -> Option<CaseBlindKey> {
+        if !key.iter().any(|k| is_uuid(table, k)) {
+            return None;
+        }
+        let name = format!("{}_key_nocase", table.name);
+        Some(CaseBlindKey {
+            create: format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+                self.quote(&name),
+                table.qualified(self),
+                key_terms(self, table, key)
+            ),
+            exists: (
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?".into(),
+                vec![name],
+            ),
+        })
+    }
+
+    fn delete(&self, table: &TableInfo, key: &[String], rows: usize) -> String {
+        let one = key
+            .iter()
+            .map(|k| {
+                let nocase = if table.key_nocase && is_uuid(table, k) {
+                    " COLLATE NOCASE"
+                } else {
+                    ""
+                };
+                format!("{} = {}{nocase}", self.quote(k), self.marker(table, k))
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let cond = if rows == 1 {
+            one
+        } else {
+            vec![format!("({one})"); rows].join(" OR ")
+        };
+        format!("DELETE FROM {} WHERE {cond}", table.qualified(self))
+    }
+
     /// The SQLite ODBC driver prepares the statement again for every row of
     /// an array (compiling its triggers each time): many rows per statement
     /// instead, within SQLite's 32,766 parameters.
@@ -94,6 +141,27 @@ impl Dialect for Sqlite {
     }
 }
 
+fn is_uuid(table: &TableInfo, column: &str) -> bool {
+    table
+        .column(column)
+        .is_some_and(|c| c.ty == ColumnType::Uuid)
+}
+
+/// The key's columns as an index or conflict target names them: a UUID
+/// one `COLLATE NOCASE`.
+fn key_terms(d: &dyn Dialect, table: &TableInfo, key: &[String]) -> String {
+    key.iter()
+        .map(|k| {
+            if is_uuid(table, k) {
+                format!("{} COLLATE NOCASE", d.quote(k))
+            } else {
+                d.quote(k)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A BLOB value as `\x` and lowercase hex; any other value as it is.
 fn blob_as_text(expr: &str) -> String {
     format!("CASE WHEN typeof({expr}) = 'blob' THEN '\\x' || lower(hex({expr})) ELSE {expr} END")
@@ -114,11 +182,14 @@ pub(super) fn on_conflict(
         .collect::<Vec<_>>()
         .join(", ");
     let values = values_rows(d, table, columns, rows);
-    let keys = key
-        .iter()
-        .map(|c| d.quote(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let keys = if table.key_nocase {
+        key_terms(d, table, key)
+    } else {
+        key.iter()
+            .map(|c| d.quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let updates: Vec<String> = non_key(columns, key)
         .map(|c| format!("{0} = excluded.{0}", d.quote(c)))
         .collect();

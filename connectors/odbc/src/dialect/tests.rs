@@ -30,6 +30,7 @@ fn db2_orders() -> TableInfo {
             col("status", "VARCHAR(20)", d),
             col("total", "DECIMAL(12,2)", d),
         ],
+        key_nocase: false,
     }
 }
 
@@ -43,6 +44,7 @@ fn db2_store_order_numbers() -> TableInfo {
             col("order_no", "INTEGER", d),
             col("note", "VARCHAR(200)", d),
         ],
+        key_nocase: false,
     }
 }
 
@@ -185,6 +187,7 @@ fn db2_products() -> TableInfo {
             col("price", "DECIMAL(10,2)", d),
             col("attributes", "JSON CLOB(1048576)", d),
         ],
+        key_nocase: false,
     }
 }
 
@@ -264,6 +267,38 @@ fn db2_reads_its_clock_from_sysdummy1_the_others_without_a_table() {
 }
 
 #[test]
+fn sqlite_matches_a_uuid_key_whatever_its_case_once_setup_made_the_index() {
+    let mut t = TableInfo {
+        schema: None,
+        name: "categories".into(),
+        columns: vec![col("id", "UUID", &Sqlite), col("name", "TEXT", &Sqlite)],
+        key_nocase: false,
+    };
+    let (cols, key) = (strings(&["id", "name"]), strings(&["id"]));
+    let index = Sqlite.case_blind_key(&t, &key).unwrap();
+    assert_eq!(
+        index.create,
+        "CREATE UNIQUE INDEX IF NOT EXISTS \"categories_key_nocase\" ON \"categories\" (\"id\" COLLATE NOCASE)"
+    );
+    // Until the index is there, the exact key as before.
+    assert!(Sqlite
+        .upsert(&t, &cols, &key, 1)
+        .contains("ON CONFLICT (\"id\") DO UPDATE"));
+    t.key_nocase = true;
+    assert!(Sqlite
+        .upsert(&t, &cols, &key, 1)
+        .contains("ON CONFLICT (\"id\" COLLATE NOCASE) DO UPDATE"));
+    assert_eq!(
+        Sqlite.delete(&t, &key, 1),
+        "DELETE FROM \"categories\" WHERE \"id\" = ? COLLATE NOCASE"
+    );
+    // A text key, or another database, needs nothing.
+    t.columns[0] = col("id", "TEXT", &Sqlite);
+    assert!(Sqlite.case_blind_key(&t, &key).is_none());
+    assert!(MariaDb.case_blind_key(&t, &key).is_none());
+}
+
+#[test]
 fn every_session_waits_for_a_lock_a_minute_at_most() {
     // DB2 LUW: SET CURRENT LOCK TIMEOUT (its default LOCKTIMEOUT is -1,
     // for ever); PostgreSQL's lock_timeout; InnoDB's lock wait timeout.
@@ -314,6 +349,7 @@ fn the_other_dialects_upsert_their_own_way() {
             col("order_id", "bigint", &Sqlite),
             col("status", "text", &Sqlite),
         ],
+        key_nocase: false,
     };
     let cols = strings(&["order_id", "status"]);
     let key = strings(&["order_id"]);
