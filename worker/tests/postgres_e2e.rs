@@ -571,6 +571,43 @@ fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
 }
 
 #[test]
+fn a_bulk_change_whose_every_row_a_trigger_refuses_does_not_stall_the_sink() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "shop",
+        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.status = 'bad' THEN RAISE EXCEPTION 'status bad refused'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER no_bad BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION no_bad();",
+    );
+    f.extra_env.extend([
+        (
+            "CONNECTOR_SHOP_OPTIONS".into(),
+            "heartbeat_ms=1000,refused_batch_wait_s=3".into(),
+        ),
+        // A window of the log no larger than the bulk change: no later
+        // change shares its batch (else the batch is not refused whole).
+        ("DITTO_CLOUD_SYNC_BATCH_SIZE".into(), "5".into()),
+    ]);
+    f.start();
+    f.wait_in_sync();
+    // A bulk change filling a batch, every row refused: taken for a table
+    // refusing writes for 3 s, then each row is a dead letter.
+    f.pg.psql("hq", "UPDATE orders SET status = 'bad' WHERE order_id <= 5");
+    std::thread::sleep(Duration::from_secs(1));
+    f.pg.psql(
+        "hq",
+        "UPDATE stores SET city = 'after the bulk' WHERE store_id = 1",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT city FROM stores WHERE store_id = 1",
+        "after the bulk",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.matches("status bad refused").count(), 5, "{out}");
+}
+
+#[test]
 fn generated_and_always_identity_columns_are_left_to_the_database() {
     let mut f = Fleet::new("0.001");
     f.generated_total_in_both();

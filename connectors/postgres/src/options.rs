@@ -28,6 +28,9 @@ pub struct PgOptions {
     /// `REPLICA IDENTITY FULL` on every mapped table (default: only where
     /// counters need before images).
     pub full_identity_everywhere: bool,
+    /// How long a batch whose every row a trigger refuses is taken for a
+    /// table refusing writes (retried) before its rows are dead letters.
+    pub refused_batch_wait: Duration,
 }
 
 impl PgOptions {
@@ -59,6 +62,7 @@ impl PgOptions {
             heartbeat: Duration::from_secs(10),
             on_slot_lost: SlotLostPolicy::Stop,
             full_identity_everywhere: false,
+            refused_batch_wait: Duration::from_secs(600),
         };
         for (key, value) in &spec.options {
             match key.as_str() {
@@ -75,6 +79,10 @@ impl PgOptions {
                         _ => return Err(bad(key, value, "stop or resnapshot")),
                     }
                 }
+                "refused_batch_wait_s" => {
+                    o.refused_batch_wait =
+                        Duration::from_secs(value.parse().map_err(|_| bad(key, value, "seconds"))?)
+                }
                 "replica_identity" => {
                     o.full_identity_everywhere = match value.as_str() {
                         "full" => true,
@@ -86,7 +94,7 @@ impl PgOptions {
                     return Err(ConnectorError::permanent(
                         Stage::Connect,
                         format!(
-                            "provider `{}`: unknown option `{other}` (known: slot, publication, schema, heartbeat_ms, on_slot_lost, replica_identity)",
+                            "provider `{}`: unknown option `{other}` (known: slot, publication, schema, heartbeat_ms, on_slot_lost, replica_identity, refused_batch_wait_s)",
                             spec.name
                         ),
                     ))

@@ -59,6 +59,39 @@ pub struct PgSink {
     tables: HashMap<String, TableInfo>,
     /// Parents before children (their foreign keys).
     order: TableOrder,
+    /// The provider's slot (its name in [`REFUSED_SINCE`]) and how long a
+    /// batch all refused by a trigger is retried.
+    slot: String,
+    refused_batch_wait: std::time::Duration,
+}
+
+/// Per provider (slot), since when every batch was refused whole by a
+/// trigger: kept across the sink's sessions (each failure opens a new one).
+static REFUSED_SINCE: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
+    std::sync::Mutex::new(None);
+
+/// Whether a batch refused whole by a trigger is still within its wait
+/// (`true`: retry it), recording the first refusal; `None` forgets it.
+fn still_waiting(slot: &str, wait: Option<std::time::Duration>) -> bool {
+    let mut since = REFUSED_SINCE.lock().unwrap_or_else(|e| e.into_inner());
+    let since = since.get_or_insert_with(HashMap::new);
+    match wait {
+        None => {
+            since.remove(slot);
+            false
+        }
+        Some(wait) => {
+            let first = *since
+                .entry(slot.to_string())
+                .or_insert_with(std::time::Instant::now);
+            if first.elapsed() < wait {
+                true
+            } else {
+                since.remove(slot);
+                false
+            }
+        }
+    }
 }
 
 /// Prepared statements kept per session before the cache starts over (a
@@ -107,6 +140,8 @@ impl PgSink {
             tagged,
             tables,
             order,
+            slot: o.slot.clone(),
+            refused_batch_wait: o.refused_batch_wait,
         })
     }
 
@@ -296,11 +331,14 @@ impl PgSink {
         rejected.sort_by_key(|r| r.row);
         // Every row of a batch of several refused by a trigger is the
         // table refusing writes (a maintenance switch), not the rows:
-        // retried, not dead-lettered. (One row alone cannot tell.)
-        if order.len() > 1
+        // retried, not dead-lettered (one row alone cannot tell), for
+        // `refused_batch_wait_s`: a bulk change whose every row breaks a
+        // validation trigger looks the same, and retried for ever it
+        // stalled every later write to this database.
+        let all_refused = order.len() > 1
             && rejected.len() == order.len()
-            && rejected.iter().all(|r| r.reason.contains("(P0001)"))
-        {
+            && rejected.iter().all(|r| r.reason.contains("(P0001)"));
+        if all_refused && still_waiting(&self.slot, Some(self.refused_batch_wait)) {
             return Err(ConnectorError::transient(
                 Stage::Sink,
                 format!(
@@ -308,6 +346,9 @@ impl PgSink {
                     rejected[0].reason
                 ),
             ));
+        }
+        if !all_refused {
+            still_waiting(&self.slot, None);
         }
         tx.commit()
             .await
@@ -374,7 +415,10 @@ impl Sink for PgSink {
     async fn write(&mut self, rows: &[OutboundRow]) -> Result<Vec<Refused>> {
         let statements = self.plan(rows)?;
         match self.run_all(&statements, rows).await {
-            Ok(()) => Ok(Vec::new()),
+            Ok(()) => {
+                still_waiting(&self.slot, None);
+                Ok(Vec::new())
+            }
             Err((e, _)) if e.kind == ErrorKind::BadRecord => self.isolate(&statements, rows).await,
             Err((e, _)) => Err(e),
         }
