@@ -56,6 +56,11 @@ impl MariaDb {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        if root {
+            let _ = Command::new("chown").arg("mysql:mysql").arg(&tmp).status();
+        }
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
@@ -64,6 +69,10 @@ impl MariaDb {
                 dir.path().join("mysqld.sock").display()
             ))
             .arg(format!("--port={port}"))
+            // Its own: a server starting cleans `#sql*` files out of its
+            // tmpdir, and with a shared /tmp it deleted the temporary
+            // tables of the servers of tests running beside it.
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--bind-address=127.0.0.1")
             .arg(format!(
                 "--log-error={}",

@@ -22,10 +22,10 @@ pub struct TableInfo {
     pub schema: Option<String>,
     pub name: String,
     pub columns: Vec<Column>,
-    /// The id's columns are matched without regard to case (SQLite, UUID
-    /// columns, once setup made the case-blind index): see
-    /// [`crate::dialect::Dialect::case_blind_key`].
-    pub key_nocase: bool,
+    /// The dialect's check of the id's columns passed when the sink opened
+    /// ([`crate::dialect::Dialect::key_check`]): SQLite's case-blind index
+    /// on a UUID key exists; MariaDB's key can take the upsert's guard.
+    pub key_checked: bool,
 }
 
 impl TableInfo {
@@ -135,7 +135,7 @@ pub fn table_info(
         schema: schema.map(str::to_string),
         name: table.to_string(),
         columns,
-        key_nocase: false,
+        key_checked: false,
     }))
 }
 

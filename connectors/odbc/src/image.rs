@@ -92,7 +92,7 @@ mod tests {
                 column("ratio", ColumnType::Float),
                 column("paid", ColumnType::Bool),
             ],
-            key_nocase: false,
+            key_checked: false,
         }
     }
 

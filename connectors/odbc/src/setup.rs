@@ -40,8 +40,28 @@ pub fn plan(
     }
     for (collection, info) in mapped_tables(c, d, mapping, o)? {
         let key = mapping.key_columns(&collection).unwrap_or_default();
-        if let Some(index) = d.case_blind_key(&info, &key) {
-            out.push(index.create);
+        if let Some(check) = d.key_check(&info, &key) {
+            let clashes = match &check.conflicts {
+                Some((sql, params)) => {
+                    let ctx = format!("checking the keys of {}", info.qualified(d));
+                    query_text(c, sql, params, Stage::Setup, &ctx)?
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.into_iter().next().flatten())
+                        .and_then(|n| crate::catalog::integer(&n))
+                        .unwrap_or(0)
+                }
+                None => 0,
+            };
+            match (check.create, clashes) {
+                (Some(create), 0) => out.push(create),
+                (Some(_), n) => out.push(format!(
+                    "-- not made: the case-blind key index of {}: {n} id(s) are there in two cases \
+                     (the same UUID upper and lower case); keep one row of each and run setup again",
+                    info.qualified(d)
+                )),
+                (None, _) => {}
+            }
         }
         if let Some((sql, params)) = d.uncarried_columns_query(info.schema.as_deref(), &info.name) {
             let ctx = format!("reading the columns of {}", info.qualified(d));

@@ -78,21 +78,21 @@ impl OdbcSink {
                 let mut tables = mapped_tables(c, d, &m, &o)?;
                 for (collection, info) in &mut tables {
                     let key = m.key_columns(collection).unwrap_or_default();
-                    let Some(index) = d.case_blind_key(info, &key) else {
+                    let Some(check) = d.key_check(info, &key) else {
                         continue;
                     };
-                    let (sql, params) = &index.exists;
-                    let ctx = format!("looking for the case-blind key index of {}", info.name);
+                    let (sql, params) = &check.passes;
+                    let ctx = format!("checking the key of {}", info.name);
                     let found = query_text(c, sql, params, Stage::Sink, &ctx)?
                         .into_iter()
                         .next()
                         .and_then(|r| r.into_iter().next().flatten())
                         .and_then(|n| integer(&n))
                         .unwrap_or(0);
-                    info.key_nocase = found > 0;
-                    if !info.key_nocase {
-                        warn!(provider = %m.provider(), table = %info.name,
-                            "the table's UUID id is matched as exact text: a row stored upper case gets a second row and keeps its deletes; run `connector setup` (it adds a case-blind unique index)");
+                    info.key_checked = found > 0;
+                    if !info.key_checked {
+                        warn!(provider = %m.provider(), table = %info.name, dialect = d.name(),
+                            "{}", d.key_check_failed());
                     }
                 }
                 let infos: Vec<&TableInfo> = tables.iter().map(|(_, t)| t).collect();

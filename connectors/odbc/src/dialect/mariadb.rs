@@ -6,7 +6,7 @@
 
 use connector_core::ColumnType;
 
-use super::{generic_column_type, non_key, values_rows, Dialect, TriggerSpec};
+use super::{generic_column_type, non_key, values_rows, Dialect, KeyCheck, TriggerSpec};
 use crate::catalog::{Column, TableInfo};
 
 pub struct MariaDb;
@@ -30,6 +30,32 @@ impl Dialect for MariaDb {
             // (The server's default, 50 s, may have been raised.)
             "SET SESSION innodb_lock_wait_timeout = 60".into(),
         ]
+    }
+
+    fn key_check(&self, table: &TableInfo, key: &[String]) -> Option<KeyCheck> {
+        let (cond, mut params) = match &table.schema {
+            Some(s) => ("table_schema = ?", vec![s.clone()]),
+            None => ("table_schema = DATABASE()", vec![]),
+        };
+        params.push(table.name.clone());
+        params.extend(key.iter().cloned());
+        let marks = vec!["?"; key.len()].join(", ");
+        Some(KeyCheck {
+            create: None,
+            conflicts: None,
+            passes: (
+                format!(
+                    "SELECT count(*) = 0 FROM information_schema.columns WHERE {cond} AND table_name = ? \
+                     AND column_name IN ({marks}) AND (is_nullable = 'YES' OR extra LIKE '%auto_increment%')"
+                ),
+                params,
+            ),
+        })
+    }
+
+    fn key_check_failed(&self) -> &'static str {
+        "the id is nullable or AUTO_INCREMENT: ON DUPLICATE KEY fires on any unique index, so a row \
+         clashing with another row on some other unique column updates that row"
     }
 
     fn columns_query(&self, schema: Option<&str>, table: &str) -> (String, Vec<String>) {
@@ -123,15 +149,26 @@ impl Dialect for MariaDb {
         let values = values_rows(self, table, columns, rows);
         // ON DUPLICATE KEY fires on any unique index: a row clashing with
         // another row on some other unique column would update that row.
-        // Its key is set NULL first, which the NOT NULL key refuses in
+        // Its key is set NULL first, which a NOT NULL key refuses in
         // strict mode (1048, the row's own fault: a dead letter), as
         // PostgreSQL and SQLite refuse the clash; a row found by its own
-        // key keeps it. (Assignments run left to right.)
-        let mut updates: Vec<String> = key
-            .iter()
-            .map(|c| format!("{0} = IF({0} <=> VALUES({0}), {0}, NULL)", self.quote(c)))
-            .collect();
+        // key keeps it. (Assignments run left to right.) Only where the
+        // key check passed: a nullable key would take the NULL, and an
+        // AUTO_INCREMENT one turns it into 0 without an error.
+        let mut updates: Vec<String> = if table.key_checked {
+            key.iter()
+                .map(|c| format!("{0} = IF({0} <=> VALUES({0}), {0}, NULL)", self.quote(c)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         updates.extend(non_key(columns, key).map(|c| format!("{0} = VALUES({0})", self.quote(c))));
+        if updates.is_empty() {
+            updates = key
+                .iter()
+                .map(|c| format!("{0} = {0}", self.quote(c)))
+                .collect();
+        }
         format!(
             "INSERT INTO {} ({cols}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
             table.qualified(self),

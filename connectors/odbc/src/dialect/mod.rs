@@ -85,14 +85,18 @@ impl fmt::Display for DialectKind {
     }
 }
 
-/// The journal's triggers for one table.
-/// See [`Dialect::case_blind_key`].
-pub struct CaseBlindKey {
-    pub create: String,
-    /// One row, one value: 0 when the index is missing.
-    pub exists: (String, Vec<String>),
+/// See [`Dialect::key_check`].
+pub struct KeyCheck {
+    /// DDL `setup` runs for it, if any.
+    pub create: Option<String>,
+    /// Rows that would make `create` fail (setup then names them and
+    /// leaves it out): one row, one count.
+    pub conflicts: Option<(String, Vec<String>)>,
+    /// Whether the check passes: one row, one count, 0 when it does not.
+    pub passes: (String, Vec<String>),
 }
 
+/// The journal's triggers for one table.
 pub struct TriggerSpec<'a> {
     pub table: &'a TableInfo,
     /// The journal table, qualified and quoted.
@@ -199,13 +203,20 @@ pub trait Dialect: Send + Sync {
         None
     }
 
-    /// Where the database compares a UUID key as exact text while the
-    /// store lower-cases UUIDs (SQLite, a column declared `UUID` holding
-    /// upper-case text as .NET writes GUIDs): the unique index that lets
-    /// the sink find the row whatever its case, which setup makes, and a
-    /// query counting whether it exists. `None`: nothing needed.
-    fn case_blind_key(&self, _table: &TableInfo, _key: &[String]) -> Option<CaseBlindKey> {
+    /// A check of the id's columns a sink makes when it opens, where the
+    /// dialect's writes depend on it ([`TableInfo::key_checked`]): SQLite
+    /// compares a UUID key as exact text while the store lower-cases UUIDs
+    /// (a column declared `UUID` holding upper-case text, as .NET writes
+    /// GUIDs), and needs a case-blind unique index, which setup makes;
+    /// MariaDB's upsert guard needs a NOT NULL key without AUTO_INCREMENT.
+    /// `None`: nothing to check.
+    fn key_check(&self, _table: &TableInfo, _key: &[String]) -> Option<KeyCheck> {
         None
+    }
+
+    /// What a sink warns when [`Dialect::key_check`] does not pass.
+    fn key_check_failed(&self) -> &'static str {
+        "the table's id failed the dialect's check"
     }
 
     /// A query naming (name, type) the columns of `table` that

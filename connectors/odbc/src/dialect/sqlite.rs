@@ -3,7 +3,7 @@
 
 use connector_core::ColumnType;
 
-use super::{non_key, values_rows, CaseBlindKey, Dialect, TriggerSpec};
+use super::{non_key, values_rows, Dialect, KeyCheck, TriggerSpec};
 use crate::catalog::{Column, TableInfo};
 
 pub struct Sqlite;
@@ -74,30 +74,43 @@ impl Dialect for Sqlite {
     /// elsewhere inserted a second row while a delete matched nothing.
     /// With a unique index on the key `COLLATE NOCASE` the upsert's
     /// conflict and the delete match either case (the row keeps its own).
-    fn case_blind_key(&self, table: &TableInfo, key: &[String]) -> Option<CaseBlindKey> {
+    fn key_check(&self, table: &TableInfo, key: &[String]) -> Option<KeyCheck> {
         if !key.iter().any(|k| is_uuid(table, k)) {
             return None;
         }
-        let name = format!("{}_key_nocase", table.name);
-        Some(CaseBlindKey {
-            create: format!(
-                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+        // Named after the key: an index of another key is another name.
+        let name = format!("{}_{}_nocase", table.name, key.join("_"));
+        let terms = key_terms(self, table, key);
+        Some(KeyCheck {
+            create: Some(format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({terms})",
                 self.quote(&name),
                 table.qualified(self),
-                key_terms(self, table, key)
-            ),
-            exists: (
+            )),
+            conflicts: Some((
+                format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {} GROUP BY {terms} HAVING count(*) > 1)",
+                    table.qualified(self)
+                ),
+                Vec::new(),
+            )),
+            passes: (
                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?".into(),
                 vec![name],
             ),
         })
     }
 
+    fn key_check_failed(&self) -> &'static str {
+        "the table's UUID id is matched as exact text: a row stored upper case gets a second row \
+         and keeps its deletes; run `connector setup` (it adds a case-blind unique index)"
+    }
+
     fn delete(&self, table: &TableInfo, key: &[String], rows: usize) -> String {
         let one = key
             .iter()
             .map(|k| {
-                let nocase = if table.key_nocase && is_uuid(table, k) {
+                let nocase = if table.key_checked && is_uuid(table, k) {
                     " COLLATE NOCASE"
                 } else {
                     ""
@@ -182,7 +195,7 @@ pub(super) fn on_conflict(
         .collect::<Vec<_>>()
         .join(", ");
     let values = values_rows(d, table, columns, rows);
-    let keys = if table.key_nocase {
+    let keys = if table.key_checked {
         key_terms(d, table, key)
     } else {
         key.iter()

@@ -30,7 +30,7 @@ fn db2_orders() -> TableInfo {
             col("status", "VARCHAR(20)", d),
             col("total", "DECIMAL(12,2)", d),
         ],
-        key_nocase: false,
+        key_checked: false,
     }
 }
 
@@ -44,7 +44,7 @@ fn db2_store_order_numbers() -> TableInfo {
             col("order_no", "INTEGER", d),
             col("note", "VARCHAR(200)", d),
         ],
-        key_nocase: false,
+        key_checked: false,
     }
 }
 
@@ -187,7 +187,7 @@ fn db2_products() -> TableInfo {
             col("price", "DECIMAL(10,2)", d),
             col("attributes", "JSON CLOB(1048576)", d),
         ],
-        key_nocase: false,
+        key_checked: false,
     }
 }
 
@@ -272,19 +272,19 @@ fn sqlite_matches_a_uuid_key_whatever_its_case_once_setup_made_the_index() {
         schema: None,
         name: "categories".into(),
         columns: vec![col("id", "UUID", &Sqlite), col("name", "TEXT", &Sqlite)],
-        key_nocase: false,
+        key_checked: false,
     };
     let (cols, key) = (strings(&["id", "name"]), strings(&["id"]));
-    let index = Sqlite.case_blind_key(&t, &key).unwrap();
+    let index = Sqlite.key_check(&t, &key).unwrap();
     assert_eq!(
-        index.create,
-        "CREATE UNIQUE INDEX IF NOT EXISTS \"categories_key_nocase\" ON \"categories\" (\"id\" COLLATE NOCASE)"
+        index.create.as_deref(),
+        Some("CREATE UNIQUE INDEX IF NOT EXISTS \"categories_id_nocase\" ON \"categories\" (\"id\" COLLATE NOCASE)")
     );
     // Until the index is there, the exact key as before.
     assert!(Sqlite
         .upsert(&t, &cols, &key, 1)
         .contains("ON CONFLICT (\"id\") DO UPDATE"));
-    t.key_nocase = true;
+    t.key_checked = true;
     assert!(Sqlite
         .upsert(&t, &cols, &key, 1)
         .contains("ON CONFLICT (\"id\" COLLATE NOCASE) DO UPDATE"));
@@ -294,8 +294,8 @@ fn sqlite_matches_a_uuid_key_whatever_its_case_once_setup_made_the_index() {
     );
     // A text key, or another database, needs nothing.
     t.columns[0] = col("id", "TEXT", &Sqlite);
-    assert!(Sqlite.case_blind_key(&t, &key).is_none());
-    assert!(MariaDb.case_blind_key(&t, &key).is_none());
+    assert!(Sqlite.key_check(&t, &key).is_none());
+    assert!(Postgres.key_check(&t, &key).is_none());
 }
 
 #[test]
@@ -349,7 +349,7 @@ fn the_other_dialects_upsert_their_own_way() {
             col("order_id", "bigint", &Sqlite),
             col("status", "text", &Sqlite),
         ],
-        key_nocase: false,
+        key_checked: false,
     };
     let cols = strings(&["order_id", "status"]);
     let key = strings(&["order_id"]);
@@ -360,14 +360,27 @@ fn the_other_dialects_upsert_their_own_way() {
     );
     assert_eq!(
         MariaDb.upsert(&t, &cols, &key, 1),
-        "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE \
-         `order_id` = IF(`order_id` <=> VALUES(`order_id`), `order_id`, NULL), `status` = VALUES(`status`)"
+        "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE `status` = VALUES(`status`)"
     );
     assert_eq!(
         MariaDb.upsert(&t, &key, &key, 1),
-        "INSERT INTO `orders` (`order_id`) VALUES (?) ON DUPLICATE KEY UPDATE \
-         `order_id` = IF(`order_id` <=> VALUES(`order_id`), `order_id`, NULL)"
+        "INSERT INTO `orders` (`order_id`) VALUES (?) ON DUPLICATE KEY UPDATE `order_id` = `order_id`"
     );
+    // With a NOT NULL key that is not AUTO_INCREMENT (the check passed),
+    // a clash on another unique index is refused, not written over.
+    let mut checked = t.clone();
+    checked.key_checked = true;
+    assert_eq!(
+        MariaDb.upsert(&checked, &cols, &key, 1),
+        "INSERT INTO `orders` (`order_id`, `status`) VALUES (?, ?) ON DUPLICATE KEY UPDATE \
+         `order_id` = IF(`order_id` <=> VALUES(`order_id`), `order_id`, NULL), `status` = VALUES(`status`)"
+    );
+    let (sql, params) = MariaDb.key_check(&t, &key).unwrap().passes;
+    assert!(
+        sql.contains("is_nullable = 'YES' OR extra LIKE '%auto_increment%'"),
+        "{sql}"
+    );
+    assert_eq!(params, strings(&["orders", "order_id"]));
     assert_eq!(
         Sqlite.upsert(&t, &cols, &key, 2),
         "INSERT INTO \"orders\" (\"order_id\", \"status\") VALUES (?, ?), (?, ?) ON CONFLICT (\"order_id\") \
