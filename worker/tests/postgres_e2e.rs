@@ -536,12 +536,7 @@ fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
 #[test]
 fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
     let mut f = Fleet::new("0.001");
-    f.pg.psql(
-        "shop",
-        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN IF NEW.status = 'bad' THEN RAISE EXCEPTION 'status bad refused'; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER no_bad BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION no_bad();",
-    );
+    f.shop_refuses_bad_statuses();
     f.start();
     f.wait_in_sync();
     f.pg.psql(
@@ -573,12 +568,7 @@ fn a_row_a_validation_trigger_refuses_is_a_dead_letter_and_the_rest_goes_on() {
 #[test]
 fn a_bulk_change_whose_every_row_a_trigger_refuses_does_not_stall_the_sink() {
     let mut f = Fleet::new("0.001");
-    f.pg.psql(
-        "shop",
-        "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN IF NEW.status = 'bad' THEN RAISE EXCEPTION 'status bad refused'; END IF; RETURN NEW; END $$;
-         CREATE TRIGGER no_bad BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION no_bad();",
-    );
+    f.shop_refuses_bad_statuses();
     f.extra_env.extend([
         (
             "CONNECTOR_SHOP_OPTIONS".into(),

@@ -399,6 +399,16 @@ impl Fleet {
         );
     }
 
+    /// In shop: a validation trigger refusing orders of status `bad`.
+    pub fn shop_refuses_bad_statuses(&self) {
+        self.pg.psql(
+            "shop",
+            "CREATE FUNCTION no_bad() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.status = 'bad' THEN RAISE EXCEPTION 'status bad refused'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER no_bad BEFORE INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION no_bad();",
+        );
+    }
+
     /// In hq: device `d-1`, a scanner, which then reaches shop.
     pub fn hq_adds_a_scanner(&self) {
         self.pg.psql(

@@ -305,11 +305,16 @@ pub trait Dialect: Send + Sync {
         "?".into()
     }
 
+    /// One key column's condition in a delete: `k = ?`.
+    fn key_match(&self, table: &TableInfo, column: &str) -> String {
+        format!("{} = {}", self.quote(column), self.marker(table, column))
+    }
+
     /// Delete of `rows` rows by key, one `?` per key column, row after row.
     fn delete(&self, table: &TableInfo, key: &[String], rows: usize) -> String {
         let one = key
             .iter()
-            .map(|k| format!("{} = {}", self.quote(k), self.marker(table, k)))
+            .map(|k| self.key_match(table, k))
             .collect::<Vec<_>>()
             .join(" AND ");
         let cond = if rows == 1 {

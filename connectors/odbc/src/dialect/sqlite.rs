@@ -106,25 +106,18 @@ impl Dialect for Sqlite {
          and keeps its deletes; run `connector setup` (it adds a case-blind unique index)"
     }
 
-    fn delete(&self, table: &TableInfo, key: &[String], rows: usize) -> String {
-        let one = key
-            .iter()
-            .map(|k| {
-                let nocase = if table.key_checked && is_uuid(table, k) {
-                    " COLLATE NOCASE"
-                } else {
-                    ""
-                };
-                format!("{} = {}{nocase}", self.quote(k), self.marker(table, k))
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let cond = if rows == 1 {
-            one
+    /// A UUID key matched whatever its case, once setup made the index.
+    fn key_match(&self, table: &TableInfo, column: &str) -> String {
+        let nocase = if table.key_checked && is_uuid(table, column) {
+            " COLLATE NOCASE"
         } else {
-            vec![format!("({one})"); rows].join(" OR ")
+            ""
         };
-        format!("DELETE FROM {} WHERE {cond}", table.qualified(self))
+        format!(
+            "{} = {}{nocase}",
+            self.quote(column),
+            self.marker(table, column)
+        )
     }
 
     /// The SQLite ODBC driver prepares the statement again for every row of
