@@ -508,6 +508,36 @@ fn verify_changes_nothing_in_the_databases_it_reads() {
 }
 
 #[test]
+fn a_server_whose_wal_ends_before_the_stores_position_stops_the_provider() {
+    let mut f = Fleet::synced_and_stopped("0.001");
+    // As after a restore, or a failover to a standby that lagged: the
+    // store has merged up to an LSN the server's WAL has not reached, and
+    // the server's next commits would take LSNs below it.
+    let out = std::process::Command::new("sqlite3")
+        .arg(f.dir.path().join("store.db"))
+        .arg("UPDATE positions SET position = 'FF/0' WHERE provider = 'hq'")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    f.start();
+    wait_for(
+        "hq to stop with the diagnosis",
+        Duration::from_secs(60),
+        || {
+            let hq = f.provider_status("hq")?;
+            hq["last_error"]
+                .as_str()?
+                .contains("on a server whose WAL ends at")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
 fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     let mut f = Fleet::new("0.001");
     f.partitioned_devices("hq");

@@ -194,6 +194,28 @@ impl PgSource {
             }
             _ => {}
         }
+        // A server whose WAL ends before the store's position (restored
+        // from a backup, or failed over to a standby that lagged, with the
+        // slot kept): its new commits take LSNs below the position, and
+        // streaming from there would skip them as already merged.
+        if let (Some(r), Some(resume)) = (&resume, resume_lsn) {
+            let flushed: String = sql
+                .query_one(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                     ELSE pg_current_wal_flush_lsn() END::text",
+                    &[],
+                )
+                .await
+                .map_err(|e| classify(&e, Stage::Source, "reading the server's WAL position"))?
+                .get(0);
+            if Lsn::parse(&flushed).is_ok_and(|end| end < resume) {
+                let why = format!(
+                    "is on a server whose WAL ends at {flushed}, before the store's position \
+                     (restored or failed over to a server that was behind): its commits from there would be skipped"
+                );
+                return Err(slot_lost(&sql, o, r, &why, &provider).await);
+            }
+        }
         let mut keys = HashMap::new();
         for (collection, info) in setup::mapped_tables(&sql, mapping, o).await? {
             // The document id's columns, where the table has them all (an
