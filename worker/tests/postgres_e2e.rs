@@ -538,6 +538,28 @@ fn a_server_whose_wal_ends_before_the_stores_position_stops_the_provider() {
 }
 
 #[test]
+fn a_delete_reaches_a_table_with_a_not_null_domain_column() {
+    let mut f = Fleet::new("0.001");
+    // shop's devices have a column of a NOT NULL domain (hq's lack it).
+    f.pg.psql(
+        "shop",
+        "CREATE DOMAIN label AS text NOT NULL;
+         ALTER TABLE devices ADD COLUMN tag label DEFAULT 'none';",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.hq_adds_a_scanner();
+    f.pg.psql("hq", "DELETE FROM devices WHERE serial_no = 'd-1'");
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM devices WHERE serial_no = 'd-1'",
+        "0",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
+#[test]
 fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
     let mut f = Fleet::new("0.001");
     f.partitioned_devices("hq");

@@ -429,3 +429,55 @@ mod tests {
         assert_eq!(text_to_json(TimestampTz, &param), iso);
     }
 }
+
+/// A PostgreSQL type (`format_type` text) without its length (`character varying(20)` → `character
+/// varying`): an explicit cast to `varchar(n)` cuts a longer value without
+/// an error, where storing it into the column raises 22001 (a dead letter).
+/// `character(n)` and `bit(n)` become `bpchar` and `bit varying`: without
+/// a length `character` means `character(1)`, and `bit` `bit(1)`. Numeric
+/// scales and time precisions round the same either way.
+pub fn pg_base_type(sql_type: &str) -> String {
+    let mut out = String::with_capacity(sql_type.len());
+    let mut depth = 0;
+    for ch in sql_type.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => out.push(ch),
+            _ => {}
+        }
+    }
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (name, array) = match out.strip_suffix("[]") {
+        Some(name) => (name, "[]"),
+        None => (out.as_str(), ""),
+    };
+    match name {
+        "character" | "char" => format!("bpchar{array}"),
+        "bit" => format!("bit varying{array}"),
+        _ => out.clone(),
+    }
+}
+
+#[cfg(test)]
+mod pg_base_type_tests {
+    use super::pg_base_type;
+
+    #[test]
+    fn casts_go_to_the_type_without_its_length() {
+        assert_eq!(pg_base_type("character varying(20)"), "character varying");
+        assert_eq!(pg_base_type("numeric(10,2)"), "numeric");
+        assert_eq!(
+            pg_base_type("timestamp(3) with time zone"),
+            "timestamp with time zone"
+        );
+        assert_eq!(pg_base_type("character(2)"), "bpchar");
+        assert_eq!(pg_base_type("character(2)[]"), "bpchar[]");
+        assert_eq!(pg_base_type("bit(8)"), "bit varying");
+        assert_eq!(
+            pg_base_type("character varying(20)[]"),
+            "character varying[]"
+        );
+        assert_eq!(pg_base_type("jsonb"), "jsonb");
+    }
+}

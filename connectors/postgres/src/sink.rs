@@ -5,14 +5,16 @@
 //! one JSON parameter:
 //!
 //! ```sql
-//! INSERT INTO "s"."t" ("a","b") SELECT "a","b" FROM jsonb_populate_recordset(NULL::"s"."t", $1)
+//! INSERT INTO "s"."t" ("a","b") SELECT "a","b" FROM jsonb_to_recordset($1) AS x ("a" int, "b" text)
 //! ON CONFLICT ("a") DO UPDATE SET "b" = EXCLUDED."b"
 //! ```
 //!
 //! PostgreSQL's input functions convert every value to the column's type
-//! (taken from the table itself), and every identifier is quoted. Deletes are
-//! one `DELETE … WHERE (key) IN (SELECT … FROM jsonb_populate_recordset(…))`
-//! per table. Tables go parents first (deletes children first) by the
+//! (taken from the catalog: only the statement's own columns, so a NOT NULL
+//! domain column a row lacks is never checked as NULL), and every identifier
+//! is quoted. Deletes are
+//! one `DELETE … WHERE (key) IN (SELECT … FROM jsonb_to_recordset(…) AS x
+//! (key columns and their types))` per table. Tables go parents first (deletes children first) by the
 //! foreign keys among them ([`TableOrder`]). If the batch fails for a row's
 //! own fault (a data or constraint error), it is retried row by row under
 //! savepoints, a row breaking a constraint again after the others
@@ -35,6 +37,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
+use connector_core::column_type::pg_base_type;
 use connector_core::error::{is_constraint_violation, is_missing_reference};
 use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp};
@@ -190,12 +193,15 @@ impl PgSink {
                             ""
                         };
                         format!(
-                            "INSERT INTO {t} ({col_list}){overriding} SELECT {col_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
-                             ON CONFLICT ({key_list}) {action}"
+                            "INSERT INTO {t} ({col_list}){overriding} SELECT {col_list} FROM jsonb_to_recordset($1::jsonb) \
+                             AS x ({defs}) ON CONFLICT ({key_list}) {action}",
+                            defs = typed(info, columns)
                         )
                     }
                     GroupOp::Delete => format!(
-                        "DELETE FROM {t} WHERE ({key_list}) IN (SELECT {key_list} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))"
+                        "DELETE FROM {t} WHERE ({key_list}) IN \
+                         (SELECT {key_list} FROM jsonb_to_recordset($1::jsonb) AS x ({defs}))",
+                        defs = typed(info, &g.key)
                     ),
                 };
                 Statement { sql, rows: g.rows }
@@ -370,6 +376,25 @@ fn classify_write(e: &tokio_postgres::Error, context: &str) -> ConnectorError {
         err.kind = ErrorKind::BadRecord;
     }
     err
+}
+
+/// `"c" type, …` of the statement's own columns, for `jsonb_to_recordset`:
+/// the table's row type (`jsonb_populate_recordset`) ran every column the
+/// payload lacks through its type as NULL, and a NOT NULL domain refused
+/// every delete (its payload is the key) and every row lacking it.
+fn typed(info: &TableInfo, columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| {
+            // Without its length: a varchar(4) here cut a longer value
+            // silently, where storing it into the column refuses it.
+            let ty = info
+                .column(c)
+                .map_or("text".to_string(), |col| pg_base_type(&col.type_name));
+            format!("{} {ty}", ident(c))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The replication origin the sink tags its transactions with (the slot's name).

@@ -2,6 +2,7 @@
 //! trigger function writing `row_to_json` images, `ON CONFLICT` upserts with
 //! every parameter cast to its column's type (psqlODBC sends text).
 
+use connector_core::column_type::pg_base_type;
 use connector_core::ColumnType;
 
 use super::sqlite::on_conflict;
@@ -143,7 +144,7 @@ impl Dialect for Postgres {
     }
 
     fn placeholder(&self, column: &Column) -> String {
-        format!("CAST(? AS {})", base_type(&column.sql_type))
+        format!("CAST(? AS {})", pg_base_type(&column.sql_type))
     }
 
     fn upsert(&self, table: &TableInfo, columns: &[String], key: &[String], rows: usize) -> String {
@@ -152,54 +153,5 @@ impl Dialect for Postgres {
 
     fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
         super::generic_param_text(ty, v, false)
-    }
-}
-
-/// A type without its length (`character varying(20)` → `character
-/// varying`): an explicit cast to `varchar(n)` cuts a longer value without
-/// an error, where storing it into the column raises 22001 (a dead letter).
-/// `character(n)` and `bit(n)` become `bpchar` and `bit varying`: without
-/// a length `character` means `character(1)`, and `bit` `bit(1)`. Numeric
-/// scales and time precisions round the same either way.
-fn base_type(sql_type: &str) -> String {
-    let mut out = String::with_capacity(sql_type.len());
-    let mut depth = 0;
-    for ch in sql_type.chars() {
-        match ch {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            _ if depth == 0 => out.push(ch),
-            _ => {}
-        }
-    }
-    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    let (name, array) = match out.strip_suffix("[]") {
-        Some(name) => (name, "[]"),
-        None => (out.as_str(), ""),
-    };
-    match name {
-        "character" | "char" => format!("bpchar{array}"),
-        "bit" => format!("bit varying{array}"),
-        _ => out.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::base_type;
-
-    #[test]
-    fn casts_go_to_the_type_without_its_length() {
-        assert_eq!(base_type("character varying(20)"), "character varying");
-        assert_eq!(base_type("numeric(10,2)"), "numeric");
-        assert_eq!(
-            base_type("timestamp(3) with time zone"),
-            "timestamp with time zone"
-        );
-        assert_eq!(base_type("character(2)"), "bpchar");
-        assert_eq!(base_type("character(2)[]"), "bpchar[]");
-        assert_eq!(base_type("bit(8)"), "bit varying");
-        assert_eq!(base_type("character varying(20)[]"), "character varying[]");
-        assert_eq!(base_type("jsonb"), "jsonb");
     }
 }
