@@ -23,7 +23,7 @@ use crate::merge::{DocState, Write};
 use crate::shadow::Shadow;
 use crate::sqlite::{load_shadows, parse_body, save_held, Store};
 use crate::stamp::now_millis;
-use crate::waiting::{keep_sink_letter, resolve_waiting, Kept};
+use crate::waiting::{any_waiting, keep_sink_letter, resolve_waiting, Kept};
 
 /// One entry of the change log.
 #[derive(Debug, Clone, PartialEq)]
@@ -320,11 +320,11 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Records that `provider` durably holds `written`, keeps the writes it
-    /// rejected as dead letters (a document's waiting letter counts one
-    /// more try: [`crate::waiting`]), and moves its sink cursor to
-    /// `upto_seq`, in one transaction. Returns what became of each
-    /// rejected write.
+    /// Records that `provider` durably holds `written` (a written document's
+    /// waiting letter goes: [`crate::waiting`]), keeps the writes it rejected
+    /// as dead letters (a document's waiting letter counts one more try),
+    /// and moves its sink cursor to `upto_seq`, in one transaction. Returns
+    /// what became of each rejected write.
     pub fn sink_committed(
         &mut self,
         provider: &str,
@@ -332,28 +332,16 @@ impl Store {
         written: &[Pending],
         rejected: &[NewDeadLetter],
     ) -> Result<Vec<Kept>> {
-        self.sink_committed_resolving(provider, upto_seq, written, rejected, &[])
-    }
-
-    /// [`Store::sink_committed`], and `resolved` — written documents, as
-    /// (collection, id key), that waited for a row they reference — lose
-    /// their waiting letters.
-    pub fn sink_committed_resolving(
-        &mut self,
-        provider: &str,
-        upto_seq: i64,
-        written: &[Pending],
-        rejected: &[NewDeadLetter],
-        resolved: &[(String, String)],
-    ) -> Result<Vec<Kept>> {
         let tx = self.write()?;
         let now = now_millis();
         let mut kept = Vec::with_capacity(rejected.len());
         for dl in rejected {
             kept.push(keep_sink_letter(&tx, provider, dl, now)?);
         }
-        for (collection, key) in resolved {
-            resolve_waiting(&tx, provider, collection, key)?;
+        if !written.is_empty() && any_waiting(&tx, provider)? {
+            for p in written {
+                resolve_waiting(&tx, provider, &p.write.collection, &p.key)?;
+            }
         }
         for p in written {
             save_held(

@@ -10,8 +10,8 @@
 //! the first refusal, then twice as long after each refusal, up to 5
 //! minutes. [`Store::requeue_waiting`] puts due documents back on the log
 //! (the sink then writes them whatever it believes the provider holds);
-//! the sink's commit deletes the letter of a document it wrote, or counts
-//! one more try. After 24 hours of waiting a letter becomes an ordinary
+//! the sink's commit deletes the letter of a document it wrote (looked up
+//! only while the provider has letters waiting), or counts one more try. After 24 hours of waiting a letter becomes an ordinary
 //! sink dead letter, left for `connector dead-letters retry`; a refusal
 //! for any other reason replaces it at once.
 //!
@@ -157,6 +157,16 @@ fn nothing_to_write(tx: &Connection, provider: &str, collection: &str, key: &str
         None => present != Some(true),
         Some(held) => held.as_deref() == Some(LEFT_FILTER),
     })
+}
+
+/// Whether `provider` has any waiting letter (then the sink's commit
+/// looks for the written documents' letters; else it costs nothing).
+pub(crate) fn any_waiting(tx: &Connection, provider: &str) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE provider = ?1 AND stage = ?2)",
+        )?
+        .query_row(params![provider, WAITING_STAGE], |r| r.get(0))?)
 }
 
 /// The sink wrote a document that waited: its letter goes.

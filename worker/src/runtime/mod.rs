@@ -48,10 +48,10 @@ const COMPACT_PAUSE: Duration = Duration::from_millis(5);
 /// How often the store's WAL is checked for frames to checkpoint.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 
-/// What every task shares.
 /// (provider, collection, document key, shadow) of a recorded intent.
 pub type IntentKey = (String, String, String, Vec<u8>);
 
+/// What every task shares.
 pub struct Shared {
     pub store_path: PathBuf,
     pub batch_size: usize,
@@ -64,10 +64,6 @@ pub struct Shared {
     /// Intents recorded for writes that failed (their outcome unknown):
     /// the retry does not record them again (`sink_task::deliver`).
     pub unwritten_intents: Mutex<HashSet<IntentKey>>,
-    /// Documents known to have a letter waiting for a row they reference,
-    /// as (provider, collection, id key): the sink's commit of a write of
-    /// one deletes its letter (`connector_store::waiting`).
-    pub waiting: Mutex<HashSet<(String, String, String)>>,
     /// The process's one store connection, opened on first use, and the
     /// thread that checkpoints its WAL.
     store: Mutex<Option<(Store, Checkpointer)>>,
@@ -83,7 +79,6 @@ impl Shared {
             health: Health::default(),
             sink_wakes: Mutex::new(Vec::new()),
             unwritten_intents: Mutex::new(HashSet::new()),
-            waiting: Mutex::new(HashSet::new()),
             store: Mutex::new(None),
         })
     }

@@ -145,7 +145,7 @@ async fn session(
         }
         if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
             last_requeue = Some(std::time::Instant::now());
-            let gave_up = requeue_waiting(shared, &mut store, &name, mapping)?;
+            let gave_up = requeue_waiting(&mut store, &name, mapping)?;
             counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(gave_up as u64);
         }
         if upto == after {
@@ -318,37 +318,22 @@ async fn deliver(
     }
     let mut refused: HashMap<usize, Refused> = refused.into_iter().map(|r| (r.row, r)).collect();
     let mut written: Vec<Pending> = Vec::with_capacity(mapped.len());
-    let mut resolved = Vec::new();
-    {
-        // Documents known to have a waiting letter: written, it goes.
-        let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, p) in mapped.into_iter().enumerate() {
-            let doc = (name.to_string(), p.write.collection.clone(), p.key.clone());
-            match refused.remove(&i) {
-                None => {
-                    if waiting.remove(&doc) {
-                        resolved.push((doc.1, doc.2));
-                    }
-                    written.push(p);
+    for (i, p) in mapped.into_iter().enumerate() {
+        match refused.remove(&i) {
+            None => written.push(p),
+            Some(r) => {
+                let mut letter = dead_letter(&p.write, None, r.reason);
+                if r.awaits_reference {
+                    letter.stage = WAITING_STAGE.into();
                 }
-                Some(r) => {
-                    let mut letter = dead_letter(&p.write, None, r.reason);
-                    if r.awaits_reference {
-                        letter.stage = WAITING_STAGE.into();
-                        waiting.insert(doc);
-                    } else {
-                        waiting.remove(&doc);
-                    }
-                    rejected.push(letter);
-                }
+                rejected.push(letter);
             }
         }
     }
     let mut needs_a_person = 0;
     if !written.is_empty() || !rejected.is_empty() || save_cursor {
-        let kept =
-            blocking(|| store.sink_committed_resolving(name, upto, &written, &rejected, &resolved))
-                .map_err(ConnectorError::from)?;
+        let kept = blocking(|| store.sink_committed(name, upto, &written, &rejected))
+            .map_err(ConnectorError::from)?;
         needs_a_person = kept.iter().filter(|k| **k == Kept::DeadLetter).count();
         for (letter, kept) in rejected.iter().zip(kept) {
             let (collection, id) = (
@@ -375,12 +360,7 @@ async fn deliver(
 /// Puts the writes a foreign key refused that are due back on the log
 /// (`Store::requeue_waiting`); letters that waited 24 h need a person now.
 /// Returns how many gave up.
-fn requeue_waiting(
-    shared: &Shared,
-    store: &mut Store,
-    name: &str,
-    mapping: &ProviderMapping,
-) -> Result<usize> {
+fn requeue_waiting(store: &mut Store, name: &str, mapping: &ProviderMapping) -> Result<usize> {
     let now = connector_store::stamp::now_millis();
     let Requeued {
         documents,
@@ -388,20 +368,14 @@ fn requeue_waiting(
         moot,
     } = blocking(|| store.requeue_waiting(name, now, |c| mapping.syncs(c)))
         .map_err(ConnectorError::from)?;
-    let mut waiting = shared.waiting.lock().unwrap_or_else(|e| e.into_inner());
     if !documents.is_empty() {
         info!(provider = %name, writes = documents.len(), "trying refused writes again: they wait for rows they reference");
     }
-    for (collection, key) in documents {
-        waiting.insert((name.to_string(), collection, key));
-    }
     for (collection, key) in &gave_up {
         warn!(provider = %name, %collection, id = %key, "a write waited 24 h for the row it references; kept as a dead letter");
-        waiting.remove(&(name.to_string(), collection.clone(), key.clone()));
     }
     for (collection, key) in moot {
         debug!(provider = %name, %collection, id = %key, "a waiting write has nothing left to write; its letter is gone");
-        waiting.remove(&(name.to_string(), collection, key));
     }
     Ok(gave_up.len())
 }
