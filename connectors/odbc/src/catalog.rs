@@ -62,6 +62,21 @@ fn integers_read_as_drivers_render_them() {
     assert_eq!(integer("forty-two"), None);
 }
 
+/// The first column of the first row of a query ([`query_text`]), if
+/// there is one and it is not NULL.
+pub fn query_value(
+    conn: &Connection<'_>,
+    sql: &str,
+    params: &[String],
+    stage: Stage,
+    context: &str,
+) -> Result<Option<String>> {
+    Ok(query_text(conn, sql, params, stage, context)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
+}
+
 /// Runs a query with text parameters and returns every row as text
 /// (`None` for NULL), fetching long values in pieces (no truncation).
 pub fn query_text(

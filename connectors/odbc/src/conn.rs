@@ -236,7 +236,7 @@ impl Session {
     pub async fn open(conn: &OdbcConn, product: &'static str, stage: Stage) -> Result<Session> {
         let timeout = conn.call_timeout;
         let conn = conn.clone();
-        let c = run_blocking(stage, timeout, move || conn.connect(product)).await?;
+        let c = run_blocking(stage, Some(timeout), move || conn.connect(product)).await?;
         Ok(Session {
             conn: Some(c),
             stage,
@@ -252,7 +252,7 @@ impl Session {
         F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
     {
         let timeout = self.timeout;
-        self.run_for(timeout, f).await
+        self.run_for(Some(timeout), f).await
     }
 
     /// Runs `f`, a write transaction into the provider's tables, for as
@@ -265,10 +265,10 @@ impl Session {
         T: Send + 'static,
         F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
     {
-        self.run_for(Duration::MAX, f).await
+        self.run_for(None, f).await
     }
 
-    async fn run_for<T, F>(&mut self, timeout: Duration, f: F) -> Result<T>
+    async fn run_for<T, F>(&mut self, timeout: Option<Duration>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection<'static>) -> Result<T> + Send + 'static,
@@ -288,27 +288,25 @@ impl Session {
 
 async fn run_blocking<T: Send + 'static>(
     stage: Stage,
-    timeout: Duration,
+    timeout: Option<Duration>,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let call = tokio::task::spawn_blocking(f);
-    let outcome = if timeout == Duration::MAX {
-        Ok(call.await)
-    } else {
-        tokio::time::timeout(timeout, call).await
-    };
-    match outcome {
-        Ok(done) => done.map_err(|e| {
-            ConnectorError::transient(stage, format!("an ODBC driver call panicked: {e}"))
+    let done = match timeout {
+        None => call.await,
+        Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+            ConnectorError::transient(
+                stage,
+                format!(
+                    "an ODBC driver call did not return within {} s (call_timeout_s): a lost network or a lock held too long; reconnecting",
+                    limit.as_secs()
+                ),
+            )
         })?,
-        Err(_) => Err(ConnectorError::transient(
-            stage,
-            format!(
-                "an ODBC driver call did not return within {} s (call_timeout_s): a lost network or a lock held too long; reconnecting",
-                timeout.as_secs()
-            ),
-        )),
-    }
+    };
+    done.map_err(|e| {
+        ConnectorError::transient(stage, format!("an ODBC driver call panicked: {e}"))
+    })?
 }
 
 #[cfg(test)]

@@ -30,24 +30,20 @@ use serde_json::{json, Value};
 
 use connector_core::{Result, Stage};
 
-use crate::catalog::{integer, query_text};
+use crate::catalog::{integer, query_value};
 
 /// The change time of the journal row numbered `seq`, if there is one: a
 /// saved position's `mark` is compared with it (another time, or no row,
 /// is a journal that started over: the prune always keeps that row).
 pub fn row_time(c: &Connection<'_>, journal: &str, seq: i64, stage: Stage) -> Result<Option<i64>> {
-    let rows = query_text(
+    Ok(query_value(
         c,
         &format!("SELECT changed_ms FROM {journal} WHERE seq = ?"),
         &[seq.to_string()],
         stage,
         "reading the journal's row at the position",
-    )?;
-    Ok(rows
-        .into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next().flatten())
-        .and_then(|t| integer(&t)))
+    )?
+    .and_then(|t| integer(&t)))
 }
 
 /// How far below the journal's highest number a copy looks for numbers

@@ -11,7 +11,7 @@ use odbc_api::Connection;
 
 use connector_core::{ProviderMapping, Result, Stage};
 
-use crate::catalog::{mapped_tables, query_text, table_info};
+use crate::catalog::{integer, mapped_tables, query_text, query_value, table_info};
 use crate::conn::classify;
 use crate::dialect::{Dialect, TriggerSpec};
 use crate::options::OdbcOptions;
@@ -25,10 +25,7 @@ pub fn plan(
 ) -> Result<Vec<String>> {
     let schema = match (&o.schema, d.current_schema_query()) {
         (Some(s), _) => Some(s.clone()),
-        (None, Some(sql)) => query_text(c, sql, &[], Stage::Setup, "reading the current schema")?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten()),
+        (None, Some(sql)) => query_value(c, sql, &[], Stage::Setup, "reading the current schema")?,
         (None, None) => None,
     };
     let journal = d.qualified(schema.as_deref(), &o.journal);
@@ -44,11 +41,8 @@ pub fn plan(
             let clashes = match &check.conflicts {
                 Some((sql, params)) => {
                     let ctx = format!("checking the keys of {}", info.qualified(d));
-                    query_text(c, sql, params, Stage::Setup, &ctx)?
-                        .into_iter()
-                        .next()
-                        .and_then(|r| r.into_iter().next().flatten())
-                        .and_then(|n| crate::catalog::integer(&n))
+                    query_value(c, sql, params, Stage::Setup, &ctx)?
+                        .and_then(|n| integer(&n))
                         .unwrap_or(0)
                 }
                 None => 0,

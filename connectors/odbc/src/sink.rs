@@ -34,7 +34,7 @@ use connector_core::{
     Stage,
 };
 
-use crate::catalog::{foreign_keys, integer, mapped_tables, query_text, TableInfo};
+use crate::catalog::{foreign_keys, integer, mapped_tables, query_value, TableInfo};
 use crate::conn::{classify, OdbcConn, Session};
 use crate::dialect::Dialect;
 use crate::options::OdbcOptions;
@@ -83,10 +83,7 @@ impl OdbcSink {
                     };
                     let (sql, params) = &check.passes;
                     let ctx = format!("checking the key of {}", info.name);
-                    let found = query_text(c, sql, params, Stage::Sink, &ctx)?
-                        .into_iter()
-                        .next()
-                        .and_then(|r| r.into_iter().next().flatten())
+                    let found = query_value(c, sql, params, Stage::Sink, &ctx)?
                         .and_then(|n| integer(&n))
                         .unwrap_or(0);
                     info.key_checked = found > 0;
@@ -99,10 +96,7 @@ impl OdbcSink {
                 let keys = foreign_keys(c, &infos);
                 let max_parameters = match d.version_query() {
                     Some(q) => {
-                        let version = query_text(c, q, &[], Stage::Sink, "reading the version")?
-                            .into_iter()
-                            .next()
-                            .and_then(|r| r.into_iter().next().flatten())
+                        let version = query_value(c, q, &[], Stage::Sink, "reading the version")?
                             .unwrap_or_default();
                         d.max_parameters(&version)
                     }

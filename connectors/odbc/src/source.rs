@@ -34,7 +34,7 @@ use connector_core::{
     SourceBatch, Stage,
 };
 
-use crate::catalog::{integer, mapped_tables, query_text, TableInfo};
+use crate::catalog::{integer, mapped_tables, query_text, query_value, TableInfo};
 use crate::conn::{classify, is_missing_table, OdbcConn, Session};
 use crate::dialect::{Dialect, TriggerSpec};
 use crate::image::decode_image;
@@ -490,16 +490,13 @@ impl Source for OdbcSource {
         let result = self
             .session
             .run(move |c| {
-                let lowest = query_text(
+                let lowest = query_value(
                     c,
                     &format!("SELECT MIN(seq) FROM {journal}"),
                     &[],
                     Stage::Source,
                     "pruning the journal",
                 )?
-                .into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next().flatten())
                 .and_then(|t| integer(&t));
                 let delete = format!("DELETE FROM {journal} WHERE seq < ?");
                 let mut below = lowest.unwrap_or(upto);

@@ -18,6 +18,7 @@ pub struct Column {
 
 #[derive(Debug, Clone)]
 pub struct TableInfo {
+    pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<Column>,
@@ -55,7 +56,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
             // Generated columns are the database's own (they cannot be
             // written, and pgoutput leaves them out): not synced.
             "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), c.relreplident::text,
-                    a.attidentity = 'a'
+                    a.attidentity = 'a', c.oid::int8
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -70,6 +71,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         return Ok(None);
     }
     let replica_identity = rows[0].get::<_, String>(3).chars().next().unwrap_or('d');
+    let oid = rows[0].get::<_, i64>(5) as u32;
 
     let columns = rows
         .iter()
@@ -97,6 +99,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         .map(|r| r.get(0))
         .collect();
     Ok(Some(TableInfo {
+        oid,
         schema: schema.to_string(),
         name: table.to_string(),
         columns,

@@ -30,7 +30,7 @@
 //! on the `pg_replication_origin_*` functions), the sink says so once and the
 //! store's recorded intents recognise the echoes instead.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -70,31 +70,29 @@ pub struct PgSink {
 
 /// Per provider (slot), since when every batch was refused whole by a
 /// trigger: kept across the sink's sessions (each failure opens a new one).
-static REFUSED_SINCE: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
-    std::sync::Mutex::new(None);
+static REFUSED_SINCE: std::sync::Mutex<BTreeMap<String, std::time::Instant>> =
+    std::sync::Mutex::new(BTreeMap::new());
 
-/// Whether a batch refused whole by a trigger is still within its wait
-/// (`true`: retry it), recording the first refusal; `None` forgets it.
-fn still_waiting(slot: &str, wait: Option<std::time::Duration>) -> bool {
+/// Whether a batch refused whole by a trigger is still within `wait` of
+/// the first such refusal (retry it), recording that first one.
+fn still_waiting(slot: &str, wait: std::time::Duration) -> bool {
     let mut since = REFUSED_SINCE.lock().unwrap_or_else(|e| e.into_inner());
-    let since = since.get_or_insert_with(HashMap::new);
-    match wait {
-        None => {
-            since.remove(slot);
-            false
-        }
-        Some(wait) => {
-            let first = *since
-                .entry(slot.to_string())
-                .or_insert_with(std::time::Instant::now);
-            if first.elapsed() < wait {
-                true
-            } else {
-                since.remove(slot);
-                false
-            }
-        }
+    let first = *since
+        .entry(slot.to_string())
+        .or_insert_with(std::time::Instant::now);
+    let waiting = first.elapsed() < wait;
+    if !waiting {
+        since.remove(slot);
     }
+    waiting
+}
+
+/// A batch went through: the next refusal of a whole one waits afresh.
+fn refusals_over(slot: &str) {
+    REFUSED_SINCE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(slot);
 }
 
 /// Prepared statements kept per session before the cache starts over (a
@@ -344,7 +342,7 @@ impl PgSink {
         let all_refused = order.len() > 1
             && rejected.len() == order.len()
             && rejected.iter().all(|r| r.reason.contains("(P0001)"));
-        if all_refused && still_waiting(&self.slot, Some(self.refused_batch_wait)) {
+        if all_refused && still_waiting(&self.slot, self.refused_batch_wait) {
             return Err(ConnectorError::transient(
                 Stage::Sink,
                 format!(
@@ -354,7 +352,7 @@ impl PgSink {
             ));
         }
         if !all_refused {
-            still_waiting(&self.slot, None);
+            refusals_over(&self.slot);
         }
         tx.commit()
             .await
@@ -441,7 +439,7 @@ impl Sink for PgSink {
         let statements = self.plan(rows)?;
         match self.run_all(&statements, rows).await {
             Ok(()) => {
-                still_waiting(&self.slot, None);
+                refusals_over(&self.slot);
                 Ok(Vec::new())
             }
             Err((e, _)) if e.kind == ErrorKind::BadRecord => self.isolate(&statements, rows).await,

@@ -217,7 +217,9 @@ impl PgSource {
             }
         }
         let mut keys = HashMap::new();
+        let mut mapped_oids = HashMap::new();
         for (collection, info) in setup::mapped_tables(&sql, mapping, o).await? {
+            mapped_oids.insert(info.oid, (info.schema.clone(), info.name.clone()));
             // The document id's columns, where the table has them all (an
             // id a transform builds is not among them): the primary key.
             let id = mapping
@@ -232,7 +234,6 @@ impl PgSource {
             keys.insert((info.schema.clone(), info.name.clone()), id);
         }
         unpublished(&sql, o, &keys, &provider).await?;
-        let mapped_oids = oids_of(&sql, &keys).await?;
         let start = resume_lsn.unwrap_or(Lsn(0));
         let mut client =
             ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
@@ -450,26 +451,6 @@ impl PgSource {
             .contains_key(&(rel.namespace.clone(), rel.name.clone()))
             .then_some(rel)
     }
-}
-
-/// The oids of the mapped tables, by oid.
-async fn oids_of(
-    sql: &Client,
-    mapped: &HashMap<(String, String), Vec<String>>,
-) -> Result<HashMap<u32, (String, String)>> {
-    let (schemas, tables): (Vec<String>, Vec<String>) = mapped.keys().cloned().unzip();
-    Ok(sql
-        .query(
-            "SELECT c.oid::int8, n.nspname::text, c.relname::text
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN unnest($1::text[], $2::text[]) AS m (s, t) ON n.nspname = m.s AND c.relname = m.t",
-            &[&schemas, &tables],
-        )
-        .await
-        .map_err(|e| classify(&e, Stage::Source, "reading the mapped tables' oids"))?
-        .iter()
-        .map(|r| (r.get::<_, i64>(0) as u32, (r.get(1), r.get(2))))
-        .collect())
 }
 
 /// Stops the provider when a mapped table is not in the publication (it
