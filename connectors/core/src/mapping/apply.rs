@@ -238,7 +238,10 @@ impl ProviderMapping {
         Some(
             fields
                 .iter()
-                .map(|f| b.outbound.get(f).cloned().unwrap_or_else(|| f.clone()))
+                .map(|f| {
+                    let f = transform::outbound_name(&rule.transforms, f);
+                    b.outbound.get(&f).cloned().unwrap_or(f)
+                })
                 .collect(),
         )
     }
@@ -365,7 +368,10 @@ impl ProviderMapping {
             });
         };
         let rule = self.rule(b);
-        let column = |f: &str| b.outbound.get(f).cloned().unwrap_or_else(|| f.to_string());
+        let column = |f: &str| {
+            let f = transform::outbound_name(&rule.transforms, f);
+            b.outbound.get(&f).cloned().unwrap_or(f)
+        };
         let key: Vec<(String, Value)> = match (&rule.id, &write.id) {
             (IdMode::MatchIds, id) => vec![(column("_id"), id.clone())],
             (IdMode::SingleField(f), id) => vec![(column(f), id.clone())],

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::filter::Filter;
 use super::rules::{CollectionRule, IdMode, Origin, ProviderNames, Transform};
+use super::transform;
 use super::yaml_tree::{self, Key, Node, Pos};
 
 /// One problem in a mapping file.
@@ -309,6 +310,19 @@ fn collection(ck: &mut Checker, key: &Key, body: &Node) -> Option<CollectionRule
                     );
                 }
             }
+        }
+    }
+    // An id field must survive the transforms both ways: the key column
+    // the sinks write by is the one the inbound id was read from.
+    for f in id.fields() {
+        let column = transform::outbound_name(&transforms, f);
+        match transform::inbound_name(&transforms, &column) {
+            Some(back) if back == *f => {}
+            Some(other) => ck.err(
+                id_pos,
+                format!("{what}: id field `{f}` is renamed to `{other}` by a transform; name the id by its document field (`{other}`)"),
+            ),
+            None => {} // dropped: reported above
         }
     }
     if ck.errors.len() > errors_before {

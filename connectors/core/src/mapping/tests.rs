@@ -492,3 +492,38 @@ fn a_field_whose_column_holds_another_field_is_not_written_there() {
         assert_eq!(row.len(), 2, "{row:?}");
     }
 }
+
+#[test]
+fn an_id_field_renamed_from_a_column_is_written_back_by_that_column() {
+    // The table's key column `oid` becomes the document's id field `order_id`.
+    let yaml = "collections:\n  orders:\n    id: {mode: single_field, field: order_id}\n    transforms:\n      - rename: {from: oid, to: order_id}\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let hq = ProviderMapping::new(set, "hq", ProviderKind::Postgres);
+    let c = change(
+        &hq,
+        raw("orders", RawOp::Insert, json!({"oid": 7, "total": 3})),
+    );
+    assert_eq!(c.id, json!(7));
+    assert_eq!(hq.key_columns("orders"), Some(vec!["oid".to_string()]));
+    let out = hq
+        .outbound(&SinkWrite {
+            collection: "orders".into(),
+            id: c.id.clone(),
+            doc: Some(c.fields.clone()),
+        })
+        .unwrap();
+    assert_eq!(out.key, vec![("oid".to_string(), json!(7))]);
+    let row = out.row.unwrap();
+    assert_eq!(row.get("oid"), Some(&json!(7)), "{row:?}");
+    assert!(!row.contains_key("order_id"), "{row:?}");
+}
+
+#[test]
+fn an_id_field_renamed_away_is_refused() {
+    let yaml = "collections:\n  orders:\n    id: {mode: multiple_fields, fields: [order_id, line]}\n    transforms:\n      - rename: {from: line, to: line_no}\n";
+    let err = format!("{:?}", MappingSet::from_str("t.yaml", yaml).unwrap_err());
+    assert!(
+        err.contains("id field `line` is renamed to `line_no`"),
+        "{err}"
+    );
+}

@@ -53,6 +53,21 @@ pub fn inbound_name(transforms: &[Transform], name: &str) -> Option<String> {
     Some(name)
 }
 
+/// The provider field a document field is written from after the outbound
+/// transforms (renames undone in reverse order): for id fields, whose key
+/// column is named before the row is built.
+pub fn outbound_name(transforms: &[Transform], name: &str) -> String {
+    let mut name = name.to_string();
+    for t in transforms.iter().rev() {
+        if let Transform::Rename { from, to } = t {
+            if *to == name {
+                name = from.clone();
+            }
+        }
+    }
+    name
+}
+
 /// Applies the inverse transforms store → provider. ISO strings stay strings
 /// (every provider parses them into its timestamp type); dropped fields were
 /// never in the document.
