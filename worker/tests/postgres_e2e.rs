@@ -861,6 +861,48 @@ fn no_echo_loop_when_the_targets_trigger_stamps_our_writes() {
 }
 
 #[test]
+fn a_target_triggers_change_of_another_row_in_our_write_is_merged() {
+    let mut f = Fleet::new("0.001");
+    // shop marks an order when a line is added to it: the UPDATE runs in
+    // our sink's transaction and carries its replication origin.
+    f.pg.psql(
+        "shop",
+        "CREATE FUNCTION mark_order() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN UPDATE orders SET status = 'has lines' WHERE order_id = NEW.order_id; RETURN NEW; END $$;
+         CREATE TRIGGER mark_order AFTER INSERT ON order_items
+           FOR EACH ROW EXECUTE FUNCTION mark_order();",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (900002, 1, 1, now(), 'new', 1.00)",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 900002",
+        "new",
+    );
+    f.pg.psql(
+        "hq",
+        "INSERT INTO order_items VALUES (gen_random_uuid(), 900002, 1, 1, 1.00)",
+    );
+    // The trigger's change is shop's own: it reaches hq, and shop keeps it
+    // (taken as an echo, the sink wrote `new` back over it).
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 900002",
+        "has lines",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 900002",
+        "has lines",
+    );
+}
+
+#[test]
 fn kill_9_during_streaming_loses_and_duplicates_nothing() {
     let mut f = Fleet::new("0.001");
     f.start();

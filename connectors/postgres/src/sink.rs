@@ -56,8 +56,12 @@ pub struct PgSink {
     /// Statements prepared on this session, by SQL text: a batch of the
     /// same shape as an earlier one skips a round trip and the planning.
     prepared: HashMap<String, tokio_postgres::Statement>,
-    /// Whether this session's transactions carry our replication origin.
+    /// Whether this session's transactions carry our replication origin;
+    /// then the statement reading a transaction's id, to record what it
+    /// wrote ([`connector_core::tagged_writes`]).
     tagged: bool,
+    xid: Option<tokio_postgres::Statement>,
+    provider: String,
     /// (table name) → catalog info, for the mapped tables.
     tables: HashMap<String, TableInfo>,
     /// Parents before children (their foreign keys).
@@ -135,10 +139,21 @@ impl PgSink {
             }
         };
         let tagged = tag_session(&client, &origin_name(o), mapping.provider()).await;
+        let xid = match tagged {
+            true => Some(
+                client
+                    .prepare("SELECT pg_current_xact_id()::text::bigint")
+                    .await
+                    .map_err(|e| classify(&e, Stage::Sink, "preparing the xid query"))?,
+            ),
+            false => None,
+        };
         Ok(PgSink {
             client,
             prepared: HashMap::new(),
             tagged,
+            xid,
+            provider: mapping.provider().to_string(),
             tables,
             order,
             slot: o.slot.clone(),
@@ -258,6 +273,9 @@ impl PgSink {
             .transaction()
             .await
             .map_err(|e| (classify(&e, Stage::Sink, "BEGIN"), false))?;
+        record_writes(&tx, self.xid.as_ref(), &self.provider, rows)
+            .await
+            .map_err(|e| (e, false))?;
         for (s, prepared) in statements.iter().zip(&prepared) {
             let payload = Self::payload(rows, &s.rows);
             if let Err(e) = tx.execute(prepared, &[&payload]).await {
@@ -289,6 +307,7 @@ impl PgSink {
             .transaction()
             .await
             .map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
+        record_writes(&tx, self.xid.as_ref(), &self.provider, rows).await?;
         let savepoint = |e: tokio_postgres::Error| classify(&e, Stage::Sink, "savepoint");
         let mut passes = RowPasses::new(0..order.len());
         while let Some(k) = passes.next_row() {
@@ -359,6 +378,32 @@ impl PgSink {
             .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
         Ok(rejected)
     }
+}
+
+/// Records which documents this tagged transaction writes, before any of
+/// its changes can reach the feed: its other changes (a trigger's, a
+/// cascade's) are then merged as the database's own.
+async fn record_writes(
+    tx: &tokio_postgres::Transaction<'_>,
+    xid: Option<&tokio_postgres::Statement>,
+    provider: &str,
+    rows: &[OutboundRow],
+) -> Result<()> {
+    let Some(xid) = xid else {
+        return Ok(());
+    };
+    let txn: i64 = tx
+        .query_one(xid, &[])
+        .await
+        .map_err(|e| classify(&e, Stage::Sink, "reading the transaction id"))?
+        .get(0);
+    connector_core::tagged_writes::record(
+        provider,
+        txn as u64,
+        rows.iter()
+            .map(|r| (r.collection.clone(), r.id_key.clone())),
+    );
+    Ok(())
 }
 
 /// A write's error. Beyond data (22) and constraint (23) errors, these are

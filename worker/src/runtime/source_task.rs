@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use connector_core::metrics as names;
+use connector_core::tagged_writes;
 use connector_core::value::id_key;
 use connector_core::{ConnectorError, Inbound, Provider, ProviderMapping, RawChange, Result};
 use connector_store::{NewDeadLetter, SourceApply};
@@ -122,9 +123,23 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
     // while there are any (a copy filtering half a table must not compare
     // every change with every mark).
     let mut marked: HashSet<(String, String)> = HashSet::new();
+    let mut tagged_txns: Vec<u64> = Vec::new();
     for r in raw {
         match mapping.inbound(r) {
-            Inbound::Change(c) => {
+            Inbound::Change(mut c) => {
+                // A change of a document our tagged transaction did not
+                // write (a trigger's, a cascade's) is the database's own.
+                if let (true, Some(txn)) = (c.own_write, r.txn) {
+                    if tagged_txns.last() != Some(&txn) {
+                        tagged_txns.push(txn);
+                    }
+                    let key = id_key(&c.id);
+                    if tagged_writes::wrote(mapping.provider(), txn, &c.collection, &key)
+                        == Some(false)
+                    {
+                        c.own_write = false;
+                    }
+                }
                 // Marks go after the batch's changes: a later change of
                 // the document (back in the filter, or its delete) lifts
                 // an earlier mark in the same batch.
@@ -157,6 +172,7 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
             }
         }
     }
+    tagged_writes::forget(mapping.provider(), tagged_txns);
     out
 }
 

@@ -68,6 +68,8 @@ pub struct OutboundRow {
     pub schema: Option<String>,
     /// Key columns and their values, in id order.
     pub key: Vec<(String, Value)>,
+    /// The document's id key ([`crate::value::id_key`]).
+    pub id_key: String,
     /// The whole row in provider column names, key columns included.
     pub row: Option<Fields>,
 }
@@ -411,6 +413,7 @@ impl ProviderMapping {
             table: b.table.clone(),
             schema: b.schema.clone(),
             key,
+            id_key: crate::value::id_key(&write.id),
             row,
         })
     }
