@@ -66,13 +66,16 @@ fn redact_words(conn: &str) -> String {
 fn redact_url(conn: &str, scheme_end: usize) -> String {
     let rest_start = scheme_end + 3;
     let rest = &conn[rest_start..];
-    // userinfo ends at the last '@' before the path (passwords may hold '@').
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
+    // userinfo ends at the last '@' before the path (passwords may hold
+    // '@'); where the authority has none, at the first '@' of the rest: a
+    // password may hold '/' or '?' too, and drivers read it to the '@'
+    // (hiding a part of a path or query by mistake is harmless).
+    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..path_start].rfind('@').or_else(|| rest.find('@'));
     let mut out = conn[..rest_start].to_string();
-    match authority.rfind('@') {
+    let after_userinfo = match at {
         Some(at) => {
-            let userinfo = &authority[..at];
+            let userinfo = &rest[..at];
             match userinfo.find(':') {
                 Some(colon) => {
                     out.push_str(&userinfo[..colon]);
@@ -80,10 +83,13 @@ fn redact_url(conn: &str, scheme_end: usize) -> String {
                 }
                 None => out.push_str(userinfo),
             }
-            out.push_str(&authority[at..]);
+            at
         }
-        None => out.push_str(authority),
-    }
+        None => 0,
+    };
+    let rest = &rest[after_userinfo..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    out.push_str(&rest[..authority_end]);
     let tail = &rest[authority_end..];
     match tail.find('?') {
         Some(q) => {
@@ -157,6 +163,15 @@ mod tests {
         assert_eq!(
             redact("mongodb+srv://u:p@cluster0.mongodb.net/"),
             "mongodb+srv://u:***@cluster0.mongodb.net/"
+        );
+        // A password holding `/` or `?`: drivers read it to the `@`.
+        assert_eq!(
+            redact("postgres://app:s3cr/t@db.example.com/shop"),
+            "postgres://app:***@db.example.com/shop"
+        );
+        assert_eq!(
+            redact("postgres://app:a?b/c@db/shop?password=x"),
+            "postgres://app:***@db/shop?password=***"
         );
         assert_eq!(redact("postgres://localhost/db"), "postgres://localhost/db");
         assert_eq!(
