@@ -114,10 +114,24 @@ impl ProviderMapping {
             if let Some(names) = rule.names_for(provider, kind.as_str()) {
                 outbound.extend(names.columns.clone());
             }
-            let inbound = outbound
-                .iter()
-                .map(|(f, c)| (c.clone(), f.clone()))
-                .collect();
+            let mut inbound: HashMap<String, String> = HashMap::new();
+            let mut by_name: Vec<(&String, &String)> = outbound.iter().collect();
+            by_name.sort();
+            for (f, c) in by_name {
+                if let Some(other) = inbound.insert(c.clone(), f.clone()) {
+                    // Which field a column's value went to would change
+                    // from one start to the next, and both write it.
+                    conflicts.push(format!(
+                        "collection `{}`: fields `{other}` and `{f}` both map to column `{c}` in provider `{provider}`{};                          give each its own column",
+                        rule.name,
+                        if other == "_id" || f == "_id" {
+                            " (match_ids reads the record's id from it)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
             let table = rule.table_for(provider, kind.as_str()).to_string();
             if let Some(other) = by_table.insert(table.clone(), bound.len()) {
                 let other: &Bound = &bound[other];

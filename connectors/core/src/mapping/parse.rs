@@ -522,6 +522,15 @@ fn provider_blocks(ck: &mut Checker, node: &Node, what: &str) -> BTreeMap<String
                     if let Some(cols) = ck.entries(fv, "`columns` (document field: column)", None) {
                         for (ck_key, cv) in cols {
                             if let Some(col) = ck.string(cv, "a column name") {
+                                if let Some((other, _)) =
+                                    names.columns.iter().find(|(_, c)| **c == col)
+                                {
+                                    ck.err(
+                                        cv.pos(),
+                                        format!("{block_what}: fields `{other}` and `{}` both map to column `{col}`; give each its own column", ck_key.name),
+                                    );
+                                    continue;
+                                }
                                 names.columns.insert(ck_key.name.clone(), col);
                             }
                         }

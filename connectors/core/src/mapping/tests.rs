@@ -527,3 +527,22 @@ fn an_id_field_renamed_away_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn two_fields_on_one_column_are_refused() {
+    let yaml = "collections:\n  customers:\n    id: {mode: single_field, field: customer_id}\n    providers:\n      shop: {columns: {customer_id: id, legacy_id: id}}\n";
+    let err = format!("{:?}", MappingSet::from_str("t.yaml", yaml).unwrap_err());
+    assert!(
+        err.contains("fields `customer_id` and `legacy_id` both map to column `id`"),
+        "{err}"
+    );
+    // match_ids reads `_id` from the provider's `id` column already.
+    let yaml = "collections:\n  customers:\n    id: {mode: match_ids}\n    providers:\n      shop: {columns: {code: id}}\n";
+    let set = Arc::new(MappingSet::from_str("t.yaml", yaml).unwrap());
+    let shop = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+    let err = shop.check().unwrap_err();
+    assert!(
+        err.contains("fields `_id` and `code` both map to column `id`"),
+        "{err}"
+    );
+}
