@@ -38,10 +38,12 @@ fn main() -> ExitCode {
             Ok(()) => None,
             Err(e) => Some(format!("cannot read --env-file {}: {e}", path.display())),
         },
-        None => {
-            let _ = dotenvy::dotenv();
-            None
-        }
+        // A line it cannot parse stops dotenvy there: every later variable
+        // would be missing without a word.
+        None => match dotenvy::dotenv() {
+            Err(e) if !e.not_found() => Some(format!("cannot read ./.env: {e}")),
+            _ => None,
+        },
     };
     if let Some(msg) = env_file {
         eprintln!("error: {msg}");

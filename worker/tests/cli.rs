@@ -338,3 +338,61 @@ fn help_explains_the_commands() {
         assert!(stdout.contains(cmd), "{cmd} missing from --help:\n{stdout}");
     }
 }
+
+#[test]
+fn a_dot_env_line_that_cannot_be_read_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Unquoted, the value's spaces stop dotenvy: the lines after it were
+    // dropped without a word.
+    std::fs::write(
+        dir.path().join(".env"),
+        "IBMCLOUD_CONNECTION_STRING=Driver={IBM DB2 ODBC DRIVER};Database=x;\nDITTO_SYNC_POSTGRES=true\n",
+    )
+    .unwrap();
+    let out = connector(dir.path(), &[], &["status"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot read ./.env"), "{stderr}");
+}
+
+#[test]
+fn run_exits_3_when_no_provider_can_ever_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = connector(
+        dir.path(),
+        &[
+            ("CONNECTOR_PROVIDERS", "m=mongodb"),
+            ("CONNECTOR_M_CONNECTION_STRING", "mongodb://localhost:1/x"),
+            ("CONNECTOR_MAPPINGS", &retail()),
+        ],
+        &["run"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+}
+
+#[test]
+fn mappings_check_resolves_names_per_configured_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("m.yaml"),
+        "collections:\n  customers:\n    id: {mode: match_ids}\n    providers:\n      shop: {columns: {code: id}}\n",
+    )
+    .unwrap();
+    let out = connector(dir.path(), &[], &["mappings", "check", "m.yaml"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = connector(
+        dir.path(),
+        &[
+            ("CONNECTOR_PROVIDERS", "shop=postgres"),
+            ("CONNECTOR_SHOP_CONNECTION_STRING", "postgres://u@h/shop"),
+        ],
+        &["mappings", "check", "m.yaml"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("fields `_id` and `code` both map to column `id`"),
+        "{stderr}"
+    );
+}

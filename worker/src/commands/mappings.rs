@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use connector_core::MappingSet;
+use connector_core::{MappingSet, ProviderMapping};
 
 use super::{Context, Outcome};
 
@@ -14,6 +14,26 @@ pub fn check(ctx: &Context, paths: &[PathBuf]) -> Outcome {
     };
     match MappingSet::load(&paths) {
         Ok(set) => {
+            // Names resolve per provider instance: two collections on one
+            // table, or two fields on one column, show only there.
+            let set = std::sync::Arc::new(set);
+            let conflicts: Vec<String> = ctx
+                .config
+                .providers
+                .iter()
+                .filter_map(|p| {
+                    ProviderMapping::new(set.clone(), &p.name, p.kind)
+                        .check()
+                        .err()
+                })
+                .collect();
+            if !conflicts.is_empty() {
+                for e in &conflicts {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s)", conflicts.len());
+                return Ok(1);
+            }
             let synced: Vec<&str> = set.synced().map(|r| r.name.as_str()).collect();
             let skipped: Vec<&str> = set
                 .rules()

@@ -36,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
-use connector_core::{ConnectorError, MappingSet, ProviderMapping, ProviderSpec, Stage};
+use connector_core::{ConnectorError, ErrorKind, MappingSet, ProviderMapping, ProviderSpec, Stage};
 use connector_store::{sink_cursor, Checkpointer, Store};
 
 use crate::config::Config;
@@ -242,10 +242,12 @@ pub async fn run(
     systemd::notify_status("syncing");
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = Vec::new();
+    let mut transient_failure = false;
     for spec in specs {
         let (provider, mapping) = match registry::open(&spec, &mappings) {
             Ok(p) => p,
             Err(e) => {
+                transient_failure |= e.kind != ErrorKind::Permanent;
                 error!(provider = %spec.name, error = %e, "provider cannot start");
                 shared
                     .health
@@ -285,6 +287,12 @@ pub async fn run(
         ));
     }
     if names.is_empty() {
+        // Refused for good (a bad connection string, a mapping conflict):
+        // as when every provider stops on a permanent error.
+        if !transient_failure {
+            error!("no provider could start, and a restart cannot help (see the errors above)");
+            return Ok(ALL_STOPPED);
+        }
         return Err("no provider could start (see the errors above)".into());
     }
     // Entries are kept until every enabled provider of the configuration
