@@ -106,14 +106,27 @@ impl Store {
                 }
                 continue;
             }
-            if change.own_write && change.unchanged.is_empty() {
+            if change.own_write {
                 let key = id_key(&change.id);
-                let image = match change.op {
-                    DocOp::Delete => Shadow::Deleted,
-                    _ => Shadow::of(&change.fields, &change.counters),
-                };
                 let body = load_body(&tx, &change.collection, &key)?;
-                if origin_holds(body.as_ref(), change) {
+                let (image, holds) = match change.op {
+                    DocOp::Delete => (Shadow::Deleted, origin_holds(body.as_ref(), change)),
+                    _ if change.unchanged.is_empty() => (
+                        Shadow::of(&change.fields, &change.counters),
+                        origin_holds(body.as_ref(), change),
+                    ),
+                    // Columns our write left out came back unchanged (TOAST):
+                    // the provider holds there what it held before.
+                    _ => {
+                        let seen = load_shadows(&tx, origin, &change.collection, &key)?.seen;
+                        let image = Shadow::of(&change.fields, &change.counters)
+                            .keeping_unchanged(seen.as_ref(), &change.unchanged);
+                        let doc = Shadow::of_option(body.as_ref(), &change.counters);
+                        let holds = image.agrees_with(&doc);
+                        (image, holds)
+                    }
+                };
+                if holds {
                     save_own_echo(&tx, origin, &change.collection, &key, &image)?;
                 } else {
                     // The store moved on (a change of the provider's own that
@@ -512,10 +525,15 @@ fn plan_change(
         filled = full;
         &filled
     };
-    let new_shadow = Shadow::of(&c.fields, &c.counters);
-    if (intents && !whole_image && take_intent(tx, origin, &c.collection, &key, &new_shadow)?)
-        || seen.as_ref().is_some_and(|s| s.same_image(&new_shadow))
-    {
+    // An intent holds the image our sink wrote, the filled values with it
+    // (a column our write left out comes back unchanged); `seen` becomes
+    // the provider's image, with the old values of the columns left out.
+    let filled_shadow = Shadow::of(&c.fields, &c.counters);
+    if intents && !whole_image && take_intent(tx, origin, &c.collection, &key, &filled_shadow)? {
+        return Ok(echo(key, filled_shadow));
+    }
+    let new_shadow = filled_shadow.keeping_unchanged(seen.as_ref(), &c.unchanged);
+    if seen.as_ref().is_some_and(|s| s.same_image(&new_shadow)) {
         return Ok(echo(key, new_shadow));
     }
     let shadow = seen;
@@ -523,10 +541,13 @@ fn plan_change(
     let (mut changed, unset): (Vec<&String>, Vec<String>) = if current.is_none() {
         (c.fields.keys().collect(), Vec::new())
     } else if let Some(before) = &c.before {
+        // A value the feed left out did not change: the store's, filled in,
+        // may differ from what the provider holds (its sink has not written
+        // it yet), and is not the provider's change.
         (
             c.fields
                 .iter()
-                .filter(|(k, v)| before.get(*k) != Some(v))
+                .filter(|(k, v)| before.get(*k) != Some(v) && !c.unchanged.contains(k))
                 .map(|(k, _)| k)
                 .collect(),
             before
@@ -539,7 +560,9 @@ fn plan_change(
         (
             c.fields
                 .iter()
-                .filter(|(k, v)| s.fingerprint(k) != Some(fingerprint(v)))
+                .filter(|(k, v)| {
+                    s.fingerprint(k) != Some(fingerprint(v)) && !c.unchanged.contains(k)
+                })
                 .map(|(k, _)| k)
                 .collect(),
             s.fields()

@@ -48,6 +48,27 @@ impl Shadow {
         }
     }
 
+    /// This image with `fields` (values the feed left out as unchanged)
+    /// fingerprinted as `seen` had them: the provider holds its old values
+    /// there, whatever the store filled in meanwhile. A field `seen` lacks
+    /// keeps the filled fingerprint.
+    pub fn keeping_unchanged(mut self, seen: Option<&Shadow>, fields: &[String]) -> Shadow {
+        if let (
+            Shadow::Present { fingerprints, .. },
+            Some(Shadow::Present {
+                fingerprints: old, ..
+            }),
+        ) = (&mut self, seen)
+        {
+            for f in fields {
+                if let Some(fp) = old.get(f) {
+                    fingerprints.insert(f.clone(), *fp);
+                }
+            }
+        }
+        self
+    }
+
     /// The shadow of a document, or [`Shadow::Deleted`] for `None`.
     pub fn of_option(doc: Option<&Map<String, Value>>, counters: &[String]) -> Shadow {
         doc.map(|d| Shadow::of(d, counters))
