@@ -619,11 +619,17 @@ fn plan_change(
         let delta = new - old;
         // A counter the document does not have yet is written even at 0,
         // or a row created with 0 would reach the others without it.
-        if delta != 0.0 || state.counter_value(name).is_none() {
-            counters.insert(
-                name.clone(),
-                state.counter_contribution(name, origin) + delta,
-            );
+        let visible = state.counter_value(name);
+        if delta != 0.0 || visible.is_none() {
+            // A document with no visible count (new, brought back over a
+            // delete, or counted from now on) takes the image's value whole,
+            // as its plain fields: the origin's entries under a tombstone
+            // count for nothing, and its delta alone came back as the count.
+            let total = match visible {
+                None => new,
+                Some(_) => state.counter_contribution(name, origin) + delta,
+            };
+            counters.insert(name.clone(), total);
             // The origin's entry moves forward in its own order (its feed
             // is its commit order): past its own earlier entry, whatever its
             // stamp, except an entry a copy wrote. Only the origin's commits

@@ -586,6 +586,59 @@ fn the_same_rows_snapshotted_from_two_providers_do_not_double_a_counter() {
 }
 
 #[test]
+fn a_counter_brought_back_over_a_delete_is_the_image_s_count() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[stock("a", json!(10), None, 1000)], "1");
+    deliver(&mut s, "shop");
+    apply(&mut s, "hq", &[delete("inventory", json!("a"), 2000)], "2");
+    // shop, not yet told of the delete, sells one: its update wins.
+    apply(
+        &mut s,
+        "shop",
+        &[stock("a", json!(9), Some(json!(10)), 3000)],
+        "a",
+    );
+    let doc = s.get("inventory", &json!("a")).unwrap().unwrap();
+    assert_eq!(doc["quantity"], json!(9), "counted as its delta alone");
+    // A third database's later sale counts from there.
+    apply(
+        &mut s,
+        "mart",
+        &[stock("a", json!(8), Some(json!(9)), 4000)],
+        "m",
+    );
+    let doc = s.get("inventory", &json!("a")).unwrap().unwrap();
+    assert_eq!(doc["quantity"], json!(8));
+}
+
+#[test]
+fn a_counter_new_to_a_document_is_the_image_s_count() {
+    // `counters:` added to the mapping of a collection with data: the
+    // first update with a before image is not a delta from nothing.
+    let (_d, mut s) = store();
+    apply(
+        &mut s,
+        "hq",
+        &[upsert(
+            "inventory",
+            json!("a"),
+            json!({"quantity": 10}),
+            None,
+            1000,
+        )],
+        "1",
+    );
+    apply(
+        &mut s,
+        "hq",
+        &[stock("a", json!(9), Some(json!(10)), 2000)],
+        "2",
+    );
+    let doc = s.get("inventory", &json!("a")).unwrap().unwrap();
+    assert_eq!(doc["quantity"], json!(9));
+}
+
+#[test]
 fn a_counter_created_at_zero_is_in_the_document() {
     let (_d, mut s) = store();
     apply(&mut s, "hq", &[stock("x", json!(0), None, 1000)], "1");
