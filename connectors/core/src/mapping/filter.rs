@@ -168,9 +168,16 @@ impl Filter {
     }
 }
 
+/// Equal as values, whatever form a database gives them: numbers by value,
+/// and a boolean equal to 1 or 0 (SQLite, MariaDB's TINYINT(1) and DB2's
+/// SMALLINT flags hold booleans as numbers). Strictly, `deleted: false`
+/// left out every such row, and the fleet's own writes came back filtered.
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Bool(flag), Value::Number(n)) | (Value::Number(n), Value::Bool(flag)) => {
+            n.as_f64() == Some(if *flag { 1.0 } else { 0.0 })
+        }
         _ => a == b,
     }
 }
@@ -208,6 +215,17 @@ mod tests {
         assert!(f.matches(&doc(json!({"deleted": false, "active": true, "x": 1}))));
         assert!(!f.matches(&doc(json!({"deleted": true, "active": true}))));
         assert!(!f.matches(&doc(json!({"active": true}))));
+    }
+
+    #[test]
+    fn a_boolean_condition_matches_a_flag_held_as_a_number() {
+        let f = filter("{deleted: false}");
+        assert!(f.matches(&doc(json!({"deleted": 0}))));
+        assert!(!f.matches(&doc(json!({"deleted": 1}))));
+        assert!(!f.matches(&doc(json!({"deleted": "0"}))));
+        let f = filter("{deleted: {$ne: true}}");
+        assert!(f.matches(&doc(json!({"deleted": 0}))));
+        assert!(!f.matches(&doc(json!({"deleted": 1.0}))));
     }
 
     #[test]
