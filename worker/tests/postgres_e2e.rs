@@ -813,6 +813,20 @@ fn no_echo_loop_when_one_table_has_a_column_the_other_lacks() {
     // difference for verify.
     let v = f.verify();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // Nor shop's NULL `note` of a device hq adds (its document has no
+    // `note`, while d-1's has).
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name) VALUES ('d-2', 'printer')",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-2'",
+        "printer",
+    );
+    f.wait_in_sync();
+    let v = f.verify();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
 
 #[test]

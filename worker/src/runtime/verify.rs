@@ -43,9 +43,11 @@ pub async fn run(
         let mut snapshot = provider.open_reader(mapping.clone()).await?;
         let collections = super::collections(&mapping, only)?;
         for collection in collections {
-            // Compared on the fields both sides have: a column one table
-            // lacks is no difference (a sink writes only its table's
-            // columns and never clears one the document lacks).
+            // Compared on the fields both sides have, per document: a
+            // column one table lacks is no difference, nor a column a
+            // document lacks (a sink writes only its table's columns and
+            // never clears one the document lacks: the row keeps its value,
+            // e.g. the NULL it was inserted with).
             let mut in_store: HashSet<String> = HashSet::new();
             blocking(|| {
                 store.for_each_document(&collection, |_, _, doc| {
@@ -53,6 +55,17 @@ pub async fn run(
                         if !in_store.contains(k) {
                             in_store.insert(k.clone());
                         }
+                    }
+                })
+            })
+            .map_err(ConnectorError::from)?;
+            // The documents lacking some of those fields, with theirs (few:
+            // most documents of a collection have every field).
+            let mut partial: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+            blocking(|| {
+                store.for_each_document(&collection, |k, _, doc| {
+                    if doc.len() < in_store.len() {
+                        partial.insert(k, doc.keys().cloned().collect());
                     }
                 })
             })
@@ -65,10 +78,9 @@ pub async fn run(
                 let mapped = map_batch(&mapping, &chunk.rows);
                 for c in mapped.changes.iter().filter(|c| c.op == DocOp::Upsert) {
                     in_provider.extend(c.fields.keys().cloned());
-                    theirs.insert(
-                        id_key(&c.id),
-                        doc_hash(&c.id, &fields_in(&c.fields, &in_store)),
-                    );
+                    let k = id_key(&c.id);
+                    let names = partial.get(&k).unwrap_or(&in_store);
+                    theirs.insert(k, doc_hash(&c.id, &fields_in(&c.fields, names)));
                 }
                 after = chunk.last_key;
                 if chunk.done {
