@@ -32,6 +32,45 @@ fn psqlodbc_shop(f: &mut Fleet, odbc: &OdbcConfig) {
     odbc_shop(f, odbc, conn);
 }
 
+#[test]
+fn an_array_column_through_psqlodbc_is_written_back_as_an_array() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(db, "ALTER TABLE devices ADD COLUMN tags text[]");
+    }
+    let odbc = OdbcConfig::new(None);
+    psqlodbc_shop(&mut f, &odbc);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.hq_adds_a_scanner();
+    f.expect_in(
+        "shop",
+        "SELECT name FROM devices WHERE serial_no = 'd-1'",
+        "scanner",
+    );
+    // shop's journal gives the array as a JSON list.
+    f.pg.psql(
+        "shop",
+        "UPDATE devices SET tags = ARRAY['a', 'b c'] WHERE serial_no = 'd-1'",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT tags::text FROM devices WHERE serial_no = 'd-1'",
+        r#"{a,"b c"}"#,
+    );
+    // hq's change makes shop's sink write the whole document back, the
+    // list with it (before, `CAST('["a","b c"]' AS text[])` refused it).
+    f.pg.psql(
+        "hq",
+        "UPDATE devices SET name = 'old scanner' WHERE serial_no = 'd-1'",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT name || ' ' || tags::text FROM devices WHERE serial_no = 'd-1'",
+        r#"old scanner {a,"b c"}"#,
+    );
+}
+
 fn sqlite_shop(f: &mut Fleet, odbc: &OdbcConfig) -> SqliteDb {
     let db = SqliteDb::new();
     let schema = std::fs::read_to_string(repo().join("scripts/retail/schema.sqlite.sql")).unwrap();

@@ -151,7 +151,49 @@ impl Dialect for Postgres {
         on_conflict(self, table, columns, key, rows)
     }
 
+    /// A list (how the journal's `to_json` gives an array column) goes in
+    /// as an array literal: `CAST('["a"]' AS text[])` is refused.
     fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
-        super::generic_param_text(ty, v, false)
+        match v {
+            serde_json::Value::Array(items) if ty != ColumnType::Json => {
+                let mut out = String::new();
+                array_literal(items, &mut out);
+                Some(out)
+            }
+            _ => super::generic_param_text(ty, v, false),
+        }
     }
+}
+
+/// PostgreSQL's array input form: `{1,NULL,"a \"b\"",{2,3}}`; every
+/// non-NULL scalar is quoted (the input function reads it by the element
+/// type), objects as their JSON text.
+fn array_literal(items: &[serde_json::Value], out: &mut String) {
+    use serde_json::Value;
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Null => out.push_str("NULL"),
+            Value::Array(inner) => array_literal(inner, out),
+            other => {
+                let text = match other {
+                    Value::String(s) => s.clone(),
+                    Value::Object(_) => connector_core::value::canonical_json(other),
+                    scalar => scalar.to_string(),
+                };
+                out.push('"');
+                for ch in text.chars() {
+                    if ch == '"' || ch == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(ch);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
 }

@@ -338,6 +338,22 @@ fn parameters_take_each_databases_forms() {
         Some("{\"a\":[true],\"b\":1}")
     );
     assert_eq!(MariaDb.param_text(ColumnType::Text, &json!(null)), None);
+    // A list into a PostgreSQL array column: its input form.
+    assert_eq!(
+        Postgres
+            .param_text(
+                ColumnType::Text,
+                &json!(["a", "b \"c\" \\", null, 7, [true, {"k": 1}]])
+            )
+            .as_deref(),
+        Some(r#"{"a","b \"c\" \\",NULL,"7",{"true","{\"k\":1}"}}"#)
+    );
+    assert_eq!(
+        Postgres
+            .param_text(ColumnType::Json, &json!(["a"]))
+            .as_deref(),
+        Some(r#"["a"]"#)
+    );
 }
 
 #[test]
