@@ -123,12 +123,18 @@ impl Store {
     /// and streamed from the right place (a lost feed is detected, not
     /// silently re-created). With `restart` (every collection copied again,
     /// the operator's answer to a lost feed) `start` replaces the position:
-    /// the new feed starts where the new copy is consistent.
+    /// the new feed starts where the new copy is consistent. With `fresh`
+    /// (`--restart`: these collections copied again) the progress entries
+    /// replace the saved ones in the same transaction: a copy killed then
+    /// resumes the new copy, where the old "done" marks had the stream
+    /// start at the new feed's position over collections never copied
+    /// again.
     pub fn begin_initial_sync(
         &mut self,
         provider: &str,
         start: Option<&str>,
         restart: bool,
+        fresh: bool,
         progress: &[(String, String)],
     ) -> Result<()> {
         let now = now_millis();
@@ -148,10 +154,19 @@ impl Store {
         if let Some(start) = start {
             insert.execute(params![provider, start, now])?;
         }
-        for (key, value) in progress {
-            insert.execute(params![key, value, now])?;
-        }
         drop(insert);
+        let mut entry = tx.prepare_cached(if fresh {
+            "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (provider) DO UPDATE SET position = excluded.position,
+               updated_ms = excluded.updated_ms"
+        } else {
+            "INSERT INTO positions (provider, position, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (provider) DO NOTHING"
+        })?;
+        for (key, value) in progress {
+            entry.execute(params![key, value, now])?;
+        }
+        drop(entry);
         tx.commit()?;
         Ok(())
     }

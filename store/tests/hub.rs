@@ -192,7 +192,7 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
             ),
         ]
     };
-    s.begin_initial_sync("hq", Some("0/20"), false, &progress(0))
+    s.begin_initial_sync("hq", Some("0/20"), false, false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
     assert_eq!(
@@ -200,9 +200,9 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
         Some("{\"rows\":0}")
     );
     // A later begin (a resumed copy, or a re-created feed) keeps both.
-    s.begin_initial_sync("hq", Some("0/99"), false, &progress(7))
+    s.begin_initial_sync("hq", Some("0/99"), false, false, &progress(7))
         .unwrap();
-    s.begin_initial_sync("hq", None, true, &progress(8))
+    s.begin_initial_sync("hq", None, true, false, &progress(8))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/20"));
     assert_eq!(
@@ -211,14 +211,24 @@ fn beginning_an_initial_sync_never_overwrites_a_position_or_progress() {
     );
     // After forgetting (a lost feed being re-snapshotted) it starts afresh.
     s.forget_positions("hq", &[]).unwrap();
-    s.begin_initial_sync("hq", Some("0/99"), false, &progress(0))
+    s.begin_initial_sync("hq", Some("0/99"), false, false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/99"));
     // A copy of everything again (--restart) that started a new feed
     // streams from there.
-    s.begin_initial_sync("hq", Some("0/A0"), true, &progress(0))
+    s.begin_initial_sync("hq", Some("0/A0"), true, false, &progress(0))
         .unwrap();
     assert_eq!(s.position("hq").unwrap().as_deref(), Some("0/A0"));
+    // Its progress starts over with it: a copy killed before it reached a
+    // collection must not find the old copy's mark there.
+    s.update_position("initial-sync:hq:orders", |_| "{\"done\":true}".into())
+        .unwrap();
+    s.begin_initial_sync("hq", Some("0/B0"), true, true, &progress(0))
+        .unwrap();
+    assert_eq!(
+        s.position("initial-sync:hq:orders").unwrap().as_deref(),
+        Some("{\"rows\":0}")
+    );
 }
 
 #[test]
@@ -1002,7 +1012,7 @@ fn forgetting_a_providers_positions_leaves_a_similar_names_alone() {
     let (_d, mut s) = store();
     for p in ["a_b", "axb", "A_B"] {
         let key = format!("initial-sync:{p}:orders");
-        s.begin_initial_sync(p, Some("0/1"), false, &[(key, "{}".into())])
+        s.begin_initial_sync(p, Some("0/1"), false, false, &[(key, "{}".into())])
             .unwrap();
     }
     s.forget_positions("a_b", &[]).unwrap();

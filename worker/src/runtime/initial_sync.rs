@@ -241,8 +241,10 @@ pub async fn copy_provider(
             (true, Some(s)) => snapshot.restarts_feed(s).await?,
             _ => false,
         };
-        blocking(|| store.begin_initial_sync(&spec.name, start.as_deref(), restart_feed, &begun))
-            .map_err(ConnectorError::from)?;
+        blocking(|| {
+            store.begin_initial_sync(&spec.name, start.as_deref(), restart_feed, restart, &begun)
+        })
+        .map_err(ConnectorError::from)?;
         save_in_flight(&mut store, &spec.name, &*snapshot)?;
         for collection in collections {
             if stopping(shutdown) {
@@ -437,7 +439,7 @@ mod tests {
             })
             .collect();
         store
-            .begin_initial_sync("hq", Some("0/10"), true, &done)
+            .begin_initial_sync("hq", Some("0/10"), true, false, &done)
             .unwrap();
         assert!(!needed(&store, "hq", &mapping, true).unwrap());
         // The slot is lost: positions forgotten, then the copy fails before
