@@ -140,8 +140,10 @@ struct JournalMark {
 /// The copy's stamp, a millisecond before the database's clock (a change
 /// journaled in the copy's first millisecond, which the copy may have read
 /// in its old state, still wins), and the journal entries the copy cannot
-/// have seen. Read in this order: an entry committed in between is then
-/// either listed as unseen or stamped after the clock was read. Without a
+/// have seen. Read in this order (the journal, then the clock): an entry
+/// committed after the highest number was read is listed as unseen or
+/// numbered past it (raised above the copy either way), and every entry
+/// at or below it was journaled before the clock was read. Without a
 /// journal (setup not run: the source stops with that diagnosis) nothing
 /// is unseen.
 fn journal_mark(
@@ -157,15 +159,17 @@ fn journal_mark(
     };
     let first =
         |rows: &[Vec<Option<String>>]| rows.first().and_then(|r| r.first().cloned().flatten());
-    let clock = query_text(
-        c,
-        &d.clock_query(),
-        &[],
-        Stage::Snapshot,
-        "reading the database's clock",
-    )?;
-    let clock = first(&clock).unwrap_or_default();
-    let as_of_ms = integer(&clock).ok_or_else(|| unreadable("the database's clock", &clock))? - 1;
+    let clock = || -> Result<i64> {
+        let clock = query_text(
+            c,
+            &d.clock_query(),
+            &[],
+            Stage::Snapshot,
+            "reading the database's clock",
+        )?;
+        let clock = first(&clock).unwrap_or_default();
+        Ok(integer(&clock).ok_or_else(|| unreadable("the database's clock", &clock))? - 1)
+    };
     let high = match query_text(
         c,
         &format!("SELECT MAX(seq) FROM {journal}"),
@@ -181,7 +185,7 @@ fn journal_mark(
         },
         Err(e) if is_missing_table(&e) => {
             return Ok(JournalMark {
-                as_of_ms,
+                as_of_ms: clock()?,
                 unseen: None,
                 high_mark: None,
             })
@@ -201,6 +205,11 @@ fn journal_mark(
         present.insert(integer(&t).ok_or_else(|| unreadable("a journal sequence", &t))?);
     }
     let missing = (low + 1..=high).filter(|s| !present.contains(s)).collect();
+    // The clock last: every entry read above was journaled before it, so
+    // the copy's stamp is past them (an entry the stream skips as read must
+    // not carry a time after the copy's, or an older change from elsewhere
+    // would win over the copied value).
+    let as_of_ms = clock()?;
     let high_mark = if high > 0 {
         row_time(c, journal, high, Stage::Snapshot)?
     } else {
