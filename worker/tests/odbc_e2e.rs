@@ -1269,6 +1269,27 @@ fn a_journal_set_up_again_stops_the_provider_until_a_restarted_copy() {
 }
 
 #[test]
+fn a_copy_without_a_journal_is_refused_until_setup() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let shop = sqlite_shop(&mut f, &odbc);
+    shop.sql("INSERT INTO stores VALUES (91, 'a', 'x', NULL)");
+    // Copied without a journal, the changes made until setup ran were
+    // behind the copy and before the journal's first number: never read.
+    let out = failed(&f.connector(&["initial-sync", "--provider", "shop"]));
+    assert!(
+        out.contains("run `connector setup --provider shop` before the first copy"),
+        "{out}"
+    );
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    ok(&f.connector(&["initial-sync", "--provider", "shop"]));
+    f.start();
+    f.expect_in("hq", "SELECT name FROM stores WHERE store_id = 91", "a");
+    shop.sql("UPDATE stores SET name = 'b' WHERE store_id = 91");
+    f.expect_in("hq", "SELECT name FROM stores WHERE store_id = 91", "b");
+}
+
+#[test]
 fn a_journal_set_up_again_before_the_stream_read_a_row_is_told() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

@@ -222,6 +222,13 @@ pub trait Snapshot: Send {
     fn start_position(&self) -> Option<String> {
         None
     }
+    /// Why a copy cannot start its feed (an ODBC journal that setup has
+    /// not made): the copy refuses to start, as the stream would, rather
+    /// than copy for hours and leave the changes made until setup ran
+    /// behind it. `None` where the feed is there (and for readers).
+    fn feed_missing(&self) -> Option<String> {
+        None
+    }
     /// Whether a copy of every collection again (`initial-sync --restart`)
     /// should move the stream from the saved position `saved` to
     /// [`Snapshot::start_position`]: only when the feed behind `saved` is

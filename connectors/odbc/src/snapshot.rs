@@ -62,6 +62,7 @@ pub struct OdbcSnapshot {
     start_position: Option<String>,
     /// The journal table, qualified.
     journal: String,
+    provider: String,
 }
 
 impl OdbcSnapshot {
@@ -110,6 +111,7 @@ impl OdbcSnapshot {
             as_of_ms,
             in_flight,
             start_position,
+            provider: mapping.provider().to_string(),
             journal: journal_name,
         })
     }
@@ -280,6 +282,15 @@ impl Snapshot for OdbcSnapshot {
 
     fn start_position(&self) -> Option<String> {
         self.start_position.clone()
+    }
+
+    fn feed_missing(&self) -> Option<String> {
+        self.start_position.is_none().then(|| {
+            format!(
+                "the change journal {} does not exist: run `connector setup --provider {}` before the first copy (changes made between a copy and setup would be missed)",
+                self.journal, self.provider
+            )
+        })
     }
 
     /// The journal started over when its highest number is below the saved

@@ -218,6 +218,9 @@ pub async fn copy_provider(
             }
         };
         collections.sort_by_key(|c| order.rank(c));
+        if let Some(why) = snapshot.feed_missing() {
+            return Err(ConnectorError::permanent(Stage::Snapshot, why));
+        }
         let mut store = blocking(|| shared.open_store())?;
         let start = snapshot.start_position();
         let saved = blocking(|| store.position(&spec.name)).map_err(ConnectorError::from)?;
