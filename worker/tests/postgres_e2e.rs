@@ -1027,6 +1027,12 @@ fn survives_a_postgres_restart_and_dead_letters_a_bad_row() {
     assert_eq!(dl["field"], "serial_no");
     assert!(dl["reason"].as_str().unwrap().contains("null"));
     assert_eq!(dl["record"]["row"]["name"], "no serial");
+    // verify cannot compare the row, and says so.
+    let out = ok(&f.connector(&["verify", "--collection", "devices"]));
+    assert!(
+        out.contains("note: hq / devices: 1 row(s) the mapping rejects"),
+        "{out}"
+    );
     assert_eq!(f.stop(), Some(0));
 }
 

@@ -4,7 +4,8 @@
 //! exactly like incoming changes, then hashed per document
 //! (`value::doc_hash`); the count and the wrapping sum of hashes compare
 //! whole collections regardless of order. When they differ, the ids are
-//! named: missing on one side, or present on both with other values.
+//! named: missing on one side, or present on both with other values. Rows
+//! the mapping rejects (no id) cannot be compared; their number is told.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub async fn run(
     specs: Vec<ProviderSpec>,
     mappings: Arc<MappingSet>,
     only: Option<&str>,
-    mut report: impl FnMut(&str, &str, Digest, Digest),
+    mut report: impl FnMut(&str, &str, Digest, Digest, usize),
 ) -> Result<Vec<Difference>, ConnectorError> {
     let shared = Shared::new(config);
     let store = blocking(|| shared.open_store())?;
@@ -73,9 +74,13 @@ pub async fn run(
             let mut in_provider: HashSet<String> = HashSet::new();
             let mut theirs: BTreeMap<String, u64> = BTreeMap::new();
             let mut after = None;
+            // Rows the mapping rejects (a NULL id): never synced, so not
+            // compared, but told.
+            let mut rejected = 0;
             loop {
                 let chunk = snapshot.chunk(&collection, after.as_ref(), 10_000).await?;
                 let mapped = map_batch(&mapping, &chunk.rows);
+                rejected += mapped.dead.len();
                 for c in mapped.changes.iter().filter(|c| c.op == DocOp::Upsert) {
                     in_provider.extend(c.fields.keys().cloned());
                     let k = id_key(&c.id);
@@ -105,7 +110,7 @@ pub async fn run(
                 d
             };
             let (d_store, d_provider) = (digest(&ours), digest(&theirs));
-            report(&spec.name, &collection, d_store, d_provider);
+            report(&spec.name, &collection, d_store, d_provider, rejected);
             if d_store != d_provider {
                 let mut ids = Vec::new();
                 for (k, h) in &ours {
