@@ -1000,6 +1000,39 @@ fn verified_and_no_order_lost(f: &Fleet) {
 }
 
 #[test]
+fn a_connection_string_with_several_hosts_streams_from_the_one_up() {
+    let mut f = Fleet::new("0.001");
+    // An HA list whose first host is down (port 1 refuses).
+    f.extra_env.push((
+        "CONNECTOR_HQ_CONNECTION_STRING".into(),
+        format!(
+            "host=127.0.0.1,127.0.0.1 port=1,{} user=postgres dbname=hq",
+            f.pg.port
+        ),
+    ));
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "UPDATE orders SET status = 'from hq' WHERE order_id = 3",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "from hq",
+    );
+    f.pg.psql(
+        "shop",
+        "UPDATE orders SET status = 'from shop' WHERE order_id = 4",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 4",
+        "from shop",
+    );
+}
+
+#[test]
 fn survives_a_postgres_restart_and_dead_letters_a_bad_row() {
     let mut f = Fleet::new("0.001");
     f.start();

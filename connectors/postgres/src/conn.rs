@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use connector_core::{ConnectorError, ErrorKind, Stage};
 use pgwire_replication::{Lsn, ReplicationConfig};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -55,6 +55,13 @@ impl PgConn {
         config.keepalives_idle(Duration::from_secs(30));
         config.keepalives_interval(Duration::from_secs(10));
         config.keepalives_retries(3);
+        // Several hosts (an HA list): SQL sessions go to the primary, as
+        // the replication session does (`PgConn::primary`).
+        if config.get_hosts().len() > 1
+            && config.get_target_session_attrs() == TargetSessionAttrs::Any
+        {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
         if tls.mode == SslMode::VerifyFull {
             if let Some(Host::Tcp(h)) = config.get_hosts().first() {
                 if h.parse::<std::net::IpAddr>().is_ok() {
@@ -93,10 +100,85 @@ impl PgConn {
 
     /// A SQL session; its connection task runs in the background.
     pub async fn connect(&self) -> Result<Client, ConnectorError> {
+        self.connect_to(&self.config).await
+    }
+
+    /// The connection with one host: the only one, or of several (an HA
+    /// list, `host=a,b`) the first that answers as a primary (not in
+    /// recovery). The replication session dials one host; it always took
+    /// the first, and with that one down or a standby it never streamed.
+    pub async fn primary(&self) -> Result<PgConn, ConnectorError> {
+        let hosts = self.config.get_hosts();
+        if hosts.len() <= 1 {
+            return Ok(self.clone());
+        }
+        let ports = self.config.get_ports();
+        let mut tried = Vec::new();
+        for (i, host) in hosts.iter().enumerate() {
+            let port = match ports.len() {
+                0 => 5432,
+                1 => ports[0],
+                _ => ports.get(i).copied().unwrap_or(5432),
+            };
+            let one = PgConn {
+                config: self.one_host(host, port),
+                tls: self.tls.clone(),
+            };
+            let answer = match one.connect().await {
+                Ok(client) => client
+                    .query_one("SELECT pg_is_in_recovery()", &[])
+                    .await
+                    .map(|r| r.get::<_, bool>(0))
+                    .map_err(|e| classify(&e, Stage::Connect, "asking for recovery")),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(false) => return Ok(one),
+                Ok(true) => tried.push(format!("{}: a standby", one.endpoint())),
+                Err(e) => tried.push(e.message),
+            }
+        }
+        Err(ConnectorError::transient(
+            Stage::Connect,
+            format!(
+                "no primary among the connection string's hosts ({})",
+                tried.join("; ")
+            ),
+        ))
+    }
+
+    /// This connection's settings with only `host` and `port`.
+    fn one_host(&self, host: &Host, port: u16) -> Config {
+        let mut c = Config::new();
+        if let Some(user) = self.config.get_user() {
+            c.user(user);
+        }
+        if let Some(password) = self.config.get_password() {
+            c.password(password);
+        }
+        if let Some(db) = self.config.get_dbname() {
+            c.dbname(db);
+        }
+        if let Some(name) = self.config.get_application_name() {
+            c.application_name(name);
+        }
+        match host {
+            Host::Tcp(h) => c.host(h),
+            Host::Unix(p) => c.host_path(p),
+        };
+        c.port(port)
+            .options(SESSION_OPTIONS)
+            .ssl_mode(self.config.get_ssl_mode())
+            .connect_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        c
+    }
+
+    async fn connect_to(&self, config: &Config) -> Result<Client, ConnectorError> {
         let context = || format!("cannot connect to PostgreSQL at {}", self.endpoint());
         let client = if self.tls.mode == SslMode::Disable {
-            let (client, connection) = self
-                .config
+            let (client, connection) = config
                 .connect(NoTls)
                 .await
                 .map_err(|e| classify(&e, Stage::Connect, &context()))?;
@@ -104,8 +186,7 @@ impl PgConn {
             client
         } else {
             let tls = MakeRustlsConnect::new(self.tls.client_config()?);
-            let (client, connection) = self
-                .config
+            let (client, connection) = config
                 .connect(tls)
                 .await
                 .map_err(|e| classify(&e, Stage::Connect, &context()))?;

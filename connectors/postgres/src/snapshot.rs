@@ -94,12 +94,16 @@ impl PgSnapshot {
         if !slot_exists && for_copy {
             // The publication must exist before the slot's consistent point.
             setup::run(&client, mapping, o, false, false).await?;
-            let mut repl =
-                ReplicationClient::connect_gated(conn.replication(&o.slot, &o.publication, Lsn(0)))
-                    .await
-                    .map_err(|e| {
-                        classify_replication(&e, Stage::Snapshot, "opening a replication session")
-                    })?;
+            let primary = conn.primary().await?;
+            let mut repl = ReplicationClient::connect_gated(primary.replication(
+                &o.slot,
+                &o.publication,
+                Lsn(0),
+            ))
+            .await
+            .map_err(|e| {
+                classify_replication(&e, Stage::Snapshot, "opening a replication session")
+            })?;
             let rows = repl
                 .simple_query(&format!(
                     "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",

@@ -235,8 +235,9 @@ impl PgSource {
         }
         unpublished(&sql, o, &keys, &provider).await?;
         let start = resume_lsn.unwrap_or(Lsn(0));
+        let primary = conn.primary().await?;
         let mut client =
-            ReplicationClient::connect(conn.replication(&o.slot, &o.publication, start))
+            ReplicationClient::connect(primary.replication(&o.slot, &o.publication, start))
                 .await
                 .map_err(|e| classify_replication(&e, Stage::Source, "starting replication"))?;
         client.wait_started().await.map_err(|e| {
