@@ -1033,6 +1033,39 @@ fn a_connection_string_with_several_hosts_streams_from_the_one_up() {
 }
 
 #[test]
+fn a_to_iso_string_field_goes_back_into_its_millis_column_as_millis() {
+    let mut f = Fleet::new("0.001");
+    std::fs::write(
+        f.dir.path().join("mappings/test.yaml"),
+        "collections:\n  devices:\n    id: {mode: single_field, field: serial_no}\n    transforms:\n      - to_iso_string: seen_ms\n",
+    )
+    .unwrap();
+    f.pg.psql("hq", "ALTER TABLE devices ADD COLUMN seen_ms bigint");
+    f.pg.psql("shop", "ALTER TABLE devices ADD COLUMN seen_ms timestamptz");
+    f.start();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name, seen_ms) VALUES ('d-9', 'scanner', 1709634030123)",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT seen_ms FROM devices WHERE serial_no = 'd-9'",
+        "2024-03-05 10:20:30.123+00",
+    );
+    // shop's change makes hq's sink write the whole document back, the
+    // ISO text with it (before, bigint refused it: a dead letter).
+    f.pg.psql(
+        "shop",
+        "UPDATE devices SET name = 'old scanner' WHERE serial_no = 'd-9'",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT name || ' ' || seen_ms FROM devices WHERE serial_no = 'd-9'",
+        "old scanner 1709634030123",
+    );
+}
+
+#[test]
 fn survives_a_postgres_restart_and_dead_letters_a_bad_row() {
     let mut f = Fleet::new("0.001");
     f.start();

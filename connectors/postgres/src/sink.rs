@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 use connector_core::column_type::pg_base_type;
 use connector_core::error::{is_constraint_violation, is_missing_reference};
+use connector_core::mapping::transform::iso_to_millis;
 use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp};
 use connector_core::table_order::TableOrder;
@@ -107,6 +108,9 @@ const MAX_PREPARED: usize = 256;
 struct Statement {
     sql: String,
     rows: Vec<usize>,
+    /// Its integer columns: a timestamp text bound for one goes in as its
+    /// epoch milliseconds (`to_iso_string` undone).
+    integer_columns: Vec<String>,
 }
 
 impl PgSink {
@@ -217,20 +221,45 @@ impl PgSink {
                         defs = typed(info, &g.key)
                     ),
                 };
-                Statement { sql, rows: g.rows }
+                let columns = match &g.op {
+                    GroupOp::Upsert { columns } => columns.as_slice(),
+                    GroupOp::Delete => g.key.as_slice(),
+                };
+                let integer_columns = columns
+                    .iter()
+                    .filter(|c| {
+                        info.column(c).is_some_and(|col| {
+                            matches!(pg_base_type(&col.type_name).as_str(), "smallint" | "integer" | "bigint")
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                Statement {
+                    sql,
+                    rows: g.rows,
+                    integer_columns,
+                }
             })
             .collect())
     }
 
-    fn payload(rows: &[OutboundRow], idx: &[usize]) -> Value {
+    fn payload(rows: &[OutboundRow], s: &Statement, idx: &[usize]) -> Value {
         Value::Array(
             idx.iter()
                 .map(|i| {
                     let r = &rows[*i];
-                    match &r.row {
-                        Some(fields) => Value::Object(fields.clone()),
-                        None => Value::Object(r.key.iter().cloned().collect()),
+                    let mut fields = match &r.row {
+                        Some(fields) => fields.clone(),
+                        None => r.key.iter().cloned().collect(),
+                    };
+                    for c in &s.integer_columns {
+                        if let Some(Value::String(text)) = fields.get(c) {
+                            if let Some(ms) = iso_to_millis(text) {
+                                fields.insert(c.clone(), Value::from(ms));
+                            }
+                        }
                     }
+                    Value::Object(fields)
                 })
                 .collect(),
         )
@@ -277,7 +306,7 @@ impl PgSink {
             .await
             .map_err(|e| (e, false))?;
         for (s, prepared) in statements.iter().zip(&prepared) {
-            let payload = Self::payload(rows, &s.rows);
+            let payload = Self::payload(rows, s, &s.rows);
             if let Err(e) = tx.execute(prepared, &[&payload]).await {
                 let err = classify_write(&e, "writing a batch");
                 return Err((err, true));
@@ -313,7 +342,7 @@ impl PgSink {
         while let Some(k) = passes.next_row() {
             let (s, i) = order[k];
             tx.batch_execute("SAVEPOINT row").await.map_err(savepoint)?;
-            let payload = Self::payload(rows, &[i]);
+            let payload = Self::payload(rows, &statements[s], &[i]);
             match tx.execute(&prepared[s], &[&payload]).await {
                 Ok(_) => {
                     tx.batch_execute("RELEASE SAVEPOINT row")

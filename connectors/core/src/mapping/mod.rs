@@ -11,7 +11,7 @@ mod apply;
 pub mod filter;
 mod parse;
 mod rules;
-mod transform;
+pub mod transform;
 pub mod yaml_tree;
 
 use std::path::{Path, PathBuf};

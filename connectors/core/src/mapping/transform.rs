@@ -100,6 +100,20 @@ pub fn to_iso_string(value: &Value) -> Option<String> {
     Some(dt.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// The inverse of [`to_iso_string`] for a column that holds epoch
+/// milliseconds: a timestamp text as its milliseconds (`None` for any other
+/// text). Sinks apply it to text bound for an integer column, where the
+/// text could only be refused: a field `to_iso_string` made from such a
+/// column goes back into it as it came.
+pub fn iso_to_millis(s: &str) -> Option<i64> {
+    let s = s.trim();
+    // A date alone, or digits, are not a timestamp's text here.
+    if s.len() < 16 || !s.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    parse_text(s).map(|dt| dt.timestamp_millis())
+}
+
 fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
@@ -201,6 +215,21 @@ mod tests {
         apply_outbound(&ts, &mut row);
         assert_eq!(row.get("qty"), Some(&json!(3)));
         assert!(!row.contains_key("quantity"));
+    }
+
+    #[test]
+    fn an_iso_string_goes_back_to_the_millis_it_came_from() {
+        for ms in [0_i64, 1_709_634_030_123, -86_400_000] {
+            let iso = to_iso_string(&Value::from(ms)).unwrap();
+            assert_eq!(iso_to_millis(&iso), Some(ms), "{iso}");
+        }
+        assert_eq!(
+            iso_to_millis("2024-03-05 10:20:30.123+00"),
+            Some(1_709_634_030_123)
+        );
+        for not in ["42", "2024-03-05", "hello world, long enough", ""] {
+            assert_eq!(iso_to_millis(not), None, "{not}");
+        }
     }
 
     #[test]

@@ -379,6 +379,11 @@ pub fn generic_param_text(ty: ColumnType, v: &Value, bool_as_int: bool) -> Optio
         Value::String(s) if ty == ColumnType::TimestampTz => {
             Some(utc_naive_text(s).unwrap_or_else(|| s.clone()))
         }
+        // A timestamp (`to_iso_string` of this column) back as its millis.
+        Value::String(s) if ty == ColumnType::Integer => Some(
+            connector_core::mapping::transform::iso_to_millis(s)
+                .map_or_else(|| s.clone(), |ms| ms.to_string()),
+        ),
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Array(_) | Value::Object(_) => Some(canonical_json(v)),
