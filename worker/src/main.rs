@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         // A line it cannot parse stops dotenvy there: every later variable
         // would be missing without a word.
         None => match dotenvy::dotenv() {
-            Err(e) if !e.not_found() => Some(format!("cannot read ./.env: {e}")),
+            Err(e) if !e.not_found() => Some(format!("cannot read the .env file: {e}")),
             _ => None,
         },
     };

@@ -352,7 +352,7 @@ fn a_dot_env_line_that_cannot_be_read_is_an_error() {
     let out = connector(dir.path(), &[], &["status"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot read ./.env"), "{stderr}");
+    assert!(stderr.contains("cannot read the .env file"), "{stderr}");
 }
 
 #[test]

@@ -41,6 +41,9 @@ pub enum ColumnType {
     /// UUIDs: lowercase, hyphenated, without braces (ODBC drivers report
     /// GUIDs in upper case or in braces).
     Uuid,
+    /// A PostgreSQL array (`text[]`): its text form, as text is; bound
+    /// from a JSON list by its input form.
+    Array,
     Text,
 }
 
@@ -73,7 +76,7 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
                 .trim_end_matches('}')
                 .to_ascii_lowercase(),
         )),
-        ColumnType::Date | ColumnType::Text => None,
+        ColumnType::Date | ColumnType::Array | ColumnType::Text => None,
     };
     parsed.unwrap_or_else(|| Value::String(text.to_string()))
 }

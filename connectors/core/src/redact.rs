@@ -66,12 +66,22 @@ fn redact_words(conn: &str) -> String {
 fn redact_url(conn: &str, scheme_end: usize) -> String {
     let rest_start = scheme_end + 3;
     let rest = &conn[rest_start..];
-    // userinfo ends at the last '@' before the path (passwords may hold
-    // '@'); where the authority has none, at the first '@' of the rest: a
-    // password may hold '/' or '?' too, and drivers read it to the '@'
-    // (hiding a part of a path or query by mistake is harmless).
-    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
-    let at = rest[..path_start].rfind('@').or_else(|| rest.find('@'));
+    // userinfo ends at the last '@' that is not in the query (`?user=a@b`:
+    // a '=' between the '?' before it and it): a password may hold '@',
+    // '/' or '?' (hiding a part of a path by mistake is harmless).
+    let mut end = rest.len();
+    let at = loop {
+        let Some(last) = rest[..end].rfind('@') else {
+            break None;
+        };
+        let in_query = rest[..last]
+            .rfind('?')
+            .is_some_and(|q| rest[q..last].contains('='));
+        if !in_query {
+            break Some(last);
+        }
+        end = last;
+    };
     let mut out = conn[..rest_start].to_string();
     let after_userinfo = match at {
         Some(at) => {
@@ -172,6 +182,19 @@ mod tests {
         assert_eq!(
             redact("postgres://app:a?b/c@db/shop?password=x"),
             "postgres://app:***@db/shop?password=***"
+        );
+        assert_eq!(
+            redact("postgres://u:p@ss/w@host/db"),
+            "postgres://u:***@host/db"
+        );
+        // An '@' in the query is no userinfo; the query is still redacted.
+        assert_eq!(
+            redact("postgres://h.example:5432/db?user=admin@srv&password=SECRET"),
+            "postgres://h.example:5432/db?user=admin@srv&password=***"
+        );
+        assert_eq!(
+            redact("postgres://localhost/shop?user=a@b&password=SECRET"),
+            "postgres://localhost/shop?user=a@b&password=***"
         );
         assert_eq!(redact("postgres://localhost/db"), "postgres://localhost/db");
         assert_eq!(

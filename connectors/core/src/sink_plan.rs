@@ -116,7 +116,6 @@ mod tests {
             table: table.into(),
             schema: None,
             key: vec![("id".into(), json!(id))],
-            id_key: id.to_string(),
             row: fields.map(|f| f.as_object().unwrap().clone()),
         }
     }

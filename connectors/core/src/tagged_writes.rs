@@ -19,11 +19,17 @@
 //! restart, or evicted past [`MAX_DOCS`]) is taken as all ours, as before:
 //! merging our own echo as the database's change could put an older value
 //! over a newer one, while the worst of the other mistake is a trigger's
-//! change reverted. A batch's transactions are forgotten once the source
-//! has mapped it ([`forget`]); one whose COMMIT failed is evicted in turn.
+//! change reverted. For the same reason documents are told apart loosely
+//! ([`loose_key`]: the id's parts as lowercase text), so an id the database
+//! gives back in another form (`"5"` written into an integer key, a UUID
+//! in capitals) is still ours. A batch's transactions are forgotten once
+//! the store has merged it ([`forget`]; a batch merged again after a failure
+//! still finds them); one whose COMMIT failed is evicted in turn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+
+use serde_json::Value;
 
 /// Documents kept over all of a provider's recorded transactions; the
 /// oldest transactions go first.
@@ -31,10 +37,33 @@ pub const MAX_DOCS: usize = 50_000;
 
 #[derive(Default)]
 struct Written {
-    /// Transactions in the order recorded.
+    /// Transactions in the order recorded (forgotten ones are skipped when
+    /// they come up for eviction).
     order: VecDeque<u64>,
-    docs: HashMap<u64, HashSet<(String, String)>>,
+    docs: HashMap<u64, HashSet<String>>,
     total: usize,
+}
+
+/// A document as both sides can name it: the collection and the id's parts
+/// in order (a composite id's values), each as lowercase text.
+pub fn loose_key<'a>(collection: &str, parts: impl IntoIterator<Item = &'a Value>) -> String {
+    let mut key = collection.to_string();
+    for part in parts {
+        key.push('\u{1f}');
+        match part {
+            Value::String(s) => key.push_str(&s.to_lowercase()),
+            other => key.push_str(&other.to_string().to_lowercase()),
+        }
+    }
+    key
+}
+
+/// The parts of a document id, in order (one for a scalar id).
+pub fn id_parts(id: &Value) -> Vec<&Value> {
+    match id {
+        Value::Object(parts) => parts.values().collect(),
+        scalar => vec![scalar],
+    }
 }
 
 static REGISTRY: Mutex<Option<HashMap<String, Written>>> = Mutex::new(None);
@@ -45,8 +74,8 @@ fn with<T>(f: impl FnOnce(&mut HashMap<String, Written>) -> T) -> T {
 }
 
 /// Transaction `txn` of `provider`'s sink writes these documents
-/// (collection, id key); called before its COMMIT.
-pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = (String, String)>) {
+/// ([`loose_key`]s); called before its COMMIT.
+pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = String>) {
     with(|all| {
         let w = all.entry(provider.to_string()).or_default();
         let set = w.docs.entry(txn).or_insert_with(|| {
@@ -56,8 +85,14 @@ pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = (String, 
         let before = set.len();
         set.extend(docs);
         w.total += set.len() - before;
-        while w.total > MAX_DOCS && w.order.len() > 1 {
-            let oldest = w.order.pop_front().expect("more than one");
+        while w.total > MAX_DOCS && w.docs.len() > 1 {
+            let Some(oldest) = w.order.pop_front() else {
+                break;
+            };
+            if oldest == txn {
+                w.order.push_back(txn);
+                continue;
+            }
             if let Some(gone) = w.docs.remove(&oldest) {
                 w.total -= gone.len();
             }
@@ -65,16 +100,13 @@ pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = (String, 
     })
 }
 
-/// Whether `provider`'s sink transaction `txn` wrote the document; `None`
-/// when the transaction is not known here.
-pub fn wrote(provider: &str, txn: u64, collection: &str, id_key: &str) -> Option<bool> {
-    with(|all| {
-        let set = all.get(provider)?.docs.get(&txn)?;
-        Some(set.contains(&(collection.to_string(), id_key.to_string())))
-    })
+/// Whether `provider`'s sink transaction `txn` wrote the document (a
+/// [`loose_key`]); `None` when the transaction is not known here.
+pub fn wrote(provider: &str, txn: u64, key: &str) -> Option<bool> {
+    with(|all| Some(all.get(provider)?.docs.get(&txn)?.contains(key)))
 }
 
-/// The source has taken these transactions' changes.
+/// The store has merged these transactions' changes.
 pub fn forget(provider: &str, txns: impl IntoIterator<Item = u64>) {
     with(|all| {
         let Some(w) = all.get_mut(provider) else {
@@ -83,8 +115,10 @@ pub fn forget(provider: &str, txns: impl IntoIterator<Item = u64>) {
         for txn in txns {
             if let Some(gone) = w.docs.remove(&txn) {
                 w.total -= gone.len();
-                w.order.retain(|t| *t != txn);
             }
+        }
+        if w.docs.is_empty() {
+            w.order.clear();
         }
     })
 }
@@ -93,20 +127,33 @@ pub fn forget(provider: &str, txns: impl IntoIterator<Item = u64>) {
 mod tests {
     use super::*;
 
-    fn doc(id: u32) -> (String, String) {
-        ("orders".to_string(), id.to_string())
+    use serde_json::json;
+
+    fn doc(id: u32) -> String {
+        loose_key("orders", [&json!(id)])
     }
 
     #[test]
     fn a_recorded_transaction_tells_its_documents_from_others() {
         record("t-tells", 7, [doc(1), doc(2)]);
-        assert_eq!(wrote("t-tells", 7, "orders", "1"), Some(true));
-        assert_eq!(wrote("t-tells", 7, "orders", "3"), Some(false));
-        assert_eq!(wrote("t-tells", 7, "stores", "1"), Some(false));
-        assert_eq!(wrote("t-tells", 8, "orders", "1"), None);
-        assert_eq!(wrote("other", 7, "orders", "1"), None);
+        assert_eq!(wrote("t-tells", 7, &doc(1)), Some(true));
+        assert_eq!(wrote("t-tells", 7, &doc(3)), Some(false));
+        assert_eq!(
+            wrote("t-tells", 7, &loose_key("stores", [&json!(1)])),
+            Some(false)
+        );
+        assert_eq!(wrote("t-tells", 8, &doc(1)), None);
+        assert_eq!(wrote("other", 7, &doc(1)), None);
         forget("t-tells", [7]);
-        assert_eq!(wrote("t-tells", 7, "orders", "1"), None);
+        assert_eq!(wrote("t-tells", 7, &doc(1)), None);
+    }
+
+    #[test]
+    fn an_id_given_back_in_another_form_is_the_same_document() {
+        let written = loose_key("orders", [&json!("5"), &json!("AB-C")]);
+        let read = json!({"order_id": 5, "line": "ab-c"});
+        assert_eq!(written, loose_key("orders", id_parts(&read)));
+        assert_ne!(written, loose_key("orders", [&json!(5), &json!("ab-d")]));
     }
 
     #[test]
@@ -115,13 +162,17 @@ mod tests {
         for txn in 0..6u64 {
             record("t-bound", txn, (0..per as u32).map(doc));
         }
-        assert_eq!(wrote("t-bound", 0, "orders", "0"), None);
-        assert_eq!(wrote("t-bound", 1, "orders", "0"), None);
+        assert_eq!(wrote("t-bound", 0, &doc(0)), None);
+        assert_eq!(wrote("t-bound", 1, &doc(0)), None);
         for txn in 2..6 {
-            assert_eq!(wrote("t-bound", txn, "orders", "0"), Some(true));
+            assert_eq!(wrote("t-bound", txn, &doc(0)), Some(true));
         }
+        // Forgotten ones are skipped, not evicted twice.
+        forget("t-bound", [3]);
+        record("t-bound", 6, (0..per as u32).map(doc));
+        assert_eq!(wrote("t-bound", 2, &doc(0)), Some(true));
         // A transaction alone over the bound is kept whole.
         record("t-huge", 1, (0..MAX_DOCS as u32 + 10).map(doc));
-        assert_eq!(wrote("t-huge", 1, "orders", "5"), Some(true));
+        assert_eq!(wrote("t-huge", 1, &doc(5)), Some(true));
     }
 }

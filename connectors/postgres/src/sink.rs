@@ -43,6 +43,7 @@ use connector_core::mapping::transform::iso_to_millis;
 use connector_core::row_passes::RowPasses;
 use connector_core::sink_plan::{group_rows, GroupOp};
 use connector_core::table_order::TableOrder;
+use connector_core::tagged_writes;
 use connector_core::{
     ConnectorError, ErrorKind, OutboundRow, ProviderMapping, Refused, Result, Sink, Stage,
 };
@@ -426,11 +427,11 @@ async fn record_writes(
         .await
         .map_err(|e| classify(&e, Stage::Sink, "reading the transaction id"))?
         .get(0);
-    connector_core::tagged_writes::record(
+    tagged_writes::record(
         provider,
         txn as u64,
         rows.iter()
-            .map(|r| (r.collection.clone(), r.id_key.clone())),
+            .map(|r| tagged_writes::loose_key(&r.collection, r.key.iter().map(|(_, v)| v))),
     );
     Ok(())
 }

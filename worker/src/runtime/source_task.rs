@@ -110,6 +110,9 @@ pub struct Mapped {
     /// The documents of filtered upserts: the provider's rows left the
     /// filter there (`SourceApply::left_filter`).
     pub left_filter: Vec<(String, serde_json::Value)>,
+    /// Our tagged sink transactions among the records: forgotten by
+    /// [`tagged_writes`] once the batch is merged.
+    pub tagged_txns: Vec<u64>,
 }
 
 /// Maps a batch: changes to merge, records to keep as dead letters, and
@@ -123,20 +126,20 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
     // while there are any (a copy filtering half a table must not compare
     // every change with every mark).
     let mut marked: HashSet<(String, String)> = HashSet::new();
-    let mut tagged_txns: Vec<u64> = Vec::new();
     for r in raw {
+        if let (true, Some(txn)) = (r.own_write, r.txn) {
+            if out.tagged_txns.last() != Some(&txn) {
+                out.tagged_txns.push(txn);
+            }
+        }
         match mapping.inbound(r) {
             Inbound::Change(mut c) => {
                 // A change of a document our tagged transaction did not
                 // write (a trigger's, a cascade's) is the database's own.
                 if let (true, Some(txn)) = (c.own_write, r.txn) {
-                    if tagged_txns.last() != Some(&txn) {
-                        tagged_txns.push(txn);
-                    }
-                    let key = id_key(&c.id);
-                    if tagged_writes::wrote(mapping.provider(), txn, &c.collection, &key)
-                        == Some(false)
-                    {
+                    let key =
+                        tagged_writes::loose_key(&c.collection, tagged_writes::id_parts(&c.id));
+                    if tagged_writes::wrote(mapping.provider(), txn, &key) == Some(false) {
                         c.own_write = false;
                     }
                 }
@@ -172,7 +175,6 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
             }
         }
     }
-    tagged_writes::forget(mapping.provider(), tagged_txns);
     out
 }
 
@@ -273,6 +275,7 @@ async fn session(
             )
         })
         .map_err(ConnectorError::from)?;
+        tagged_writes::forget(&name, mapped.tagged_txns.iter().copied());
         let label = name.clone();
         counter!(names::EVENTS_RECEIVED, "provider" => label.clone()).increment(received);
         counter!(names::EVENTS_APPLIED, "provider" => label.clone()).increment(applied.applied);

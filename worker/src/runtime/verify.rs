@@ -48,7 +48,10 @@ pub async fn run(
             // column one table lacks is no difference, nor a column a
             // document lacks (a sink writes only its table's columns and
             // never clears one the document lacks: the row keeps its value,
-            // e.g. the NULL it was inserted with).
+            // e.g. the NULL it was inserted with, or a default such as
+            // now() of a column only that database has; comparing it, every
+            // row another database added would differ for ever). A value
+            // there that should have reached the store is not seen.
             let mut in_store: HashSet<String> = HashSet::new();
             blocking(|| {
                 store.for_each_document(&collection, |_, _, doc| {

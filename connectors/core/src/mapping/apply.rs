@@ -68,8 +68,6 @@ pub struct OutboundRow {
     pub schema: Option<String>,
     /// Key columns and their values, in id order.
     pub key: Vec<(String, Value)>,
-    /// The document's id key ([`crate::value::id_key`]).
-    pub id_key: String,
     /// The whole row in provider column names, key columns included.
     pub row: Option<Fields>,
 }
@@ -122,7 +120,7 @@ impl ProviderMapping {
                     // Which field a column's value went to would change
                     // from one start to the next, and both write it.
                     conflicts.push(format!(
-                        "collection `{}`: fields `{other}` and `{f}` both map to column `{c}` in provider `{provider}`{};                          give each its own column",
+                        "collection `{}`: fields `{other}` and `{f}` both map to column `{c}` in provider `{provider}`{}; give each its own column",
                         rule.name,
                         if other == "_id" || f == "_id" {
                             " (match_ids reads the record's id from it)"
@@ -427,7 +425,6 @@ impl ProviderMapping {
             table: b.table.clone(),
             schema: b.schema.clone(),
             key,
-            id_key: crate::value::id_key(&write.id),
             row,
         })
     }

@@ -39,7 +39,9 @@ impl Dialect for Postgres {
     }
 
     fn column_type(&self, sql_type: &str) -> ColumnType {
-        if sql_type.starts_with("timestamp") && !sql_type.contains("with time zone") {
+        if sql_type.ends_with("[]") {
+            ColumnType::Array
+        } else if sql_type.starts_with("timestamp") && !sql_type.contains("with time zone") {
             ColumnType::Timestamp
         } else {
             generic_column_type(sql_type)
@@ -151,11 +153,12 @@ impl Dialect for Postgres {
         on_conflict(self, table, columns, key, rows)
     }
 
-    /// A list (how the journal's `to_json` gives an array column) goes in
-    /// as an array literal: `CAST('["a"]' AS text[])` is refused.
+    /// A list (how the journal's `to_json` gives an array column) goes into
+    /// an array column as its input form: `CAST('["a"]' AS text[])` is
+    /// refused. Elsewhere (a text column) it stays JSON text.
     fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
         match v {
-            serde_json::Value::Array(items) if ty != ColumnType::Json => {
+            serde_json::Value::Array(items) if ty == ColumnType::Array => {
                 let mut out = String::new();
                 array_literal(items, &mut out);
                 Some(out)

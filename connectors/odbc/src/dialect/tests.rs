@@ -342,18 +342,19 @@ fn parameters_take_each_databases_forms() {
     assert_eq!(
         Postgres
             .param_text(
-                ColumnType::Text,
+                ColumnType::Array,
                 &json!(["a", "b \"c\" \\", null, 7, [true, {"k": 1}]])
             )
             .as_deref(),
         Some(r#"{"a","b \"c\" \\",NULL,"7",{"true","{\"k\":1}"}}"#)
     );
-    assert_eq!(
-        Postgres
-            .param_text(ColumnType::Json, &json!(["a"]))
-            .as_deref(),
-        Some(r#"["a"]"#)
-    );
+    for other in [ColumnType::Json, ColumnType::Text] {
+        assert_eq!(
+            Postgres.param_text(other, &json!(["a"])).as_deref(),
+            Some(r#"["a"]"#)
+        );
+    }
+    assert_eq!(Postgres.column_type("text[]"), ColumnType::Array);
 }
 
 #[test]
