@@ -28,8 +28,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub store: Option<PathBuf>,
 
-    /// Mapping files or directories (default: $CONNECTOR_MAPPINGS, else ./mappings).
-    #[arg(long, global = true, value_name = "PATH", num_args = 1..)]
+    /// Mapping files or directories, comma-separated or the option repeated
+    /// (default: $CONNECTOR_MAPPINGS, else ./mappings).
+    #[arg(long, global = true, value_name = "PATH", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub mappings: Vec<PathBuf>,
 
     /// Log format on stderr.

@@ -184,6 +184,17 @@ impl Config {
                     l.flag, l.conn
                 )));
             };
+            // Its own options come from CONNECTOR_<NAME>_OPTIONS too (the
+            // advice for a lost slot names that variable), over the kind's.
+            let mut options: BTreeMap<String, String> = l
+                .options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let options_key = format!("{}OPTIONS", instance_prefix(l.name));
+            if let Some(text) = env.get(&options_key) {
+                options.extend(parse_options(&options_key, &text)?);
+            }
             providers.push(ProviderSpec {
                 name: l.name.to_string(),
                 kind: l.kind,
@@ -191,11 +202,7 @@ impl Config {
                 connection_string,
                 database: l.database.and_then(|k| env.get(k)),
                 schema: l.schema.and_then(|k| env.get(k)),
-                options: l
-                    .options
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                options,
             });
         }
         if let Some(list) = env.get("CONNECTOR_PROVIDERS") {
@@ -346,8 +353,18 @@ mod tests {
             ("DITTO_CLOUD_SYNC_INTERVAL", "250"),
             ("DITTO_CLOUD_SYNC_BATCH_SIZE", "50"),
             ("DEBUG_DITTO_SYNC", "1"),
+            ("CONNECTOR_POSTGRES_OPTIONS", "on_slot_lost=resnapshot"),
+            ("CONNECTOR_IBMCLOUD_OPTIONS", "call_timeout_s=30"),
         ]))
         .unwrap();
+        assert_eq!(
+            c.provider("postgres").unwrap().options["on_slot_lost"],
+            "resnapshot"
+        );
+        assert_eq!(
+            c.provider("ibmcloud").unwrap().options["call_timeout_s"],
+            "30"
+        );
         let names: Vec<_> = c
             .providers
             .iter()

@@ -381,6 +381,13 @@ fn mappings_check_resolves_names_per_configured_provider() {
     .unwrap();
     let out = connector(dir.path(), &[], &["mappings", "check", "m.yaml"]);
     assert!(out.status.success(), "{:?}", text(&out));
+    // The global option takes one value: the subcommand after it is one.
+    let out = connector(
+        dir.path(),
+        &[],
+        &["--mappings", "m.yaml", "mappings", "check"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
     let out = connector(
         dir.path(),
         &[
