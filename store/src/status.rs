@@ -23,8 +23,10 @@ pub struct ProviderStats {
     /// Documents written to the provider.
     pub sink_writes: u64,
     pub errors: u64,
+    /// Dead letters that need a person (`waiting_letters` left out).
     pub dead_letters: u64,
-    /// Of which writes a foreign key refused, tried again by the sink.
+    /// Writes a foreign key refused, tried again by the sink: not dead
+    /// letters for an operator to act on (they land by themselves).
     pub waiting_letters: u64,
     pub position: Option<String>,
     pub position_updated_ms: Option<i64>,
@@ -102,8 +104,10 @@ impl Store {
             s.position_updated_ms = Some(at);
             s.last_commit_ms = commit;
         }
-        s.dead_letters = self.dead_letter_count(Some(provider))?;
         s.waiting_letters = self.waiting_count(provider)?;
+        s.dead_letters = self
+            .dead_letter_count(Some(provider))?
+            .saturating_sub(s.waiting_letters);
         s.sink_cursor = self.cursor(&sink_cursor(provider))?;
         let last = self.last_seq()?;
         s.sink_backlog = s.sink_cursor.map(|c| (last - c).max(0));
