@@ -289,6 +289,7 @@ fn provider_commands_explain_what_is_missing() {
         .1
         .contains("POSTGRES_CONNECTION_STRING is not set"));
     let out = connector(dir.path(), PG, &["test-connection", "--provider", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
     assert!(
         text(&out).1.contains("no provider named `nope`"),
         "{}",

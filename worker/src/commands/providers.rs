@@ -10,7 +10,11 @@ use crate::registry;
 use crate::runtime;
 
 fn specs(ctx: &Context, name: Option<&str>) -> Result<Vec<ProviderSpec>, Failure> {
-    let selected = ctx.config.selected(name)?;
+    // A provider name no configuration has is a configuration error (2).
+    let selected = ctx.config.selected(name).map_err(|e| Failure {
+        message: e.to_string(),
+        code: 2,
+    })?;
     if selected.is_empty() {
         return Err(Failure {
             message: "no enabled providers: set e.g. DITTO_SYNC_POSTGRES=true and \
