@@ -109,7 +109,8 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
 
     match &store {
         None => println!(
-            "store: {} (empty: nothing synced yet)",
+            "store: {} (no such file, empty: nothing synced yet with this store; \
+             is it the one the workers use? the systemd units use /var/lib/connector/store.db)",
             ctx.config.store_path.display()
         ),
         Some(_) => println!(
