@@ -33,9 +33,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub mappings: Vec<PathBuf>,
 
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CONNECTOR_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    /// Log format on stderr [env: CONNECTOR_LOG_FORMAT, also from the .env
+    /// file] [default: text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// More log detail (also DEBUG_DITTO_SYNC=true, or RUST_LOG=…).
     #[arg(short, long, global = true)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use connector_worker::cli::{Cli, Command, DeadLetterCommand, MappingsCommand};
+use connector_worker::cli::{Cli, Command, DeadLetterCommand, LogFormat, MappingsCommand};
 use connector_worker::commands::{self, Context, Failure};
 use connector_worker::config::{Config, ProcessEnv};
 use connector_worker::logging;
@@ -63,7 +63,23 @@ fn main() -> ExitCode {
     if !cli.mappings.is_empty() {
         config.mappings = cli.mappings.clone();
     }
-    logging::init(cli.log_format, cli.verbose || config.debug);
+    // Read after the .env file: a format set there counts too.
+    let log_format = match cli.log_format {
+        Some(f) => f,
+        None => match std::env::var("CONNECTOR_LOG_FORMAT")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                eprintln!("error: CONNECTOR_LOG_FORMAT={other} is not text or json");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    logging::init(log_format, cli.verbose || config.debug);
     let ctx = Context { config };
     let outcome = dispatch(&ctx, cli.command);
     match outcome {
