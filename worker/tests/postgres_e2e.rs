@@ -124,6 +124,8 @@ fn hq_and_shop_stay_in_sync_both_ways() {
         "connector_echoes_dropped_total",
         "connector_sink_writes_total{provider=\"shop\"}",
         "connector_source_lag_seconds{provider=\"hq\"}",
+        "connector_provider_health{provider=\"hq\",task=\"source\"} 0",
+        "connector_provider_health{provider=\"shop\",task=\"sink\"} 0",
     ] {
         assert!(
             metrics.contains(name),

@@ -10,3 +10,9 @@ pub const ERRORS: &str = "connector_errors_total";
 pub const DEAD_LETTERS: &str = "connector_dead_letters_total";
 pub const SOURCE_LAG_SECONDS: &str = "connector_source_lag_seconds";
 pub const FANOUT_LAG_SECONDS: &str = "connector_fanout_lag_seconds";
+/// Per provider and task (`source`, `sink`): 0 green, 1 yellow (retrying
+/// after a transient error), 2 red (stopped). An alert on `>= 1` held for
+/// a while finds a provider that has been retrying for hours, which
+/// `/health` (HTTP 200 while yellow) and the lag gauges (set only when
+/// changes flow) do not show.
+pub const PROVIDER_HEALTH: &str = "connector_provider_health";

@@ -25,8 +25,20 @@ pub struct Health {
     inner: Arc<Mutex<BTreeMap<String, BTreeMap<&'static str, TaskHealth>>>>,
 }
 
+/// The light as [`connector_core::metrics::PROVIDER_HEALTH`].
+fn export(provider: &str, task: &'static str, light: Light) {
+    let value = match light {
+        Light::Green => 0.0,
+        Light::Yellow => 1.0,
+        Light::Red => 2.0,
+    };
+    metrics::gauge!(connector_core::metrics::PROVIDER_HEALTH, "provider" => provider.to_string(), "task" => task)
+        .set(value);
+}
+
 impl Health {
     pub fn set(&self, provider: &str, task: &'static str, light: Light, detail: Option<String>) {
+        export(provider, task, light);
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(provider.to_string())
             .or_default()
@@ -42,6 +54,7 @@ impl Health {
             .get(task)
             .is_some_and(|t| t.light == light && t.detail.as_deref() == Some(detail));
         if !same {
+            export(provider, task, light);
             tasks.insert(
                 task,
                 TaskHealth {
