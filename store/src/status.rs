@@ -241,12 +241,19 @@ impl Store {
         Ok(())
     }
 
-    /// Saves provider-specific health for `status`.
+    /// Saves provider-specific health for `status`, stamped `as_of_ms`:
+    /// only a running source refreshes it, and a figure from before the
+    /// worker stopped (a slot's retained WAL, which grows most then) must
+    /// not read as current.
     pub fn set_provider_details(
         &mut self,
         provider: &str,
         details: &serde_json::Value,
     ) -> Result<()> {
+        let mut details = details.clone();
+        if let Some(obj) = details.as_object_mut() {
+            obj.insert("as_of_ms".into(), now_millis().into());
+        }
         self.conn().execute(
             "INSERT INTO provider_stats (provider, details) VALUES (?1, ?2)
              ON CONFLICT (provider) DO UPDATE SET details = excluded.details",

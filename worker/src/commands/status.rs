@@ -228,6 +228,22 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// and a warning when `max_slot_wal_keep_size` is close to invalidating it;
 /// for an ODBC journal, its size and how far it has been read.
 pub fn describe_details(d: &Value) -> String {
+    let mut line = describe_now(d);
+    if let Some(at) = d.get("as_of_ms").and_then(Value::as_i64) {
+        line.push_str(&format!(" (as of {}", super::ago(Some(at))));
+        if connector_store::stamp::now_millis() - at > 5 * 60_000 {
+            line.push_str(", not refreshed since: is the provider's source running?");
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// Retained WAL past which a slot with no `max_slot_wal_keep_size` is
+/// worth a warning: nothing bounds it but the disk.
+const UNBOUNDED_WAL_WARNING: i64 = 1 << 30;
+
+fn describe_now(d: &Value) -> String {
     if let Some(journal) = d.get("journal").and_then(Value::as_str) {
         let n = |k: &str| {
             d.get(k)
@@ -274,6 +290,10 @@ pub fn describe_details(d: &Value) -> String {
         line.push_str(&format!(
             "  WARNING: the slot is at risk (max_slot_wal_keep_size = {limit})"
         ));
+    } else if safe.is_none() && retained.is_some_and(|r| r > UNBOUNDED_WAL_WARNING) {
+        line.push_str(
+            "  WARNING: no max_slot_wal_keep_size bounds the slot: its WAL grows until the disk fills while the source is behind or stopped",
+        );
     }
     line
 }
@@ -309,11 +329,35 @@ mod tests {
         for status in ["unreserved", "lost"] {
             assert!(slot(status, 10 * MB, None).contains("WARNING"), "{status}");
         }
-        // No limit configured: no safe size, no warning.
-        let unlimited = slot("reserved", 5_000 * MB, None);
+        // No limit configured: no safe size; a warning only once it is large.
+        let unlimited = slot("reserved", 500 * MB, None);
         assert!(
             !unlimited.contains("WARNING") && !unlimited.contains("invalidates"),
             "{unlimited}"
+        );
+        let large = slot("reserved", 5_000 * MB, None);
+        assert!(
+            large.contains("WARNING: no max_slot_wal_keep_size bounds the slot"),
+            "{large}"
+        );
+    }
+
+    #[test]
+    fn details_say_when_they_were_taken() {
+        let now = connector_store::stamp::now_millis();
+        let d = |age_ms: i64| {
+            describe_details(&json!({
+                "journal": "j", "journal_rows": 1, "journal_max_seq": 1,
+                "read_up_to": 1, "open_gaps": 0, "as_of_ms": now - age_ms,
+            }))
+        };
+        assert!(d(3_000).ends_with("(as of 3s ago)"), "{}", d(3_000));
+        assert!(
+            d(3 * 3_600_000).ends_with(
+                "(as of 3h ago, not refreshed since: is the provider's source running?)"
+            ),
+            "{}",
+            d(3 * 3_600_000)
         );
     }
 
