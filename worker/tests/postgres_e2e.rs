@@ -1068,6 +1068,28 @@ fn a_to_iso_string_field_goes_back_into_its_millis_column_as_millis() {
 }
 
 #[test]
+fn a_table_keyed_by_a_generated_column_is_refused_by_name() {
+    let f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "CREATE TABLE coded (id int NOT NULL, code int GENERATED ALWAYS AS (id * 2) STORED PRIMARY KEY)",
+        );
+    }
+    f.pg.psql("hq", "INSERT INTO coded (id) SELECT generate_series(1, 10)");
+    std::fs::write(
+        f.dir.path().join("mappings/coded.yaml"),
+        "collections:\n  coded:\n    id: {mode: single_field, field: id}\n",
+    )
+    .unwrap();
+    let out = failed(&f.connector(&["initial-sync", "--provider", "hq", "--collection", "coded"]));
+    assert!(
+        out.contains("the primary key's column `code` is a generated column"),
+        "{out}"
+    );
+}
+
+#[test]
 fn survives_a_postgres_restart_and_dead_letters_a_bad_row() {
     let mut f = Fleet::new("0.001");
     f.start();

@@ -354,12 +354,20 @@ impl Snapshot for PgSnapshot {
                 &format!("reading {}", t.info.qualified()),
             )
         })?;
-        let key_idx: Vec<usize> = t
-            .info
-            .key
-            .iter()
-            .filter_map(|k| t.info.columns.iter().position(|c| &c.name == k))
-            .collect();
+        let mut key_idx = Vec::with_capacity(t.info.key.len());
+        for k in &t.info.key {
+            let Some(i) = t.info.columns.iter().position(|c| &c.name == k) else {
+                // Pages without it would not fit the key on the next read.
+                return Err(ConnectorError::permanent(
+                    Stage::Snapshot,
+                    format!(
+                        "{}: the primary key's column `{k}` is a generated column, which the copy does not read                          and logical replication does not carry; a table keyed by a generated column cannot be synced",
+                        t.info.qualified()
+                    ),
+                ));
+            };
+            key_idx.push(i);
+        }
         let mut out = Vec::with_capacity(rows.len());
         let mut last_key = None;
         for row in &rows {
