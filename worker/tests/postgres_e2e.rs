@@ -1068,6 +1068,29 @@ fn a_to_iso_string_field_goes_back_into_its_millis_column_as_millis() {
 }
 
 #[test]
+fn a_char_n_key_is_one_document_whether_copied_or_streamed() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(db, "CREATE TABLE codes (code char(5) PRIMARY KEY, n int)");
+    }
+    f.pg.psql("hq", "INSERT INTO codes VALUES ('ab', 0)");
+    std::fs::write(
+        f.dir.path().join("mappings/codes.yaml"),
+        "collections:\n  codes:\n    id: {mode: single_field, field: code}\n",
+    )
+    .unwrap();
+    f.start();
+    f.expect_in("shop", "SELECT n FROM codes WHERE code = 'ab'", "0");
+    // Streamed, the key keeps its padding: before, the copy's `::text`
+    // stripped it and this update made a second document.
+    f.pg.psql("hq", "UPDATE codes SET n = 1");
+    f.expect_in("shop", "SELECT n FROM codes WHERE code = 'ab'", "1");
+    f.wait_in_sync();
+    let docs = ok(&f.connector(&["query", "codes"]));
+    assert_eq!(docs.matches("\"code\"").count(), 1, "{docs}");
+}
+
+#[test]
 fn a_table_keyed_by_a_generated_column_is_refused_by_name() {
     let f = Fleet::new("0.001");
     for db in ["hq", "shop"] {

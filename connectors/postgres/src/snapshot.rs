@@ -30,6 +30,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 use tracing::info;
 
+use connector_core::column_type::pg_base_type;
 use connector_core::provider::SnapshotChunk;
 use connector_core::table_order::between_collections;
 use connector_core::{
@@ -188,7 +189,15 @@ impl PgSnapshot {
                 .columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| format!("src.{}::text AS c{i}", ident(&c.name)))
+                .map(|(i, c)| {
+                    // `char(n)::text` strips the padding that pgoutput
+                    // sends: the output function keeps it, as the stream.
+                    if pg_base_type(&c.type_name) == "bpchar" {
+                        format!("textin(bpcharout(src.{})) AS c{i}", ident(&c.name))
+                    } else {
+                        format!("src.{}::text AS c{i}", ident(&c.name))
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             // Qualified with the table alias: a bare name in ORDER BY would
