@@ -242,6 +242,10 @@ pub async fn run(
     systemd::notify_status("syncing");
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = Vec::new();
+    // Which provider's task each is: a task that panics is that provider
+    // stopped (red), not a provider left green with nothing running.
+    let mut owners: std::collections::HashMap<tokio::task::Id, (String, &'static str)> =
+        std::collections::HashMap::new();
     let mut transient_failure = false;
     for spec in specs {
         let (provider, mapping) = match registry::open(&spec, &mappings) {
@@ -272,19 +276,21 @@ pub async fn run(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(wake.clone());
-        tasks.spawn(source_task::run(
+        let source = tasks.spawn(source_task::run(
             provider.clone(),
             mapping.clone(),
             shared.clone(),
             shutdown.clone(),
         ));
-        tasks.spawn(sink_task::run(
+        let sink = tasks.spawn(sink_task::run(
             provider,
             mapping,
             shared.clone(),
             shutdown.clone(),
             wake,
         ));
+        owners.insert(source.id(), (spec.name.clone(), "source"));
+        owners.insert(sink.id(), (spec.name.clone(), "sink"));
     }
     if names.is_empty() {
         // Refused for good (a bad connection string, a mapping conflict):
@@ -313,7 +319,32 @@ pub async fn run(
         config.compact_every,
         shutdown.clone(),
     ));
-    while tasks.join_next().await.is_some() {
+    while let Some(joined) = tasks.join_next_with_id().await {
+        if let Err(e) = joined {
+            if let Some((name, task)) = owners.get(&e.id()) {
+                let why = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into()),
+                    Err(e) => e.to_string(),
+                };
+                let message = format!("STOPPED (restart once fixed): the {task} task failed: {why} (a bug: please report it with the log)");
+                error!(provider = %name, task, %message, "task failed");
+                shared
+                    .health
+                    .set(name, task, Light::Red, Some(message.clone()));
+                let stage = if *task == "source" {
+                    Stage::Source
+                } else {
+                    Stage::Sink
+                };
+                if let Ok(mut s) = shared.open_store() {
+                    let _ = s.record_error(name, stage.as_str(), &message);
+                }
+            }
+        }
         if !*shutdown.borrow() && shared.health.all_red() {
             error!("every provider has stopped on a permanent error");
             return Ok(ALL_STOPPED);
