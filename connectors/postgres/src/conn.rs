@@ -257,12 +257,25 @@ pub fn classify(e: &tokio_postgres::Error, stage: Stage, context: &str) -> Conne
         }
     };
     let kind = match e.code() {
-        // A certificate that does not verify stays so until ops act.
-        None if detail.contains("certificate") => ErrorKind::Permanent,
+        None if never_passes(&detail) => ErrorKind::Permanent,
         None => ErrorKind::Transient, // I/O, closed connection, timeout
         Some(code) => connector_core::error::kind_for_sqlstate(code.code()),
     };
     ConnectorError::new(kind, stage, format!("{context}: {detail}"))
+}
+
+/// Errors without a SQLSTATE that no retry mends until ops act: a
+/// certificate that does not verify, a connection string without the
+/// password the server asks for, TLS required of a server without it.
+fn never_passes(detail: &str) -> bool {
+    [
+        "certificate",
+        "password missing",
+        "server does not support TLS",
+        "invalid configuration",
+    ]
+    .iter()
+    .any(|m| detail.contains(m))
 }
 
 /// Classifies a replication transport error.
@@ -359,6 +372,21 @@ mod tests {
             "\"public\".\"Order Items\""
         );
         assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn setup_mistakes_without_a_sqlstate_are_permanent() {
+        for detail in [
+            "error connecting to server: password missing",
+            "error performing TLS handshake: server does not support TLS",
+            "invalid certificate: UnknownIssuer",
+        ] {
+            assert!(never_passes(detail), "{detail}");
+        }
+        assert!(!never_passes(
+            "error connecting to server: Connection refused (os error 111)"
+        ));
+        assert!(!never_passes("connection closed"));
     }
 
     #[test]
