@@ -239,11 +239,31 @@ impl Store {
     /// writes: the provider's feed may report those rows before
     /// [`Store::sink_committed`] records the shadows.
     pub fn record_intents(&mut self, provider: &str, writes: &[&Pending]) -> Result<()> {
+        self.record(provider, writes, false)
+    }
+
+    /// As [`Store::record_intents`] for writes tried before (a failed
+    /// attempt recorded them): only those whose intent is gone (expired
+    /// while the write kept failing) are recorded again. Two intents for
+    /// one write would outlive its echo; none, and the echo is merged as
+    /// the provider's own change.
+    pub fn record_retried_intents(&mut self, provider: &str, writes: &[&Pending]) -> Result<()> {
+        self.record(provider, writes, true)
+    }
+
+    fn record(&mut self, provider: &str, writes: &[&Pending], if_absent: bool) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
         }
         let now = now_millis();
         let tx = self.write()?;
+        let sql = if if_absent {
+            "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM sink_intents
+               WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4)"
+        } else {
+            "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
+        };
         for Pending {
             write: w,
             key,
@@ -251,10 +271,13 @@ impl Store {
             ..
         } in writes
         {
-            tx.prepare_cached(
-                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![provider, w.collection, key, shadow.encode(), now])?;
+            tx.prepare_cached(sql)?.execute(params![
+                provider,
+                w.collection,
+                key,
+                shadow.encode(),
+                now
+            ])?;
         }
         tx.commit()?;
         Ok(())

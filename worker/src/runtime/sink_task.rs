@@ -279,17 +279,18 @@ async fn deliver(
         )
     };
     if intents {
-        let fresh: Vec<&Pending> = {
+        let (retried, fresh): (Vec<&Pending>, Vec<&Pending>) = {
             let unwritten = shared
                 .unwritten_intents
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            mapped
-                .iter()
-                .filter(|p| !unwritten.contains(&key_of(p)))
-                .collect()
+            mapped.iter().partition(|p| unwritten.contains(&key_of(p)))
         };
-        blocking(|| store.record_intents(name, &fresh)).map_err(ConnectorError::from)?;
+        blocking(|| {
+            store.record_intents(name, &fresh)?;
+            store.record_retried_intents(name, &retried)
+        })
+        .map_err(ConnectorError::from)?;
     }
     let outcome = if rows.is_empty() {
         Ok(Vec::new())
@@ -303,12 +304,9 @@ async fn deliver(
             .unwrap_or_else(|e| e.into_inner());
         match &outcome {
             Err(_) => unwritten.extend(mapped.iter().map(key_of)),
-            Ok(_) if !unwritten.is_empty() => {
-                for p in &mapped {
-                    unwritten.remove(&key_of(p));
-                }
-            }
-            Ok(_) => {}
+            // The failed writes were retried in this one (the cursor did not
+            // move), or their documents have moved on: none is owed.
+            Ok(_) => unwritten.retain(|k| k.0 != name),
         }
     }
     let refused = outcome?;
@@ -524,5 +522,62 @@ mod tests {
             "one intent for one echo"
         );
         assert!(shared.unwritten_intents.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_write_retried_after_its_intent_expired_records_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let env: std::collections::BTreeMap<String, String> = [(
+            "CONNECTOR_STORE".to_string(),
+            dir.path().join("store.db").display().to_string(),
+        )]
+        .into();
+        let config = crate::config::Config::from_env(&env).unwrap();
+        let shared = Shared::new(&config);
+        let mut store = shared.open_store().unwrap();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
+        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
+        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+        let order1 = order(1);
+        store
+            .apply_source(
+                "hq",
+                SourceApply {
+                    changes: std::slice::from_ref(&order1),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = FailsOnce(true);
+        let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        let failed = deliver(
+            &shared, &mut store, &mut sink, &mapping, "shop", writes, 1, true,
+        )
+        .await;
+        assert!(failed.is_err());
+        // The write keeps failing for longer than intents live: shop's feed
+        // moves on (a later commit of its own) and the intent expires.
+        let mut later = order(2);
+        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
+        store
+            .apply_source(
+                "shop",
+                SourceApply {
+                    changes: std::slice::from_ref(&later),
+                    position: Some("0/9"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(store.expire_intents("shop", 0).unwrap(), 1);
+        let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        deliver(
+            &shared, &mut store, &mut sink, &mapping, "shop", writes, 1, true,
+        )
+        .await
+        .unwrap();
+        // Without it, the echo matched nothing and merged as shop's change.
+        assert_eq!(store.intent_count("shop").unwrap(), 1);
     }
 }
