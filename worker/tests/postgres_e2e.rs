@@ -1091,6 +1091,37 @@ fn a_char_n_key_is_one_document_whether_copied_or_streamed() {
 }
 
 #[test]
+fn a_second_process_for_a_provider_waits_instead_of_writing_it_too() {
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    // Every provider in one process, and shop again in its own.
+    let log = f.dir.path().join("second.log");
+    let mut second = f
+        .command_with(&["run", "--provider", "shop"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(&log).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    wait_for("the second process waits", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.contains("another process streams or copies shop")
+            && text.contains("another process writes shop"))
+        .then_some(())
+    });
+    f.pg.psql("hq", "UPDATE orders SET status = 'once' WHERE order_id = 2");
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 2",
+        "once",
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+#[test]
 fn a_table_keyed_by_a_generated_column_is_refused_by_name() {
     let f = Fleet::new("0.001");
     for db in ["hq", "shop"] {

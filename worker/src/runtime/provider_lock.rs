@@ -8,7 +8,10 @@
 //! while it streams (and while it copies again after a lost feed), and
 //! `connector initial-sync` takes the same lock for each provider it copies:
 //! the copy refuses to run beside a stream with that reason, and a stream
-//! started beside a copy waits for it (a transient error, retried).
+//! started beside a copy waits for it (a transient error, retried). A
+//! provider's sink holds a lock of its own (`<provider>.sink`): a `run` of
+//! every provider beside a `run --provider` wrote each change twice, and
+//! one process's record of its tagged writes was not the other's source's.
 //!
 //! The lock is `flock` on `<store file>.<provider>.lock` (beside the
 //! store's real path, so links to the store share it): the kernel releases

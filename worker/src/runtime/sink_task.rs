@@ -33,7 +33,9 @@ use connector_store::{
 };
 
 use super::health::Light;
+use super::provider_lock;
 use super::retry::{after_failure, Backoff, Next};
+use super::source_task::LOCK_WAIT;
 use super::{blocking, IntentKey, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
@@ -54,10 +56,38 @@ pub async fn run(
 ) {
     let name = provider.spec().name.clone();
     let mut backoff = Backoff::new();
+    // One process at a time writes a provider (a `run` of every provider
+    // beside a `run --provider`): two sinks wrote each change twice, and
+    // the tagged-write record of one was not the other's source's.
+    let lock_name = format!("{name}.sink");
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let _lock = match provider_lock::try_acquire(&shared.store_path, &lock_name) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                let why = format!(
+                    "waiting: another process writes {name} (its lock {} is held)",
+                    provider_lock::lock_path(&shared.store_path, &lock_name).display()
+                );
+                if shared.health.set_once(&name, "sink", Light::Yellow, &why) {
+                    warn!(provider = %name, "{why}");
+                }
+                if super::sleep_or_shutdown(LOCK_WAIT, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                if after_failure("sink", &name, &e, &mut backoff, &shared, &mut shutdown).await
+                    != Next::Retry
+                {
+                    return;
+                }
+                continue;
+            }
+        };
         let outcome = session(
             &*provider,
             &mapping,

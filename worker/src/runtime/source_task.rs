@@ -26,7 +26,7 @@ use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, provider_lock, Shared};
 
 /// How often a provider whose lock another process holds checks again.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn run(
     provider: Arc<dyn Provider>,
