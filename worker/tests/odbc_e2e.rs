@@ -33,6 +33,38 @@ fn psqlodbc_shop(f: &mut Fleet, odbc: &OdbcConfig) {
 }
 
 #[test]
+fn binary_copied_through_psqlodbc_arrives_as_the_same_bytes() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(db, "ALTER TABLE devices ADD COLUMN blob bytea");
+    }
+    f.pg.psql(
+        "shop",
+        "INSERT INTO devices (serial_no, name, blob) VALUES ('b-1', 'copied', '\\x00ff0a')",
+    );
+    let odbc = OdbcConfig::new(None);
+    psqlodbc_shop(&mut f, &odbc);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    // Copied (before, psqlODBC dropped the `\x` and hq stored the text).
+    f.expect_in(
+        "hq",
+        "SELECT encode(blob, 'hex') FROM devices WHERE serial_no = 'b-1'",
+        "00ff0a",
+    );
+    // Streamed through the journal: the same form.
+    f.pg.psql(
+        "shop",
+        "INSERT INTO devices (serial_no, name, blob) VALUES ('b-2', 'streamed', '\\x0102')",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT encode(blob, 'hex') FROM devices WHERE serial_no = 'b-2'",
+        "0102",
+    );
+}
+
+#[test]
 fn an_array_column_through_psqlodbc_is_written_back_as_an_array() {
     let mut f = Fleet::new("0.001");
     for db in ["hq", "shop"] {

@@ -145,6 +145,17 @@ impl Dialect for Postgres {
         "(extract(epoch from clock_timestamp()) * 1000)::bigint"
     }
 
+    /// bytea as its text (`\x0a0b`, as the journal's `row_to_json` has it):
+    /// psqlODBC hands the raw column to a text buffer without the `\x`, and
+    /// `0a0b` written back into a bytea is four ASCII bytes.
+    fn read_value(&self, column: &Column, expr: String) -> String {
+        if pg_base_type(&column.sql_type) == "bytea" {
+            format!("CAST({expr} AS text)")
+        } else {
+            expr
+        }
+    }
+
     fn placeholder(&self, column: &Column) -> String {
         format!("CAST(? AS {})", pg_base_type(&column.sql_type))
     }
