@@ -35,6 +35,13 @@ pub fn decode_image(text: &str, table: Option<&TableInfo>) -> Result<Fields, Str
                 Some(ColumnType::Decimal) if is_number_literal(literal) => {
                     text_to_json(ColumnType::Decimal, literal)
                 }
+                // A number in a column read as text (a domain over numeric:
+                // its JSON is a number, its type name no numeric one) keeps
+                // its digits, as the copy reads them; through a float,
+                // 12.50 became "12.5" and long ones lost digits.
+                Some(ColumnType::Text) if is_number_literal(literal) => {
+                    Value::String(literal.to_string())
+                }
                 _ => {
                     let v: Value = serde_json::from_str(literal).map_err(|e| e.to_string())?;
                     ty.map_or(v.clone(), |ty| normalize(ty, v))
@@ -91,6 +98,7 @@ mod tests {
                 column("amount", ColumnType::Decimal),
                 column("ratio", ColumnType::Float),
                 column("paid", ColumnType::Bool),
+                column("price", ColumnType::Text),
             ],
             key_checked: false,
         }
@@ -118,6 +126,14 @@ mod tests {
         assert_eq!(fields["amount"], json!(12.5));
         let fields = decode_image(r#"{"amount": null}"#, Some(&t)).unwrap();
         assert_eq!(fields["amount"], Value::Null);
+        // A domain over numeric (read as text): its digits, as copied.
+        let fields = decode_image(r#"{"price": 12345678901234567.25}"#, Some(&t)).unwrap();
+        assert_eq!(
+            fields["price"],
+            text_to_json(ColumnType::Text, "12345678901234567.25")
+        );
+        let fields = decode_image(r#"{"price": 12.50}"#, Some(&t)).unwrap();
+        assert_eq!(fields["price"], json!("12.50"));
     }
 
     #[test]

@@ -351,8 +351,9 @@ pub fn generic_column_type(sql_type: &str) -> ColumnType {
         "bool" | "boolean" => ColumnType::Bool,
         "int" | "int2" | "int4" | "int8" | "integer" | "smallint" | "bigint" | "mediumint"
         | "tinyint" | "serial" | "bigserial" => ColumnType::Integer,
-        "numeric" | "decimal" | "dec" | "number" => ColumnType::Decimal,
-        "real" | "float" | "float4" | "float8" | "double" | "decfloat" => ColumnType::Float,
+        // DB2's DECFLOAT(34) holds 34 digits (money): exact, not a double.
+        "numeric" | "decimal" | "dec" | "number" | "decfloat" => ColumnType::Decimal,
+        "real" | "float" | "float4" | "float8" | "double" => ColumnType::Float,
         "json" | "jsonb" => ColumnType::Json,
         "timestamptz" | "datetime" => ColumnType::TimestampTz,
         "timestamp" if t.contains("with time zone") => ColumnType::TimestampTz,

@@ -355,6 +355,8 @@ fn parameters_take_each_databases_forms() {
         );
     }
     assert_eq!(Postgres.column_type("text[]"), ColumnType::Array);
+    // DB2's DECFLOAT holds 34 digits: exact.
+    assert_eq!(Db2.column_type("DECFLOAT"), ColumnType::Decimal);
 }
 
 #[test]
