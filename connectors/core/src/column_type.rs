@@ -18,10 +18,10 @@
 //!   any text of it (`1.50`, `1.5E0`, a journal's JSON number), so two
 //!   providers never overwrite each other over the spelling;
 //! * `json` columns → the parsed value;
-//! * timestamps with a time zone → RFC 3339 in UTC with `Z`, fractional
-//!   seconds only where non-zero; a value without an offset is UTC (MariaDB
-//!   `DATETIME` and DB2 `TIMESTAMP` columns hold UTC, sessions are pinned);
-//! * timestamps without a time zone → `YYYY-MM-DDTHH:MM:SS[.fff]`;
+//! * timestamps → RFC 3339 in UTC with `Z`, fractional seconds only where
+//!   non-zero; a value without an offset is UTC (MariaDB `DATETIME`, DB2
+//!   `TIMESTAMP` and PostgreSQL `timestamp` columns hold UTC, sessions are
+//!   pinned): one form, whichever database a timestamp came from;
 //! * UUIDs → lowercase and hyphenated, without braces;
 //! * everything else (text, dates) → the text as it is.
 
@@ -67,9 +67,12 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
         ColumnType::Decimal => decimal(text.trim()),
         ColumnType::Float => float(text.trim()),
         ColumnType::Json => serde_json::from_str(text).ok(),
-        ColumnType::TimestampTz => parse_timestamptz(text.trim()).map(Value::String),
-        ColumnType::Timestamp => parse_naive(text.trim())
-            .map(|t| Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())),
+        // A timestamp without a zone holds UTC, as MariaDB's DATETIME and
+        // DB2's TIMESTAMP do: one form for all (a PostgreSQL `timestamp`
+        // written into a DATETIME came back spelled otherwise, a change).
+        ColumnType::TimestampTz | ColumnType::Timestamp => {
+            parse_timestamptz(text.trim()).map(Value::String)
+        }
         ColumnType::Uuid => Some(Value::String(
             text.trim()
                 .trim_start_matches('{')
@@ -312,7 +315,7 @@ mod tests {
             (
                 Timestamp,
                 "2024-01-02 03:04:05.25",
-                json!("2024-01-02T03:04:05.250"),
+                json!("2024-01-02T03:04:05.250Z"),
             ),
             (TimestampTz, "infinity", json!("infinity")),
         ];

@@ -96,7 +96,7 @@ mod tests {
             (
                 TIMESTAMP,
                 "2024-01-02 03:04:05.25",
-                json!("2024-01-02T03:04:05.250"),
+                json!("2024-01-02T03:04:05.250Z"),
             ),
             (TIMESTAMPTZ, "infinity", json!("infinity")),
         ];

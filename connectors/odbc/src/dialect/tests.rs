@@ -355,6 +355,18 @@ fn parameters_take_each_databases_forms() {
         );
     }
     assert_eq!(Postgres.column_type("text[]"), ColumnType::Array);
+    // A PostgreSQL `timestamp` written into a MariaDB DATETIME comes back
+    // in the same form (before, with a `Z` the store's value lacked: every
+    // such write echoed as a change).
+    let from_pg =
+        connector_core::column_type::text_to_json(ColumnType::Timestamp, "2024-01-02 03:04:05.25");
+    let bound = MariaDb
+        .param_text(ColumnType::TimestampTz, &from_pg)
+        .unwrap();
+    assert_eq!(
+        connector_core::column_type::normalize(ColumnType::TimestampTz, json!(bound)),
+        from_pg
+    );
     // DB2's DECFLOAT holds 34 digits: exact.
     assert_eq!(Db2.column_type("DECFLOAT"), ColumnType::Decimal);
 }
