@@ -70,10 +70,24 @@ fn an_array_column_through_psqlodbc_is_written_back_as_an_array() {
     for db in ["hq", "shop"] {
         f.pg.psql(db, "ALTER TABLE devices ADD COLUMN tags text[]");
     }
+    f.pg.psql(
+        "shop",
+        "INSERT INTO devices (id, serial_no, name, tags) VALUES (100, 'd-0', 'copied', ARRAY['x', 'y z'])",
+    );
     let odbc = OdbcConfig::new(None);
     psqlodbc_shop(&mut f, &odbc);
     ok(&f.connector(&["setup", "--provider", "shop"]));
     f.start();
+    // Copied as the journal gives it: a list, not PostgreSQL's `{x,"y z"}`
+    // (the copy and the stream then disagreed on every such row).
+    f.expect_in(
+        "hq",
+        "SELECT tags::text FROM devices WHERE serial_no = 'd-0'",
+        r#"{x,"y z"}"#,
+    );
+    let doc = ok(&f.connector(&["query", "devices", "d-0"]));
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["tags"], serde_json::json!(["x", "y z"]), "{doc}");
     f.hq_adds_a_scanner();
     f.expect_in(
         "shop",

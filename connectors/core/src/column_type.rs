@@ -79,6 +79,9 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
                 .trim_end_matches('}')
                 .to_ascii_lowercase(),
         )),
+        // A list read as JSON text (PostgreSQL through ODBC: `to_json`);
+        // PostgreSQL's own `{a,b}` stays text.
+        ColumnType::Array if text.starts_with('[') => serde_json::from_str(text).ok(),
         ColumnType::Date | ColumnType::Array | ColumnType::Text => None,
     };
     parsed.unwrap_or_else(|| Value::String(text.to_string()))

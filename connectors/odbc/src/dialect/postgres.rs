@@ -145,12 +145,16 @@ impl Dialect for Postgres {
         "(extract(epoch from clock_timestamp()) * 1000)::bigint"
     }
 
-    /// bytea as its text (`\x0a0b`, as the journal's `row_to_json` has it):
+    /// bytea as its text (`\x0a0b`, as the journal's `row_to_json` has it),
+    /// an array as a JSON list (as the journal has it too):
     /// psqlODBC hands the raw column to a text buffer without the `\x`, and
     /// `0a0b` written back into a bytea is four ASCII bytes.
     fn read_value(&self, column: &Column, expr: String) -> String {
         if pg_base_type(&column.sql_type) == "bytea" {
             format!("CAST({expr} AS text)")
+        } else if column.ty == ColumnType::Array {
+            // A list, as the journal's `row_to_json` gives it.
+            format!("CAST(to_json({expr}) AS text)")
         } else {
             expr
         }
