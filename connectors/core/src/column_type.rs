@@ -61,9 +61,18 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
         ColumnType::Bool => match text.trim() {
             "t" | "true" | "TRUE" | "1" => Some(Value::Bool(true)),
             "f" | "false" | "FALSE" | "0" => Some(Value::Bool(false)),
-            _ => None,
+            // MariaDB's TINYINT(1) holds any small number: true but 0, as
+            // a journal's JSON number normalizes.
+            other => other.parse::<i64>().ok().map(|n| Value::Bool(n != 0)),
         },
-        ColumnType::Integer => text.trim().parse::<i64>().ok().map(Value::from),
+        ColumnType::Integer => {
+            let t = text.trim();
+            // BIGINT UNSIGNED past i64, as a journal's JSON number gives it.
+            t.parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| t.parse::<u64>().map(Value::from))
+                .ok()
+        }
         ColumnType::Decimal => decimal(text.trim()),
         ColumnType::Float => float(text.trim()),
         ColumnType::Json => serde_json::from_str(text).ok(),
@@ -344,6 +353,21 @@ mod tests {
             (Text, json!(42), json!("42")),
             (Integer, Value::Null, Value::Null),
         ];
+        // The same value read as text by a copy and as a journal's JSON.
+        for (ty, text, v) in [
+            (Bool, "2", json!(2)),
+            (
+                Integer,
+                "18446744073709551615",
+                json!(18446744073709551615u64),
+            ),
+        ] {
+            assert_eq!(
+                text_to_json(ty, text),
+                normalize(ty, v.clone()),
+                "{ty:?} {text}"
+            );
+        }
         for (ty, v, want) in cases {
             assert_eq!(normalize(ty, v.clone()), want, "{ty:?} {v}");
         }
