@@ -33,7 +33,7 @@ use serde_json::Value;
 
 /// Documents kept over all of a provider's recorded transactions; the
 /// oldest transactions go first.
-pub const MAX_DOCS: usize = 50_000;
+pub const MAX_DOCS: usize = 20_000;
 
 #[derive(Default)]
 struct Written {
