@@ -330,6 +330,41 @@ fn a_target_with_foreign_keys_gets_parents_first_and_children_deleted_first() {
 }
 
 #[test]
+fn a_deferred_foreign_key_refusal_waits_and_the_sink_goes_on() {
+    let mut f = Fleet::new("0.001");
+    // As Django makes them: checked at COMMIT, where the whole batch failed
+    // again after each row had passed alone, and the sink stopped.
+    f.pg.psql(
+        "shop",
+        "ALTER TABLE order_items ADD FOREIGN KEY (order_id) REFERENCES orders DEFERRABLE INITIALLY DEFERRED",
+    );
+    f.start();
+    f.wait_in_sync();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO order_items VALUES (gen_random_uuid(), 999998, 1, 1, 1);
+         UPDATE orders SET status = 'beside the orphan' WHERE order_id = 1;",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT status FROM orders WHERE order_id = 1",
+        "beside the orphan",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["stage"], "sink-waiting", "{out}");
+    f.pg.psql(
+        "hq",
+        "INSERT INTO orders VALUES (999998, 1, 1, now(), 'late parent', 1);",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM order_items WHERE order_id = 999998",
+        "1",
+    );
+}
+
+#[test]
 fn a_copy_takes_parents_first_whatever_the_mapping_lists_first() {
     let mut f = Fleet::new("0.002");
     for db in ["hq", "shop"] {

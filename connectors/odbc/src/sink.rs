@@ -335,10 +335,13 @@ fn isolate(conn: &Connection<'_>, statements: &[Statement]) -> Result<Vec<Refuse
     while let Some(k) = passes.next_row() {
         let (s, r) = order[k];
         let st = &statements[s];
-        match execute(conn, &st.sql_one, std::slice::from_ref(&st.params[r])) {
+        // A deferred constraint (SQLite's DEFERRABLE INITIALLY DEFERRED
+        // keys, PostgreSQL's) fails the row's COMMIT: the row's refusal as
+        // any other (before, the sink stopped on it for good).
+        let outcome = execute(conn, &st.sql_one, std::slice::from_ref(&st.params[r]))
+            .and_then(|()| conn.commit());
+        match outcome {
             Ok(()) => {
-                conn.commit()
-                    .map_err(|e| classify(&e, Stage::Sink, "COMMIT"))?;
                 passes.written();
             }
             Err(e) => {

@@ -337,6 +337,12 @@ impl PgSink {
             .transaction()
             .await
             .map_err(|e| classify(&e, Stage::Sink, "BEGIN"))?;
+        // Deferred constraints (DEFERRABLE INITIALLY DEFERRED keys, as
+        // Django makes them) checked per row: at COMMIT they failed the
+        // whole batch again, and the sink stopped on it for good.
+        tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")
+            .await
+            .map_err(|e| classify(&e, Stage::Sink, "SET CONSTRAINTS"))?;
         record_writes(&tx, self.xid.as_ref(), &self.provider, rows).await?;
         let savepoint = |e: tokio_postgres::Error| classify(&e, Stage::Sink, "savepoint");
         let mut passes = RowPasses::new(0..order.len());
