@@ -113,6 +113,7 @@ impl MariaDb {
         let out = Command::new("mariadb")
             .arg("--no-defaults")
             .arg(format!("--socket={}", self.socket().display()))
+            .arg("--default-character-set=utf8mb4")
             .args(["-u", "root", "--batch", "--skip-column-names", "-e", sql])
             .output()
             .map_err(|e| e.to_string())?;

@@ -380,6 +380,65 @@ fn a_mariadb_target_with_foreign_keys_gets_parents_first() {
 }
 
 #[test]
+fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE devices ADD COLUMN payload bytea, ADD COLUMN label text",
+    );
+    let odbc = OdbcConfig::new(None);
+    let db = mariadb_shop();
+    // A database whose default charset is latin1 (upstream's before 11.6),
+    // and a generated column of shop's own.
+    db.sql(
+        "shop",
+        "ALTER DATABASE shop CHARACTER SET latin1;
+         ALTER TABLE devices ADD COLUMN payload BLOB, ADD COLUMN label VARCHAR(100) CHARACTER SET utf8mb4,
+           ADD COLUMN name_len INT AS (CHAR_LENGTH(name)) STORED",
+    );
+    odbc_shop(&mut f, &odbc, db.odbc("shop"));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.pg.psql(
+        "hq",
+        "INSERT INTO devices (serial_no, name, payload, label) VALUES ('d-1', 'scanner', '\\x00ff0a', '€ 日本')",
+    );
+    // Bytes as bytes (before, the text `\x00ff0a`), and the upsert leaves
+    // the generated column to shop.
+    f.expect_text("the device in shop", "00FF0A|7", || {
+        db.sql(
+            "shop",
+            "SELECT CONCAT(HEX(payload), '|', name_len) FROM devices WHERE serial_no = 'd-1'",
+        )
+    });
+    // shop's own change, through its journal: a wide character in the
+    // image (before, the latin1 journal refused it and so the application's
+    // own UPDATE), and bytes as bytes.
+    db.sql(
+        "shop",
+        "UPDATE devices SET label = '😀 ok', payload = UNHEX('0102') WHERE serial_no = 'd-1'",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT label || ' ' || encode(payload, 'hex') FROM devices WHERE serial_no = 'd-1'",
+        "😀 ok 0102",
+    );
+    // The document holds no `name_len` (shop's image leaves it out), so
+    // hq's next change is written without it (naming it, MariaDB refused
+    // the upsert: error 1906).
+    f.pg.psql(
+        "hq",
+        "UPDATE devices SET name = 'old scanner' WHERE serial_no = 'd-1'",
+    );
+    f.expect_text("the rename in shop", "old scanner|11", || {
+        db.sql(
+            "shop",
+            "SELECT CONCAT(name, '|', name_len) FROM devices WHERE serial_no = 'd-1'",
+        )
+    });
+}
+
+#[test]
 fn a_mariadb_row_clashing_on_another_unique_column_is_refused_not_written_over_the_other() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

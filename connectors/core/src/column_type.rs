@@ -44,6 +44,9 @@ pub enum ColumnType {
     /// A PostgreSQL array (`text[]`): its text form, as text is; bound
     /// from a JSON list by its input form.
     Array,
+    /// Bytes (MariaDB `BLOB`, `VARBINARY`): PostgreSQL's bytea text form,
+    /// `\x` and lowercase hex, as text is.
+    Binary,
     Text,
 }
 
@@ -91,7 +94,7 @@ pub fn text_to_json(ty: ColumnType, text: &str) -> Value {
         // A list read as JSON text (PostgreSQL through ODBC: `to_json`);
         // PostgreSQL's own `{a,b}` stays text.
         ColumnType::Array if text.starts_with('[') => serde_json::from_str(text).ok(),
-        ColumnType::Date | ColumnType::Array | ColumnType::Text => None,
+        ColumnType::Date | ColumnType::Array | ColumnType::Binary | ColumnType::Text => None,
     };
     parsed.unwrap_or_else(|| Value::String(text.to_string()))
 }

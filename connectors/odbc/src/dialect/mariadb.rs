@@ -3,6 +3,8 @@
 //! check, `BOOLEAN` is `tinyint(1)`), `JSON_OBJECT` in the triggers,
 //! `ON DUPLICATE KEY UPDATE`. Sessions run in UTC and in strict mode, so a
 //! value too long for its column is an error, not a silent truncation.
+//! Generated columns (VIRTUAL, STORED) are the database's own: not synced
+//! (an upsert naming one is refused), as for PostgreSQL.
 
 use connector_core::ColumnType;
 
@@ -71,6 +73,7 @@ impl Dialect for MariaDb {
                  AND k.constraint_name = c.column_name AND k.check_clause LIKE '%json_valid%') \
                  THEN 'json' ELSE c.column_type END \
                  FROM information_schema.columns c WHERE {cond} AND c.table_name = ? \
+                 AND c.extra NOT LIKE '%GENERATED%' \
                  ORDER BY c.ordinal_position"
             ),
             params,
@@ -78,19 +81,30 @@ impl Dialect for MariaDb {
     }
 
     fn column_type(&self, sql_type: &str) -> ColumnType {
-        if sql_type.eq_ignore_ascii_case("tinyint(1)") {
+        let t = sql_type.to_ascii_lowercase();
+        if t == "tinyint(1)" {
             ColumnType::Bool
+        } else if is_binary(&t) {
+            ColumnType::Binary
+        } else if t.starts_with("bit") {
+            ColumnType::Integer
         } else {
             generic_column_type(sql_type)
         }
     }
 
+    /// In utf8mb4 whatever the database's default (latin1 upstream before
+    /// 11.6): the triggers run in strict mode, and an image holding a
+    /// character the journal cannot store failed the application's write.
     fn create_journal(&self, journal: &str) -> Vec<String> {
-        vec![format!(
-            "CREATE TABLE IF NOT EXISTS {journal} (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-             tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image LONGTEXT, old_image LONGTEXT, \
-             changed_ms BIGINT NOT NULL) ENGINE=InnoDB"
-        )]
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {journal} (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+                 tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image LONGTEXT, old_image LONGTEXT, \
+                 changed_ms BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+            ),
+            format!("ALTER TABLE {journal} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+        ]
     }
 
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
@@ -117,11 +131,11 @@ impl Dialect for MariaDb {
     /// value (`UNIX_TIMESTAMP` of a TIMESTAMP column is zone-free) added to
     /// the epoch as a DATETIME is the UTC wall time, whatever the session.
     fn image_value(&self, column: &Column, expr: String) -> String {
-        if column
-            .sql_type
-            .to_ascii_lowercase()
-            .starts_with("timestamp")
-        {
+        let t = column.sql_type.to_ascii_lowercase();
+        if let Some(read) = bytes_or_bits(&t, &expr) {
+            return read;
+        }
+        if t.starts_with("timestamp") {
             // A zero date ('0000-00-00 00:00:00') has no epoch value (NULL,
             // or 0 on older servers): it goes in as it is, as the copy reads it.
             format!(
@@ -130,6 +144,32 @@ impl Dialect for MariaDb {
             )
         } else {
             expr
+        }
+    }
+
+    fn read_value(&self, column: &Column, expr: String) -> String {
+        bytes_or_bits(&column.sql_type.to_ascii_lowercase(), &expr).unwrap_or(expr)
+    }
+
+    /// Bytes are bound as hex (`\x…` text without its prefix).
+    fn placeholder(&self, column: &Column) -> String {
+        if column.ty == ColumnType::Binary {
+            "UNHEX(?)".into()
+        } else {
+            "?".into()
+        }
+    }
+
+    fn param_text(&self, ty: ColumnType, v: &serde_json::Value) -> Option<String> {
+        match (ty, v) {
+            (ColumnType::Binary, serde_json::Value::String(s)) => {
+                Some(match s.strip_prefix("\\x") {
+                    Some(hex) => hex.to_string(),
+                    // Text into a binary column: its bytes.
+                    None => s.bytes().map(|b| format!("{b:02x}")).collect(),
+                })
+            }
+            _ => super::generic_param_text(ty, v, true),
         }
     }
 
@@ -174,5 +214,23 @@ impl Dialect for MariaDb {
             table.qualified(self),
             updates.join(", ")
         )
+    }
+}
+
+/// A binary column's type (`blob`, `varbinary(16)`, `binary(4)`, …).
+fn is_binary(t: &str) -> bool {
+    t.contains("blob") || t.starts_with("binary") || t.starts_with("varbinary")
+}
+
+/// How the image and the copy read bytes and bits, alike: `JSON_OBJECT`
+/// put a BLOB's bytes in as characters and a BIT's raw byte unquoted (not
+/// JSON); bytes go as PostgreSQL's `\x…` text, bits as their number.
+fn bytes_or_bits(t: &str, expr: &str) -> Option<String> {
+    if is_binary(t) {
+        Some(format!("CONCAT('\\x', LOWER(HEX({expr})))"))
+    } else if t.starts_with("bit") {
+        Some(format!("({expr} + 0)"))
+    } else {
+        None
     }
 }
