@@ -11,10 +11,14 @@
 //! was created unquoted is upper case in DB2 (`STORES`), and the mapping's
 //! per-provider names say so.
 //!
-//! The journal's identity uses `NO CACHE ORDER`: cached identity values are
-//! lost on a restart (gaps), and without `ORDER` members of a pureScale
-//! cluster hand out values out of order. Gaps from transactions that commit
-//! out of order are handled by the poller ([`crate::journal`]).
+//! The journal's identity uses `CACHE 50 ORDER`: without `ORDER` members of
+//! a pureScale cluster hand out values out of order; with `NO CACHE` (as
+//! first written) every journaled row cost a catalog update and a forced
+//! log write inside the application's transaction. Cached values lost on a
+//! restart are gaps, as are transactions that commit out of order or roll
+//! back: the poller reads them until they expire ([`crate::journal`]).
+//! Generated expression columns (and ROW CHANGE TIMESTAMP ones) are the
+//! database's own and not synced; identity columns are.
 
 use connector_core::ColumnType;
 
@@ -24,7 +28,8 @@ use crate::catalog::{Column, TableInfo};
 pub struct Db2;
 
 /// The columns whose values DB2's `JSON_OBJECT` cannot carry.
-const UNCARRIED: &str = "TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML') \
+const UNCARRIED: &str =
+    "TYPENAME IN ('BLOB', 'BINARY', 'VARBINARY', 'DBCLOB', 'XML', 'LONG VARGRAPHIC') \
      OR (CODEPAGE = 0 AND TYPENAME IN ('CHARACTER', 'VARCHAR', 'LONG VARCHAR'))";
 
 /// `SYSCAT.COLUMNS`' condition for one table, and its parameters.
@@ -63,7 +68,8 @@ impl Dialect for Db2 {
                  WHEN TYPENAME IN ('VARCHAR', 'CHARACTER', 'VARGRAPHIC', 'GRAPHIC', 'CLOB') \
                  THEN TYPENAME || '(' || LENGTH || ')' \
                  ELSE TYPENAME END \
-                 FROM SYSCAT.COLUMNS WHERE {cond} AND NOT ({UNCARRIED}) ORDER BY COLNO"
+                 FROM SYSCAT.COLUMNS WHERE {cond} AND NOT ({UNCARRIED}) \
+                 AND NOT (GENERATED = 'A' AND IDENTITY = 'N') ORDER BY COLNO"
             ),
             params,
         )
@@ -87,9 +93,16 @@ impl Dialect for Db2 {
 
     /// A graphic string enters `JSON_OBJECT` as a character string (42815
     /// otherwise; a Unicode database converts it without loss).
+    /// GRAPHIC as VARCHAR (refused by `JSON_OBJECT`), DECFLOAT as its
+    /// text (`JSON_OBJECT` refuses NaN and Infinity with 22023, failing the
+    /// application's write), TIME in the `hh:mm:ss` form the copy reads
+    /// (the image's ISO form is `hh.mm.ss`).
     fn image_value(&self, column: &Column, expr: String) -> String {
-        if column.sql_type.starts_with("GRAPHIC") || column.sql_type.starts_with("VARGRAPHIC") {
+        let t = column.sql_type.as_str();
+        if t.starts_with("GRAPHIC") || t.starts_with("VARGRAPHIC") || t.starts_with("DECFLOAT") {
             format!("VARCHAR({expr})")
+        } else if t == "TIME" {
+            format!("CHAR({expr}, JIS)")
         } else {
             expr
         }
@@ -108,7 +121,7 @@ impl Dialect for Db2 {
     fn create_journal(&self, journal: &str) -> Vec<String> {
         vec![format!(
             "CREATE TABLE {journal} (seq BIGINT NOT NULL GENERATED ALWAYS AS IDENTITY \
-             (START WITH 1 INCREMENT BY 1 NO CACHE ORDER), \
+             (START WITH 1 INCREMENT BY 1 CACHE 50 ORDER), \
              tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image CLOB(1G), old_image CLOB(1G), \
              changed_ms BIGINT NOT NULL, PRIMARY KEY (seq))"
         )]
