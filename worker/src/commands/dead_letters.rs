@@ -86,9 +86,22 @@ pub fn discard(ctx: &Context, sel: &DeadLetterSelection) -> Outcome {
         println!("no dead letters");
         return Ok(0);
     };
-    let ids: Vec<i64> = select(&store, sel)?.iter().map(|d| d.id).collect();
+    let chosen = select(&store, sel)?;
+    // `--all` leaves the writes waiting for a referenced row: they land by
+    // themselves, and discarded, the row never reached that database (no
+    // later write of its parent brings it back). By id, as asked.
+    let (kept, ids): (Vec<&DeadLetter>, Vec<&DeadLetter>) = chosen
+        .iter()
+        .partition(|d| sel.all && d.stage == connector_store::WAITING_STAGE);
+    let ids: Vec<i64> = ids.iter().map(|d| d.id).collect();
     let n = store.discard_dead_letters(&ids)?;
     println!("discarded {n} dead letter(s)");
+    if !kept.is_empty() {
+        println!(
+            "kept {} write(s) waiting for rows they reference (tried again by their sink; discard them by id)",
+            kept.len()
+        );
+    }
     Ok(0)
 }
 
