@@ -113,9 +113,30 @@ pub(crate) fn keep_sink_letter(
             ])?;
             return Ok(Kept::WaitsAgain);
         }
-    } else if let Some((id, _)) = waiting {
-        tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
-            .execute([id])?;
+    } else {
+        if let Some((id, _)) = waiting {
+            tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                .execute([id])?;
+        }
+        // One letter per document: a refusal again (each change of the
+        // document, each backfill) counts a try on it, with the newest
+        // reason; one letter per refusal grew by a thousand a day.
+        let earlier: Option<(i64, i64)> = tx
+            .prepare_cached(
+                "SELECT id, attempts FROM dead_letters
+                  WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
+            )?
+            .query_row(params![provider, dl.stage, collection, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((id, attempts)) = earlier {
+            tx.prepare_cached(
+                "UPDATE dead_letters SET reason = ?2, record = ?3, field = ?4, attempts = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, dl.reason, record, dl.field, attempts + 1])?;
+            return Ok(Kept::DeadLetter);
+        }
     }
     tx.prepare_cached(
         "INSERT INTO dead_letters (at_ms, provider, collection, stage, field, reason, record, doc_key, due_ms)
@@ -159,17 +180,20 @@ fn nothing_to_write(tx: &Connection, provider: &str, collection: &str, key: &str
     })
 }
 
-/// Whether `provider` has any waiting letter (then the sink's commit
-/// looks for the written documents' letters; else it costs nothing).
+/// Whether `provider` has any letter of a document its sink refused,
+/// waiting or not (then the sink's commit looks for the written documents'
+/// letters; else it costs nothing).
 pub(crate) fn any_waiting(tx: &Connection, provider: &str) -> Result<bool> {
     Ok(tx
         .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE provider = ?1 AND stage = ?2)",
+            "SELECT EXISTS (SELECT 1 FROM dead_letters WHERE provider = ?1 AND stage IN (?2, ?3)
+               AND doc_key IS NOT NULL)",
         )?
-        .query_row(params![provider, WAITING_STAGE], |r| r.get(0))?)
+        .query_row(params![provider, WAITING_STAGE, SINK_STAGE], |r| r.get(0))?)
 }
 
-/// The sink wrote a document that waited: its letter goes.
+/// The sink wrote a document it had refused before (it waited, or its
+/// value was fixed): the letter goes, the database holds the document now.
 pub(crate) fn resolve_waiting(
     tx: &Connection,
     provider: &str,
@@ -177,9 +201,16 @@ pub(crate) fn resolve_waiting(
     key: &str,
 ) -> Result<()> {
     tx.prepare_cached(
-        "DELETE FROM dead_letters WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
+        "DELETE FROM dead_letters WHERE provider = ?1 AND doc_key = ?4 AND collection = ?3
+           AND stage IN (?2, ?5)",
     )?
-    .execute(params![provider, WAITING_STAGE, collection, key])?;
+    .execute(params![
+        provider,
+        WAITING_STAGE,
+        collection,
+        key,
+        SINK_STAGE
+    ])?;
     Ok(())
 }
 

@@ -897,6 +897,43 @@ fn a_write_a_foreign_key_refused_is_tried_again_when_due_and_given_up_after_a_da
 }
 
 #[test]
+fn a_document_refused_again_keeps_one_letter_and_its_write_resolves_it() {
+    use connector_store::SINK_STAGE;
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[order(3)], "1");
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let refused = |reason: &str| NewDeadLetter {
+        collection: Some("orders".into()),
+        stage: SINK_STAGE.into(),
+        field: Some("status".into()),
+        reason: reason.into(),
+        record: json!({"_id": 3, "doc": {"order_id": 3}}),
+    };
+    // Refused by a check only shop has, on each change of the document.
+    for reason in ["check (23514) once", "check (23514) again"] {
+        s.sink_committed("shop", read.upto, &[], &[refused(reason)])
+            .unwrap();
+    }
+    let letters = s.dead_letters(Some("shop"), 10).unwrap();
+    assert_eq!(letters.len(), 1, "one letter per document");
+    assert_eq!(
+        (letters[0].attempts, letters[0].reason.as_str()),
+        (2, "check (23514) again")
+    );
+    // Fixed at the source: the next write lands, and the letter goes.
+    let fixed = upsert(
+        "orders",
+        json!(3),
+        json!({"order_id": 3, "status": "fixed"}),
+        None,
+        5000,
+    );
+    apply(&mut s, "hq", &[fixed], "2");
+    assert_eq!(drain_sink(&mut s, "shop").len(), 1);
+    assert_eq!(s.dead_letter_count(Some("shop")).unwrap(), 0);
+}
+
+#[test]
 fn a_waiting_write_with_nothing_left_to_write_is_dropped() {
     use connector_store::{wait_after, WAITING_STAGE};
     let (_d, mut s) = store();
