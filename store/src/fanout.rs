@@ -355,8 +355,20 @@ impl Store {
         written: &[Pending],
         rejected: &[NewDeadLetter],
     ) -> Result<Vec<Kept>> {
+        self.sink_committed_at(provider, upto_seq, written, rejected, now_millis())
+    }
+
+    /// [`Store::sink_committed`] at the time `now` (a waiting letter refused
+    /// again a day after its first refusal gives up: tests pass the day).
+    pub fn sink_committed_at(
+        &mut self,
+        provider: &str,
+        upto_seq: i64,
+        written: &[Pending],
+        rejected: &[NewDeadLetter],
+        now: i64,
+    ) -> Result<Vec<Kept>> {
         let tx = self.write()?;
-        let now = now_millis();
         let mut kept = Vec::with_capacity(rejected.len());
         for dl in rejected {
             kept.push(keep_sink_letter(&tx, provider, dl, now)?);

@@ -11,8 +11,11 @@
 //! minutes. [`Store::requeue_waiting`] puts due documents back on the log
 //! (the sink then writes them whatever it believes the provider holds);
 //! the sink's commit deletes the letter of a document it wrote (looked up
-//! only while the provider has letters waiting), or counts one more try. After 24 hours of waiting a letter becomes an ordinary
-//! sink dead letter, left for `connector dead-letters retry`; a refusal
+//! only while the provider has letters waiting), or counts one more try.
+//! Refused again more than 24 hours after its first refusal, a letter
+//! becomes an ordinary sink dead letter, left for `connector dead-letters
+//! retry` (at a refusal, not when due: after a stop of a day the letter
+//! is tried once more, its parent may be in the backlog); a refusal
 //! for any other reason replaces it at once.
 //!
 //! Crash story: the letter stays until the sink's commit of a write of its
@@ -62,8 +65,6 @@ pub enum Kept {
 pub struct Requeued {
     /// Documents put back on the log, as (collection, id key).
     pub documents: Vec<(String, String)>,
-    /// Letters that waited too long: ordinary dead letters now.
-    pub gave_up: Vec<(String, String)>,
     /// Letters with nothing left to write (their documents deleted and
     /// never held there, out of the provider's filter, or no longer
     /// synced): gone.
@@ -88,18 +89,30 @@ pub(crate) fn keep_sink_letter(
         insert_dead_letter(tx, provider, dl, now)?;
         return Ok(Kept::DeadLetter);
     };
-    let waiting: Option<(i64, i64)> = tx
+    let waiting: Option<(i64, i64, i64)> = tx
         .prepare_cached(
-            "SELECT id, attempts FROM dead_letters
+            "SELECT id, attempts, at_ms FROM dead_letters
               WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
         )?
         .query_row(params![provider, WAITING_STAGE, collection, key], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
     let record = serde_json::to_string(&dl.record)?;
     if dl.stage == WAITING_STAGE {
-        if let Some((id, attempts)) = waiting {
+        // Refused again a day after the first refusal: a person's now. (At
+        // a refusal, not when due: after an outage of a day the letter is
+        // tried once more, its parent may be in the backlog.)
+        if let Some((id, attempts, _)) = waiting.filter(|w| now - w.2 > GIVE_UP_AFTER_MS) {
+            tx.prepare_cached(
+                "UPDATE dead_letters SET stage = ?2, due_ms = NULL, record = ?4, attempts = ?5,
+                        reason = ?3 || ' (waited 24 h for the row it references; retry it once that row is there)'
+                  WHERE id = ?1",
+            )?
+            .execute(params![id, SINK_STAGE, dl.reason, record, attempts + 1])?;
+            return Ok(Kept::DeadLetter);
+        }
+        if let Some((id, attempts, _)) = waiting {
             tx.prepare_cached(
                 "UPDATE dead_letters SET reason = ?2, record = ?3, attempts = ?4, due_ms = ?5
                   WHERE id = ?1",
@@ -114,7 +127,7 @@ pub(crate) fn keep_sink_letter(
             return Ok(Kept::WaitsAgain);
         }
     } else {
-        if let Some((id, _)) = waiting {
+        if let Some((id, _, _)) = waiting {
             tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
                 .execute([id])?;
         }
@@ -217,8 +230,7 @@ pub(crate) fn resolve_waiting(
 impl Store {
     /// Puts the documents of `provider`'s waiting letters that are due at
     /// `now` back on the log (at most a few thousand, oldest due first),
-    /// makes letters that waited longer than [`GIVE_UP_AFTER_MS`] ordinary
-    /// sink dead letters, and deletes those the sink would write nothing
+    /// and deletes those the sink would write nothing
     /// for (see [`Requeued::moot`]; `syncs`: whether the provider syncs a
     /// collection); one transaction. A letter put back stays until the
     /// sink's commit resolves it or counts another try (which sets its
@@ -240,34 +252,24 @@ impl Store {
             return Ok(Requeued::default());
         }
         let tx = self.write()?;
-        // (id, at_ms, collection, doc_key)
-        type Due = (i64, i64, Option<String>, Option<String>);
+        // (id, collection, doc_key)
+        type Due = (i64, Option<String>, Option<String>);
         let due: Vec<Due> = tx
             .prepare_cached(
-                "SELECT id, at_ms, collection, doc_key FROM dead_letters
+                "SELECT id, collection, doc_key FROM dead_letters
                   WHERE provider = ?1 AND stage = ?2 AND due_ms <= ?3
                   ORDER BY due_ms LIMIT ?4",
             )?
             .query_map(
                 params![provider, WAITING_STAGE, now, REQUEUE_AT_MOST],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Requeued::default();
-        for (id, at_ms, collection, key) in due {
+        for (id, collection, key) in due {
             let (Some(collection), Some(key)) = (collection, key) else {
                 continue;
             };
-            if now - at_ms > GIVE_UP_AFTER_MS {
-                tx.prepare_cached(
-                    "UPDATE dead_letters SET stage = ?2, due_ms = NULL,
-                            reason = reason || ' (waited 24 h for the row it references; retry it once that row is there)'
-                      WHERE id = ?1",
-                )?
-                .execute(params![id, SINK_STAGE])?;
-                out.gave_up.push((collection, key));
-                continue;
-            }
             if !syncs(&collection) || nothing_to_write(&tx, provider, &collection, &key)? {
                 tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
                     .execute([id])?;

@@ -175,8 +175,7 @@ async fn session(
         }
         if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
             last_requeue = Some(std::time::Instant::now());
-            let gave_up = requeue_waiting(&mut store, &name, mapping)?;
-            counter!(names::DEAD_LETTERS, "provider" => name.clone()).increment(gave_up as u64);
+            requeue_waiting(&mut store, &name, mapping)?;
         }
         if upto == after {
             if after != saved && last_cursor_save.elapsed() >= CURSOR_SAVE_EVERY {
@@ -386,26 +385,20 @@ async fn deliver(
 }
 
 /// Puts the writes a foreign key refused that are due back on the log
-/// (`Store::requeue_waiting`); letters that waited 24 h need a person now.
-/// Returns how many gave up.
-fn requeue_waiting(store: &mut Store, name: &str, mapping: &ProviderMapping) -> Result<usize> {
+/// (`Store::requeue_waiting`); one refused again a day after its first
+/// refusal is a dead letter for a person then (`Kept::DeadLetter`).
+fn requeue_waiting(store: &mut Store, name: &str, mapping: &ProviderMapping) -> Result<()> {
     let now = connector_store::stamp::now_millis();
-    let Requeued {
-        documents,
-        gave_up,
-        moot,
-    } = blocking(|| store.requeue_waiting(name, now, |c| mapping.syncs(c)))
-        .map_err(ConnectorError::from)?;
+    let Requeued { documents, moot } =
+        blocking(|| store.requeue_waiting(name, now, |c| mapping.syncs(c)))
+            .map_err(ConnectorError::from)?;
     if !documents.is_empty() {
         info!(provider = %name, writes = documents.len(), "trying refused writes again: they wait for rows they reference");
-    }
-    for (collection, key) in &gave_up {
-        warn!(provider = %name, %collection, id = %key, "a write waited 24 h for the row it references; kept as a dead letter");
     }
     for (collection, key) in moot {
         debug!(provider = %name, %collection, id = %key, "a waiting write has nothing left to write; its letter is gone");
     }
-    Ok(gave_up.len())
+    Ok(())
 }
 
 /// A sink that missed change-log entries compaction deleted (added after
