@@ -266,11 +266,55 @@ fn dead_letters_can_be_listed_retried_and_discarded() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["attempts"],
         json!(2)
     );
+    // `-p` with an id of another provider's is refused
+    let out = connector(
+        dir.path(),
+        PG,
+        &["dead-letters", "discard", "-p", "shop", &id],
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
     // fixed in the mapping? here: discard it
     let out = connector(dir.path(), PG, &["dead-letters", "discard", &id]);
     assert!(text(&out).0.contains("discarded 1"));
     let out = connector(dir.path(), PG, &["dead-letters", "list"]);
     assert!(text(&out).0.contains("no dead letters"));
+    // A sink letter of a provider no longer configured: no sink would
+    // write it, so retrying fails and keeps it (it said "queued").
+    {
+        let mut s = Store::open(dir.path().join("data/store.db")).unwrap();
+        s.apply_source(
+            "gone",
+            SourceApply {
+                dead_letters: &[NewDeadLetter {
+                    collection: Some("orders".into()),
+                    stage: connector_store::SINK_STAGE.into(),
+                    field: None,
+                    reason: "refused".into(),
+                    record: json!({"_id": 1}),
+                }],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let out = connector(dir.path(), PG, &["dead-letters", "retry", "--all"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .0
+            .contains("provider `gone` is no longer configured"),
+        "{:?}",
+        text(&out)
+    );
+    let out = connector(dir.path(), PG, &["dead-letters", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]

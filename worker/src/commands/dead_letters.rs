@@ -47,6 +47,11 @@ pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) 
             ]
         })
         .collect();
+    let total = ctx
+        .existing_store()?
+        .map(|s| s.dead_letter_count(provider))
+        .transpose()?
+        .unwrap_or(0);
     print_table(
         &[
             "ID",
@@ -60,6 +65,13 @@ pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) 
         ],
         &rows,
     );
+    if total as usize > letters.len() {
+        println!(
+            "\n{} more (the oldest {} shown): --limit N",
+            total as usize - letters.len(),
+            letters.len()
+        );
+    }
     println!("\nsee a record: connector dead-letters list --json; then `retry` or `discard` by id");
     Ok(0)
 }
@@ -74,6 +86,14 @@ fn select(store: &Store, sel: &DeadLetterSelection) -> Result<Vec<DeadLetter>, F
     let mut out = Vec::new();
     for id in &sel.ids {
         match store.dead_letter(*id)? {
+            // `-p` with ids: the ids must be that provider's.
+            Some(d) if sel.provider.as_deref().is_some_and(|p| p != d.provider) => {
+                return Err(Failure::new(format!(
+                    "dead letter {id} is {}'s, not {}'s",
+                    d.provider,
+                    sel.provider.as_deref().unwrap_or_default()
+                )))
+            }
             Some(d) => out.push(d),
             None => return Err(Failure::new(format!("no dead letter with id {id}"))),
         }
@@ -139,6 +159,19 @@ fn retry_one(
     d: &DeadLetter,
 ) -> Result<String, String> {
     if d.stage == SINK_STAGE || d.stage == WAITING_STAGE {
+        // Only a configured provider has a sink to write it.
+        let spec = ctx
+            .config
+            .provider(&d.provider)
+            .filter(|p| p.enabled)
+            .ok_or_else(|| format!("provider `{}` is no longer configured (or not enabled): no sink would write it", d.provider))?;
+        let mapping = ProviderMapping::new(mappings.clone(), &spec.name, spec.kind);
+        if let Some(c) = d.collection.as_deref().filter(|c| !mapping.syncs(c)) {
+            return Err(format!(
+                "`{}` no longer syncs {c}: no sink would write it",
+                d.provider
+            ));
+        }
         return match store.requeue_for_sink(d) {
             Ok(true) => Ok(format!("queued for the {} sink", d.provider)),
             Ok(false) => Err("the record does not name its document".into()),
