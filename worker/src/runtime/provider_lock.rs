@@ -80,6 +80,38 @@ pub fn try_acquire(store: &Path, provider: &str) -> Result<Option<ProviderLock>,
     }
 }
 
+/// How often a task whose lock another process holds tries it again.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the lock `lock_name` for `provider`'s `task`. While another process
+/// holds it (waiting is not an error), says so once (yellow: `another
+/// process {doing} {provider}`) and waits a second, or less on shutdown:
+/// `Ok(None)`, to be tried again.
+pub async fn take_or_wait(
+    shared: &super::Shared,
+    provider: &str,
+    task: &'static str,
+    lock_name: &str,
+    doing: &str,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<ProviderLock>, ConnectorError> {
+    if let Some(lock) = try_acquire(&shared.store_path, lock_name)? {
+        return Ok(Some(lock));
+    }
+    let why = format!(
+        "waiting: another process {doing} {provider} (its lock {} is held)",
+        lock_path(&shared.store_path, lock_name).display()
+    );
+    if shared
+        .health
+        .set_once(provider, task, super::health::Light::Yellow, &why)
+    {
+        tracing::warn!(provider, "{why}");
+    }
+    super::sleep_or_shutdown(LOCK_WAIT, shutdown).await;
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

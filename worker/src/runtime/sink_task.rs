@@ -35,7 +35,6 @@ use connector_store::{
 use super::health::Light;
 use super::provider_lock;
 use super::retry::{after_failure, Backoff, Next};
-use super::source_task::LOCK_WAIT;
 use super::{blocking, IntentKey, Shared};
 
 /// How often an idle sink looks for changes written by other processes.
@@ -64,21 +63,18 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let _lock = match provider_lock::try_acquire(&shared.store_path, &lock_name) {
+        let taken = provider_lock::take_or_wait(
+            &shared,
+            &name,
+            "sink",
+            &lock_name,
+            "writes",
+            &mut shutdown,
+        )
+        .await;
+        let _lock = match taken {
             Ok(Some(lock)) => lock,
-            Ok(None) => {
-                let why = format!(
-                    "waiting: another process writes {name} (its lock {} is held)",
-                    provider_lock::lock_path(&shared.store_path, &lock_name).display()
-                );
-                if shared.health.set_once(&name, "sink", Light::Yellow, &why) {
-                    warn!(provider = %name, "{why}");
-                }
-                if super::sleep_or_shutdown(LOCK_WAIT, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
+            Ok(None) => continue,
             Err(e) => {
                 if after_failure("sink", &name, &e, &mut backoff, &shared, &mut shutdown).await
                     != Next::Retry
@@ -510,8 +506,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_batch_retried_after_a_failed_write_records_its_intents_once() {
+    /// A store in a temporary directory, its runtime state, and shop's
+    /// retail mapping.
+    fn shop_sink_fixture() -> (tempfile::TempDir, Arc<Shared>, Store, ProviderMapping) {
         let dir = tempfile::tempdir().unwrap();
         let env: std::collections::BTreeMap<String, String> = [(
             "CONNECTOR_STORE".to_string(),
@@ -520,10 +517,16 @@ mod tests {
         .into();
         let config = crate::config::Config::from_env(&env).unwrap();
         let shared = Shared::new(&config);
-        let mut store = shared.open_store().unwrap();
+        let store = shared.open_store().unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
         let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
         let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+        (dir, shared, store, mapping)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_retried_after_a_failed_write_records_its_intents_once() {
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let order = order(1);
         let batch = SourceApply {
             changes: std::slice::from_ref(&order),
@@ -549,18 +552,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_write_retried_after_its_intent_expired_records_it_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let env: std::collections::BTreeMap<String, String> = [(
-            "CONNECTOR_STORE".to_string(),
-            dir.path().join("store.db").display().to_string(),
-        )]
-        .into();
-        let config = crate::config::Config::from_env(&env).unwrap();
-        let shared = Shared::new(&config);
-        let mut store = shared.open_store().unwrap();
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../mappings/retail.yaml");
-        let set = Arc::new(MappingSet::load(&[path.into()]).unwrap());
-        let mapping = ProviderMapping::new(set, "shop", ProviderKind::Postgres);
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let order1 = order(1);
         store
             .apply_source(

@@ -25,9 +25,6 @@ use super::health::Light;
 use super::retry::{after_failure, Backoff, Next};
 use super::{blocking, provider_lock, Shared};
 
-/// How often a provider whose lock another process holds checks again.
-pub(super) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
 pub async fn run(
     provider: Arc<dyn Provider>,
     mapping: Arc<ProviderMapping>,
@@ -41,26 +38,22 @@ pub async fn run(
             return;
         }
         // Held through the session and a copy after a lost feed.
-        let (_lock, outcome) = match provider_lock::try_acquire(&shared.store_path, &name) {
+        let taken = provider_lock::take_or_wait(
+            &shared,
+            &name,
+            "source",
+            &name,
+            "streams or copies",
+            &mut shutdown,
+        )
+        .await;
+        let (_lock, outcome) = match taken {
             Ok(Some(lock)) => {
                 let outcome =
                     session(&*provider, &mapping, &shared, &mut shutdown, &mut backoff).await;
                 (Some(lock), outcome)
             }
-            Ok(None) => {
-                // Waiting is not an error: checked again every second.
-                let why = format!(
-                    "waiting: another process streams or copies {name} (its lock {} is held)",
-                    provider_lock::lock_path(&shared.store_path, &name).display()
-                );
-                if shared.health.set_once(&name, "source", Light::Yellow, &why) {
-                    warn!(provider = %name, "{why}");
-                }
-                if super::sleep_or_shutdown(LOCK_WAIT, &mut shutdown).await {
-                    return;
-                }
-                continue;
-            }
+            Ok(None) => continue,
             Err(e) => (None, Err(e)),
         };
         let Err(e) = outcome else { return };
