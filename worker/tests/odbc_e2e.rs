@@ -32,20 +32,27 @@ fn psqlodbc_shop(f: &mut Fleet, odbc: &OdbcConfig) {
     odbc_shop(f, odbc, conn);
 }
 
-#[test]
-fn binary_copied_through_psqlodbc_arrives_as_the_same_bytes() {
+/// hq and a psqlODBC shop whose `devices` both have `column` (its DDL),
+/// shop holding `shop_row` before the first copy; set up and running.
+fn psqlodbc_devices_with(column: &str, shop_row: &str) -> (Fleet, OdbcConfig) {
     let mut f = Fleet::new("0.001");
     for db in ["hq", "shop"] {
-        f.pg.psql(db, "ALTER TABLE devices ADD COLUMN blob bytea");
+        f.pg.psql(db, &format!("ALTER TABLE devices ADD COLUMN {column}"));
     }
-    f.pg.psql(
-        "shop",
-        "INSERT INTO devices (serial_no, name, blob) VALUES ('b-1', 'copied', '\\x00ff0a')",
-    );
+    f.pg.psql("shop", shop_row);
     let odbc = OdbcConfig::new(None);
     psqlodbc_shop(&mut f, &odbc);
     ok(&f.connector(&["setup", "--provider", "shop"]));
     f.start();
+    (f, odbc)
+}
+
+#[test]
+fn binary_copied_through_psqlodbc_arrives_as_the_same_bytes() {
+    let (f, _odbc) = psqlodbc_devices_with(
+        "blob bytea",
+        "INSERT INTO devices (serial_no, name, blob) VALUES ('b-1', 'copied', '\\x00ff0a')",
+    );
     // Copied (before, psqlODBC dropped the `\x` and hq stored the text).
     f.expect_in(
         "hq",
@@ -66,18 +73,10 @@ fn binary_copied_through_psqlodbc_arrives_as_the_same_bytes() {
 
 #[test]
 fn an_array_column_through_psqlodbc_is_written_back_as_an_array() {
-    let mut f = Fleet::new("0.001");
-    for db in ["hq", "shop"] {
-        f.pg.psql(db, "ALTER TABLE devices ADD COLUMN tags text[]");
-    }
-    f.pg.psql(
-        "shop",
+    let (f, _odbc) = psqlodbc_devices_with(
+        "tags text[]",
         "INSERT INTO devices (id, serial_no, name, tags) VALUES (100, 'd-0', 'copied', ARRAY['x', 'y z'])",
     );
-    let odbc = OdbcConfig::new(None);
-    psqlodbc_shop(&mut f, &odbc);
-    ok(&f.connector(&["setup", "--provider", "shop"]));
-    f.start();
     // Copied as the journal gives it: a list, not PostgreSQL's `{x,"y z"}`
     // (the copy and the stream then disagreed on every such row).
     f.expect_in(
