@@ -528,3 +528,32 @@ impl Sink for PgSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{refusals_over, still_waiting};
+    use std::time::Duration;
+
+    // Each test its own slot: the record is process-wide and tests run in
+    // parallel threads.
+    #[test]
+    fn a_batch_refused_whole_is_retried_for_the_wait_from_the_first_refusal() {
+        let wait = Duration::from_millis(200);
+        assert!(still_waiting("t-wait", wait));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(still_waiting("t-wait", wait), "counted from the first");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!still_waiting("t-wait", wait), "past the wait");
+        // Given up, the next refusal waits afresh.
+        assert!(still_waiting("t-wait", wait));
+    }
+
+    #[test]
+    fn a_batch_that_went_through_starts_the_wait_over() {
+        let wait = Duration::from_millis(200);
+        assert!(still_waiting("t-over", wait));
+        std::thread::sleep(Duration::from_millis(250));
+        refusals_over("t-over");
+        assert!(still_waiting("t-over", wait), "a fresh wait");
+    }
+}

@@ -81,8 +81,13 @@ pub fn load_mappings(paths: &[PathBuf]) -> Result<MappingSet, Failure> {
 
 /// "3s ago", "5m ago", for a time in ms since the epoch.
 pub fn ago(ms: Option<i64>) -> String {
+    ago_at(ms, connector_store::stamp::now_millis())
+}
+
+/// [`ago`] as seen at `now`.
+pub fn ago_at(ms: Option<i64>, now: i64) -> String {
     let Some(ms) = ms else { return "-".into() };
-    let secs = (connector_store::stamp::now_millis() - ms).max(0) / 1000;
+    let secs = (now - ms).max(0) / 1000;
     match secs {
         s if s < 60 => format!("{s}s ago"),
         s if s < 3600 => format!("{}m ago", s / 60),

@@ -184,7 +184,11 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                 );
             }
             if let Some(d) = &r.stats.details {
-                println!("{}: {}", r.name, describe_details(d));
+                println!(
+                    "{}: {}",
+                    r.name,
+                    describe_details(d, connector_store::stamp::now_millis())
+                );
             }
             if let Some(e) = &r.stats.last_error {
                 println!("{}: last error {}: {e}", r.name, ago(r.stats.last_error_ms));
@@ -227,11 +231,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// One line for provider details: for a PostgreSQL slot, its retained WAL
 /// and a warning when `max_slot_wal_keep_size` is close to invalidating it;
 /// for an ODBC journal, its size and how far it has been read.
-pub fn describe_details(d: &Value) -> String {
+pub fn describe_details(d: &Value, now: i64) -> String {
     let mut line = describe_now(d);
     if let Some(at) = d.get("as_of_ms").and_then(Value::as_i64) {
-        line.push_str(&format!(" (as of {}", super::ago(Some(at))));
-        if connector_store::stamp::now_millis() - at > 5 * 60_000 {
+        line.push_str(&format!(" (as of {}", super::ago_at(Some(at), now)));
+        if now - at > 5 * 60_000 {
             line.push_str(", not refreshed since: is the provider's source running?");
         }
         line.push(')');
@@ -308,11 +312,14 @@ mod tests {
     #[test]
     fn a_slot_close_to_its_wal_limit_is_a_warning() {
         let slot = |status: &str, retained: i64, safe: Option<i64>| {
-            describe_details(&json!({
-                "slot": "connector_hq", "wal_status": status,
-                "retained_wal_bytes": retained, "safe_wal_size": safe,
-                "max_slot_wal_keep_size": "1024MB",
-            }))
+            describe_details(
+                &json!({
+                    "slot": "connector_hq", "wal_status": status,
+                    "retained_wal_bytes": retained, "safe_wal_size": safe,
+                    "max_slot_wal_keep_size": "1024MB",
+                }),
+                0,
+            )
         };
         let fine = slot("reserved", 10 * MB, Some(900 * MB));
         assert_eq!(
@@ -344,12 +351,15 @@ mod tests {
 
     #[test]
     fn details_say_when_they_were_taken() {
-        let now = connector_store::stamp::now_millis();
+        let now = 1_800_000_000_000;
         let d = |age_ms: i64| {
-            describe_details(&json!({
-                "journal": "j", "journal_rows": 1, "journal_max_seq": 1,
-                "read_up_to": 1, "open_gaps": 0, "as_of_ms": now - age_ms,
-            }))
+            describe_details(
+                &json!({
+                    "journal": "j", "journal_rows": 1, "journal_max_seq": 1,
+                    "read_up_to": 1, "open_gaps": 0, "as_of_ms": now - age_ms,
+                }),
+                now,
+            )
         };
         assert!(d(3_000).ends_with("(as of 3s ago)"), "{}", d(3_000));
         assert!(
@@ -363,10 +373,13 @@ mod tests {
 
     #[test]
     fn a_journal_shows_its_size_and_how_far_it_was_read() {
-        let line = describe_details(&json!({
-            "journal": "\"connector_journal\"", "journal_rows": 3, "journal_max_seq": 42,
-            "read_up_to": 40, "open_gaps": 1,
-        }));
+        let line = describe_details(
+            &json!({
+                "journal": "\"connector_journal\"", "journal_rows": 3, "journal_max_seq": 42,
+                "read_up_to": 40, "open_gaps": 1,
+            }),
+            0,
+        );
         assert_eq!(
             line,
             "journal \"connector_journal\": 3 rows kept (up to seq 42), read up to 40, 1 open gaps"
