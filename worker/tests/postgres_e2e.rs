@@ -464,7 +464,7 @@ fn a_row_soft_deleted_out_of_the_filter_keeps_its_change_in_its_database() {
 }
 
 #[test]
-fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
+fn a_table_out_of_the_publication_stops_its_provider_and_a_renamed_one_goes_on() {
     let mut f = Fleet::synced_and_stopped("0.001");
     // As after DROP TABLE + CREATE TABLE: the table left the publication.
     f.pg.psql("hq", "ALTER PUBLICATION connector_hq DROP TABLE stores");
@@ -493,15 +493,57 @@ fn a_table_out_of_the_publication_or_renamed_stops_its_provider() {
         "SELECT city FROM stores WHERE store_id = 1",
         "published",
     );
-    // A mapped table renamed under the running stream: its change stops hq
-    // instead of being dropped as an unmapped table's; also a table with no
-    // change in this session before (no Relation message seen yet).
+    // A mapped table renamed under the running stream, with no change in
+    // this session before (no Relation message seen yet): known by its oid,
+    // its changes go on to its collection (before, dropped as an unmapped
+    // table's while the slot moved past them).
+    let id = |n: usize| {
+        f.pg.query(
+            "hq",
+            &format!("SELECT id FROM categories ORDER BY id OFFSET {n} LIMIT 1"),
+        )
+        .unwrap()
+    };
+    let (first, second) = (id(0), id(1));
     f.pg.psql(
         "hq",
-        "ALTER TABLE categories RENAME TO kinds;
-         UPDATE kinds SET name = 'renamed' WHERE id = (SELECT id FROM kinds LIMIT 1);",
+        &format!(
+            "ALTER TABLE categories RENAME TO kinds;
+             UPDATE kinds SET name = 'renamed' WHERE id = '{first}';"
+        ),
     );
-    stopped_with(&f, "public.categories was renamed to public.kinds");
+    f.expect_in(
+        "shop",
+        &format!("SELECT name FROM categories WHERE id = '{first}'"),
+        "renamed",
+    );
+    assert_eq!(f.stop(), Some(0));
+    // Renamed again while stopped, with a change on each side; the mapping
+    // follows the last name. The stream resumes before the rename, where
+    // the table still has its old name (stopping there, as first done,
+    // left no way on but a fresh copy).
+    f.pg.psql(
+        "hq",
+        &format!(
+            "UPDATE kinds SET name = 'before' WHERE id = '{first}';
+             ALTER TABLE kinds RENAME TO sorts;
+             UPDATE sorts SET name = 'after' WHERE id = '{second}';"
+        ),
+    );
+    let path = f.dir.path().join("mappings/retail.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+        "  categories:\n    id: { mode: match_ids }\n",
+        "  categories:\n    id: { mode: match_ids }\n    providers:\n      hq: {table: sorts}\n",
+        1,
+    );
+    assert!(yaml.contains("{table: sorts}"));
+    std::fs::write(&path, yaml).unwrap();
+    f.start();
+    f.expect_in(
+        "shop",
+        &format!("SELECT string_agg(name, ',' ORDER BY id) FROM categories WHERE id IN ('{first}', '{second}')"),
+        "before,after",
+    );
 }
 
 #[test]

@@ -323,7 +323,7 @@ impl PgSource {
 
     fn change(
         &self,
-        rel: &Relation,
+        table: &(String, String),
         op: RawOp,
         row: Fields,
         before: Option<Fields>,
@@ -331,8 +331,8 @@ impl PgSource {
         commit_ms: i64,
     ) -> RawChange {
         RawChange {
-            table: rel.name.clone(),
-            schema: Some(rel.namespace.clone()),
+            table: table.1.clone(),
+            schema: Some(table.0.clone()),
             op,
             row,
             before,
@@ -366,9 +366,9 @@ impl PgSource {
             }
             _ if skip => {}
             Message::Insert { relation, new } => {
-                if let Some(rel) = self.mapped(relation) {
+                if let Some((rel, table)) = self.mapped(relation) {
                     let (row, unchanged) = self.row(rel, &new);
-                    out.push(self.change(rel, RawOp::Insert, row, None, unchanged, commit_ms));
+                    out.push(self.change(&table, RawOp::Insert, row, None, unchanged, commit_ms));
                 }
             }
             Message::Update {
@@ -377,31 +377,29 @@ impl PgSource {
                 key_only,
                 new,
             } => {
-                if let Some(rel) = self.mapped(relation) {
+                if let Some((rel, table)) = self.mapped(relation) {
                     let (row, unchanged) = self.row(rel, &new);
                     let old = old.map(|o| self.row(rel, &o).0);
-                    let key = self
-                        .keys
-                        .get(&(rel.namespace.clone(), rel.name.clone()))
-                        .map_or(&[][..], Vec::as_slice);
+                    let key = self.keys.get(&table).map_or(&[][..], Vec::as_slice);
                     // A key-only old image ('K') has NULL for every column
                     // but the key: no before image, only the old key.
                     let (before, key_image) = if key_only { (None, old) } else { (old, None) };
-                    let update = self.change(rel, RawOp::Update, row, before, unchanged, commit_ms);
+                    let update =
+                        self.change(&table, RawOp::Update, row, before, unchanged, commit_ms);
                     out.extend(split_key_change(update, key, key_image.as_ref()));
                 }
             }
             Message::Delete { relation, old, .. } => {
-                if let Some(rel) = self.mapped(relation) {
+                if let Some((rel, table)) = self.mapped(relation) {
                     let (row, _) = self.row(rel, &old);
-                    out.push(self.change(rel, RawOp::Delete, row, None, Vec::new(), commit_ms));
+                    out.push(self.change(&table, RawOp::Delete, row, None, Vec::new(), commit_ms));
                 }
             }
             Message::Truncate { relations, .. } => {
                 for oid in relations {
-                    if let Some(rel) = self.mapped(oid) {
+                    if let Some((_, table)) = self.mapped(oid) {
                         out.push(self.change(
-                            rel,
+                            &table,
                             RawOp::Truncate,
                             Fields::new(),
                             None,
@@ -419,38 +417,68 @@ impl PgSource {
         Ok(())
     }
 
-    /// Keeps a table's description. A mapped table that comes back under
-    /// a name the mapping does not know was renamed: its changes would be
-    /// dropped as an unmapped table's while the position moves past them,
-    /// so the provider stops here, before this transaction is merged.
+    /// Keeps a table's description. A mapped table is known by its oid
+    /// (read when the session opens): renamed under the stream, its changes
+    /// go on to its collection under the name the mapping knows, and a
+    /// stream that resumes before a rename the mapping already follows
+    /// finds the table under its old name too. (Stopping at the rename, as
+    /// first done, left a resumed stream no way on but a fresh copy.) The
+    /// next start needs the mapping to name the table as it is now: said
+    /// once here, and `setup`/the source refuse a mapped name that no
+    /// table has.
     fn relation(&mut self, rel: Relation) -> Result<()> {
-        let was = match self.relations.get(&rel.oid) {
-            Some(old) => Some((old.namespace.clone(), old.name.clone())),
-            None => self.mapped_oids.get(&rel.oid).cloned(),
-        };
-        if let Some(was) = was {
-            let now = (rel.namespace.clone(), rel.name.clone());
-            if was != now && self.keys.contains_key(&was) && !self.keys.contains_key(&now) {
-                return Err(ConnectorError::permanent(
-                    Stage::Source,
-                    format!(
-                        "mapped table {}.{} was renamed to {}.{}: its changes would no longer be synced; \
-                         point the mapping at the new name (`table:`), run `connector setup`, and start again \
-                         (the stream resumes before this change)",
-                        was.0, was.1, now.0, now.1
-                    ),
-                ));
+        if let Some((ns, name)) = self.mapped_oids.get(&rel.oid) {
+            let seen = self
+                .relations
+                .get(&rel.oid)
+                .map(|r| (r.namespace.as_str(), r.name.as_str()));
+            let now = (rel.namespace.as_str(), rel.name.as_str());
+            if now != (ns.as_str(), name.as_str()) && seen != Some(now) {
+                warn!(
+                    table = %format!("{ns}.{name}"), streams_as = %format!("{}.{}", rel.namespace, rel.name),
+                    "a mapped table streams under another name (renamed): its changes are synced as before; \
+                     point the mapping at its name before the next start"
+                );
             }
+        } else if let Some(old) = self.renamed_away(&rel.namespace, &rel.name) {
+            // Another table under a mapped table's name while the mapped
+            // one streams under a new name (`RENAME TO x_old; CREATE TABLE
+            // x`): both would land in one collection.
+            return Err(ConnectorError::permanent(
+                Stage::Source,
+                format!(
+                    "a new table {}.{} took the name of mapped table {}.{}, which streams on as {}.{}: \
+                     map one of them by its own name, run `connector setup`, and start again \
+                     (the stream resumes before this change)",
+                    rel.namespace, rel.name, rel.namespace, rel.name, old.0, old.1
+                ),
+            ));
         }
         self.relations.insert(rel.oid, rel);
         Ok(())
     }
 
-    fn mapped(&self, oid: u32) -> Option<&Relation> {
+    /// The current name of the mapped table the mapping knows as
+    /// `ns.name`, if it streams under another one now.
+    fn renamed_away(&self, ns: &str, name: &str) -> Option<(String, String)> {
+        self.mapped_oids
+            .iter()
+            .filter(|(_, known)| known.0 == ns && known.1 == name)
+            .find_map(|(oid, _)| {
+                let r = self.relations.get(oid)?;
+                (r.namespace != ns || r.name != name).then(|| (r.namespace.clone(), r.name.clone()))
+            })
+    }
+
+    /// A mapped table's description and the name the mapping knows it by
+    /// (by oid; a table made after the session opened, by its name).
+    fn mapped(&self, oid: u32) -> Option<(&Relation, (String, String))> {
         let rel = self.relations.get(&oid)?;
-        self.keys
-            .contains_key(&(rel.namespace.clone(), rel.name.clone()))
-            .then_some(rel)
+        if let Some(known) = self.mapped_oids.get(&oid) {
+            return Some((rel, known.clone()));
+        }
+        let name = (rel.namespace.clone(), rel.name.clone());
+        self.keys.contains_key(&name).then_some((rel, name))
     }
 }
 
