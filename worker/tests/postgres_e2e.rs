@@ -1228,6 +1228,35 @@ fn a_second_process_for_a_provider_waits_instead_of_writing_it_too() {
 }
 
 #[test]
+fn an_update_beside_a_key_stored_out_of_line_stays_an_update() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "CREATE TABLE long_keys (k text PRIMARY KEY, n int);
+             ALTER TABLE long_keys ALTER COLUMN k SET STORAGE EXTERNAL;",
+        );
+    }
+    std::fs::write(
+        f.dir.path().join("mappings/long_keys.yaml"),
+        "collections:\n  long_keys:\n    id: {mode: single_field, field: k}\n",
+    )
+    .unwrap();
+    f.start();
+    f.pg.psql("hq", "INSERT INTO long_keys VALUES (repeat('k', 2500), 0)");
+    f.expect_in("shop", "SELECT n FROM long_keys", "0");
+    // The key, out of line and left alone, comes as unchanged TOAST.
+    f.pg.psql("hq", "UPDATE long_keys SET n = 1");
+    f.expect_in(
+        "shop",
+        "SELECT count(*) || ' ' || max(n) FROM long_keys",
+        "1 1",
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
+#[test]
 fn a_table_keyed_by_a_generated_column_is_refused_by_name() {
     let f = Fleet::new("0.001");
     for db in ["hq", "shop"] {

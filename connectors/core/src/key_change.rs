@@ -20,13 +20,25 @@ use crate::change::{Fields, RawChange, RawOp};
 /// `key_image` where the feed sent only the key's columns, else the
 /// update's complete `before` (without either, nothing can be told).
 pub fn split_key_change(
-    update: RawChange,
+    mut update: RawChange,
     key: &[String],
     key_image: Option<&Fields>,
 ) -> Vec<RawChange> {
     let Some(old) = key_image.or(update.before.as_ref()) else {
         return vec![update];
     };
+    // A key value stored out of line and left alone comes as unchanged in
+    // the new image (with the old one key-only): the same key. Taken for a
+    // changed one, the update became a delete everywhere and an insert
+    // with no id.
+    let old = old.clone();
+    for k in key {
+        if let (true, Some(v)) = (update.unchanged.contains(k), old.get(k)) {
+            update.row.insert(k.clone(), v.clone());
+            update.unchanged.retain(|c| c != k);
+        }
+    }
+    let old = &old;
     // A NULL in the old id: the old row had no document (or a key-only
     // image left the id columns out); nothing to delete.
     let old_id_null = key.iter().any(|k| old.get(k).is_none_or(|v| v.is_null()));
@@ -98,6 +110,20 @@ mod tests {
         assert_eq!(split_key_change(u.clone(), &["id".into()], None), vec![u]);
         let u = update(json!({"id": 1, "city": "Oslo"}), &[]);
         assert_eq!(split_key_change(u.clone(), &["id".into()], None), vec![u]);
+    }
+
+    #[test]
+    fn a_key_stored_out_of_line_and_left_alone_is_the_same_key() {
+        // PostgreSQL: the long key comes as unchanged TOAST in the new row,
+        // the old image key-only.
+        let long = "k".repeat(3000);
+        let u = update(json!({"city": "Oslo"}), &["id"]);
+        let key_image = fields(json!({"id": long}));
+        let out = split_key_change(u, &["id".into()], Some(&key_image));
+        assert_eq!(out.len(), 1, "one update, not a delete and an insert");
+        assert_eq!(out[0].op, RawOp::Update);
+        assert_eq!(out[0].row["id"], json!(long));
+        assert!(out[0].unchanged.is_empty());
     }
 
     #[test]
