@@ -78,6 +78,10 @@ pub struct PgSource {
     txn: Option<Txn>,
     heartbeat_every: Duration,
     last_heartbeat: Instant,
+    /// The publication and the provider, for the check with each heartbeat
+    /// that every mapped table is still published.
+    publication: String,
+    provider: String,
     /// The last streamed xid, widened to 64 bits (epoch and xid, as
     /// `xid8`); the next 32-bit xid is widened to the value nearest it.
     last_xid: u64,
@@ -268,12 +272,15 @@ impl PgSource {
             txn: None,
             heartbeat_every: o.heartbeat,
             last_heartbeat: Instant::now(),
+            publication: o.publication.clone(),
+            provider: provider.to_string(),
             last_xid: next_xid as u64,
         })
     }
 
     async fn heartbeat(&mut self) -> Result<Value> {
         self.last_heartbeat = Instant::now();
+        self.still_published().await?;
         self.sql
             .execute(
                 "SELECT pg_logical_emit_message(false, $1, '')",
@@ -301,6 +308,44 @@ impl PgSource {
             }),
             None => json!({"slot": self.slot, "wal_status": "missing"}),
         })
+    }
+
+    /// Stops the provider when a mapped table left the publication while
+    /// it streams (dropped and created again, `ALTER PUBLICATION … DROP
+    /// TABLE`): PostgreSQL then sends nothing for it, and the heartbeats
+    /// moved the slot past its changes with the provider green. By oid, so
+    /// a renamed table is still the published one. Before the heartbeat's
+    /// message: the slot does not pass a change the check would miss.
+    async fn still_published(&self) -> Result<()> {
+        let published: HashSet<u32> = self
+            .sql
+            .query(
+                "SELECT c.oid::int8 FROM pg_publication_tables t
+                   JOIN pg_namespace n ON n.nspname = t.schemaname
+                   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+                  WHERE t.pubname = $1",
+                &[&self.publication],
+            )
+            .await
+            .map_err(|e| classify(&e, Stage::Source, "reading the publication"))?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
+        let mut missing: Vec<String> = self
+            .mapped_oids
+            .iter()
+            .filter(|(oid, _)| !published.contains(*oid))
+            .map(|(_, (s, t))| format!("{s}.{t}"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        Err(unpublished_error(
+            &missing,
+            &self.publication,
+            &self.provider,
+        ))
     }
 
     fn row(&self, rel: &Relation, datums: &[Datum]) -> (Fields, Vec<String>) {
@@ -510,17 +555,20 @@ async fn unpublished(
         return Ok(());
     }
     missing.sort();
-    Err(ConnectorError::permanent(
+    Err(unpublished_error(&missing, &o.publication, provider))
+}
+
+fn unpublished_error(missing: &[String], publication: &str, provider: &str) -> ConnectorError {
+    ConnectorError::permanent(
         Stage::Source,
         format!(
-            "mapped table(s) {} not in publication {} (dropped and created again, or mapped after setup): \
+            "mapped table(s) {} not in publication {publication} (dropped and created again, or mapped after setup): \
              their changes are not streamed; run `connector setup --provider {provider}`, then \
              `connector initial-sync --provider {provider} --collection <c>` for each of their collections \
              (changes made while they were out of the publication are only in the tables)",
             missing.join(", "),
-            o.publication
         ),
-    ))
+    )
 }
 
 #[async_trait]
