@@ -552,6 +552,29 @@ fn a_table_out_of_the_publication_stops_its_provider_and_a_renamed_one_goes_on()
 }
 
 #[test]
+fn an_id_column_renamed_under_the_stream_stops_the_provider() {
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    // Every change of the table would be a dead letter (no id): stopped
+    // before the change, with what to do.
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE stores RENAME COLUMN store_id TO sid;
+         UPDATE stores SET city = 'after' WHERE sid = 1;",
+    );
+    wait_for("hq to stop", Duration::from_secs(60), || {
+        let hq = f.provider_status("hq")?;
+        hq["last_error"]
+            .as_str()?
+            .contains("id column `store_id` of mapped table public.stores is gone")
+            .then_some(())
+    });
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
+#[test]
 fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
     let f = Fleet::new("0.001");
     // shop's `name` column would hold the document's `city`: its own `city`

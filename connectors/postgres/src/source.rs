@@ -472,6 +472,30 @@ impl PgSource {
     /// once here, and `setup`/the source refuse a mapped name that no
     /// table has.
     fn relation(&mut self, rel: Relation) -> Result<()> {
+        if let Some(known) = self.mapped_oids.get(&rel.oid) {
+            // Columns gone from a mapped table (dropped, renamed): an id
+            // column's loss makes every change a dead letter, so the
+            // provider stops before this transaction; another's is told.
+            let has = |c: &str| rel.columns.iter().any(|col| col.name == c);
+            let id = self.keys.get(known).map_or(&[][..], Vec::as_slice);
+            if let Some(gone) = id.iter().find(|c| !has(c)) {
+                return Err(ConnectorError::permanent(
+                    Stage::Source,
+                    format!(
+                        "id column `{gone}` of mapped table {}.{} is gone (dropped or renamed): its changes \
+                         cannot be synced; point the mapping at the column as it is now, run `connector setup`, \
+                         and start again (the stream resumes before this change)",
+                        known.0, known.1
+                    ),
+                ));
+            }
+            if let Some(before) = self.relations.get(&rel.oid) {
+                for col in before.columns.iter().filter(|c| !has(&c.name)) {
+                    warn!(table = %format!("{}.{}", known.0, known.1), column = %col.name,
+                        "a column of a mapped table is gone (dropped or renamed): the documents keep its last values, and the other databases theirs");
+                }
+            }
+        }
         if let Some((ns, name)) = self.mapped_oids.get(&rel.oid) {
             let seen = self
                 .relations
