@@ -1285,6 +1285,32 @@ fn an_update_beside_a_key_stored_out_of_line_stays_an_update() {
 }
 
 #[test]
+fn a_counter_in_a_domain_column_counts() {
+    let mut f = Fleet::new("0.001");
+    // A domain over int: the stream's Relation message names the domain;
+    // read as text, the counter was refused on every change.
+    f.pg.psql(
+        "hq",
+        "CREATE DOMAIN qty AS int CHECK (VALUE >= -1000000);
+         ALTER TABLE inventory ALTER COLUMN quantity TYPE qty;",
+    );
+    f.start();
+    f.wait_in_sync();
+    let (id, before) = f.first_inventory();
+    f.pg.psql(
+        "hq",
+        &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
+    );
+    f.expect_in(
+        "shop",
+        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        &(before - 2).to_string(),
+    );
+    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
+    assert_eq!(out.trim(), "[]", "{out}");
+}
+
+#[test]
 fn a_table_keyed_by_a_generated_column_is_refused_by_name() {
     let f = Fleet::new("0.001");
     for db in ["hq", "shop"] {

@@ -55,11 +55,15 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         .query(
             // Generated columns are the database's own (they cannot be
             // written, and pgoutput leaves them out): not synced.
-            "SELECT a.attname::text, a.atttypid::int8, format_type(a.atttypid, a.atttypmod), c.relreplident::text,
+            // The type oid of a domain's base type (values are read by it;
+            // one level: a domain over a domain reads as text).
+            "SELECT a.attname::text, COALESCE(NULLIF(ty.typbasetype, 0), a.atttypid)::int8,
+                    format_type(a.atttypid, a.atttypmod), c.relreplident::text,
                     a.attidentity = 'a', c.oid::int8
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_type ty ON ty.oid = a.atttypid
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
                AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              ORDER BY a.attnum",
@@ -183,5 +187,26 @@ pub async fn foreign_keys<'a>(
     Ok(rows
         .into_iter()
         .filter_map(|r| Some((name_of(r.get(0), r.get(1))?, name_of(r.get(2), r.get(3))?)))
+        .collect())
+}
+
+/// Each domain type's base type (followed through domains over domains),
+/// by oid: the stream's Relation messages name a column's domain, and its
+/// values are read by the base type, as the copy reads them.
+pub async fn domain_bases(client: &Client) -> Result<std::collections::HashMap<u32, u32>> {
+    let rows = client
+        .query(
+            "WITH RECURSIVE d(oid, base) AS (
+               SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'
+               UNION ALL
+               SELECT d.oid, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.base WHERE t.typtype = 'd')
+             SELECT d.oid::int8, d.base::int8 FROM d JOIN pg_type t ON t.oid = d.base WHERE t.typtype <> 'd'",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(&e, Stage::Source, "reading the domain types"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, i64>(1) as u32))
         .collect())
 }

@@ -78,6 +78,9 @@ pub struct PgSource {
     txn: Option<Txn>,
     heartbeat_every: Duration,
     last_heartbeat: Instant,
+    /// Domain type oid → its base type's (the Relation message names the
+    /// domain; values are read by the base type, as the copy reads them).
+    domains: HashMap<u32, u32>,
     /// The publication and the provider, for the check with each heartbeat
     /// that every mapped table is still published.
     publication: String,
@@ -259,6 +262,7 @@ impl PgSource {
             .await
             .map_err(|e| classify(&e, Stage::Source, "reading the next transaction id"))?
             .get(0);
+        let domains = crate::catalog::domain_bases(&sql).await?;
         info!(provider = %provider, slot = %o.slot, from = %start, "streaming");
         Ok(PgSource {
             client,
@@ -274,6 +278,7 @@ impl PgSource {
             last_heartbeat: Instant::now(),
             publication: o.publication.clone(),
             provider: provider.to_string(),
+            domains,
             last_xid: next_xid as u64,
         })
     }
@@ -359,7 +364,11 @@ impl PgSource {
                 Datum::UnchangedToast => unchanged.push(col.name.clone()),
                 Datum::Text(bytes) | Datum::Binary(bytes) => {
                     let text = String::from_utf8_lossy(bytes);
-                    fields.insert(col.name.clone(), text_to_json(col.type_oid, &text));
+                    let ty = self.domains.get(&col.type_oid).copied();
+                    fields.insert(
+                        col.name.clone(),
+                        text_to_json(ty.unwrap_or(col.type_oid), &text),
+                    );
                 }
             }
         }
