@@ -1181,7 +1181,12 @@ fn kill_9_during_an_odbc_initial_sync_resumes_and_loses_nothing() {
          i % 4 + 1, 1 + i % 3, 9.5 FROM n",
     );
     ok(&f.connector(&["setup", "--provider", "shop"]));
+    // Slowed (a test hook) so that the kill lands halfway.
+    f.extra_env
+        .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
     f.spawn(&["initial-sync", "--provider", "shop"]);
+    f.extra_env
+        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
     wait_for(
         "shop's copy to make progress",
         Duration::from_secs(60),

@@ -1080,7 +1080,12 @@ fn kill_9_during_streaming_loses_and_duplicates_nothing() {
 #[test]
 fn kill_9_during_initial_sync_resumes_from_the_last_chunk() {
     let mut f = Fleet::new("0.05");
+    // Slowed (a test hook) so that the kill lands halfway.
+    f.extra_env
+        .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
     f.spawn(&["initial-sync", "--provider", "hq"]);
+    f.extra_env
+        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
     let store = f.dir.path().join("store.db");
     // wait until some progress is saved, then kill
     wait_for("initial-sync progress", Duration::from_secs(60), || {

@@ -341,6 +341,13 @@ pub async fn copy_provider(
                 if chunk.done || stopping(shutdown) {
                     break;
                 }
+                // Test hook: a copy slow enough to be killed halfway.
+                if let Some(ms) = std::env::var("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
             }
             settle(&mut merging, &bar).await?;
             bar.finish_and_clear();

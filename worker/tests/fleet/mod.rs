@@ -208,6 +208,7 @@ impl Fleet {
             .and_then(|s| s.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no summary: {said}"));
+        assert!(copied > 0, "nothing left to resume: the copy had finished");
         assert_eq!(
             before + copied,
             self.progress_rows(provider),
