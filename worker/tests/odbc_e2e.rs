@@ -862,18 +862,30 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
         "21.00 42.00",
     );
 
+    f.pg.psql("shop", "CREATE TABLE release_a (id int)");
     std::thread::scope(|s| {
         // A takes the lower sequence numbers, 12,000 of them (more than a
-        // copy's window: its first is far below B's), and commits later.
+        // copy's window: its first is far below B's), and commits once the
+        // test releases it (an advisory lock says it got there).
         let slow = s.spawn(|| {
             f.pg.psql(
                 "shop",
                 "BEGIN; UPDATE orders SET status = 'A-late' WHERE order_id = 10; \
                  DO $$ BEGIN FOR i IN 1..30 LOOP UPDATE order_items SET price = price; END LOOP; END $$; \
-                 SELECT pg_sleep(5); COMMIT;",
+                 SELECT pg_advisory_lock(777); \
+                 DO $$ BEGIN WHILE NOT EXISTS (SELECT 1 FROM release_a) LOOP PERFORM pg_sleep(0.02); END LOOP; END $$; \
+                 COMMIT;",
             )
         });
-        std::thread::sleep(Duration::from_millis(2500));
+        wait_for("A to hold its numbers", Duration::from_secs(60), || {
+            (f.pg.query(
+                "shop",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 777 AND granted",
+            )
+            .as_deref()
+                == Some("1"))
+            .then_some(())
+        });
         // B takes the next number and commits at once; the poller reads it
         // (and passes A's number) while A is still open.
         f.pg.psql(
@@ -891,6 +903,7 @@ fn a_journal_row_committed_after_a_later_one_is_not_lost() {
             Some("A-late"),
             "A is not committed yet"
         );
+        f.pg.psql("shop", "INSERT INTO release_a VALUES (1)");
         slow.join().unwrap();
     });
     f.expect_in(
