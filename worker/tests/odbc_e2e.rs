@@ -438,6 +438,37 @@ fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
 }
 
 #[test]
+fn a_mariadb_table_keyed_by_bytes_is_copied_past_its_first_chunk() {
+    let mut f = Fleet::new("0.001");
+    f.pg.psql("hq", "CREATE TABLE bin_keys (k bytea PRIMARY KEY, n int)");
+    let odbc = OdbcConfig::new(None);
+    let db = mariadb_shop();
+    // UUIDs as BINARY(16), more rows than a chunk of the copy.
+    db.sql(
+        "shop",
+        "CREATE TABLE bin_keys (k BINARY(16) PRIMARY KEY, n INT);
+         INSERT INTO bin_keys SELECT UNHEX(MD5(seq)), seq FROM seq_1_to_12000;",
+    );
+    std::fs::write(
+        f.dir.path().join("mappings/bin_keys.yaml"),
+        "collections:\n  bin_keys:\n    id: {mode: single_field, field: k}\n",
+    )
+    .unwrap();
+    odbc_shop(&mut f, &odbc, db.odbc("shop"));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    // Before, the resume point (`\x…` text) went into UNHEX as it was:
+    // NULL, and the copy ended after its first chunk.
+    ok(&f.connector(&["initial-sync", "--provider", "shop"]));
+    f.start();
+    f.expect_in("hq", "SELECT count(*) FROM bin_keys", "12000");
+    f.expect_in(
+        "hq",
+        "SELECT n FROM bin_keys WHERE k = decode(md5('77'), 'hex')",
+        "77",
+    );
+}
+
+#[test]
 fn a_mariadb_row_clashing_on_another_unique_column_is_refused_not_written_over_the_other() {
     let mut f = Fleet::new("0.001");
     let odbc = OdbcConfig::new(None);

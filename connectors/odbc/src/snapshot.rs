@@ -258,19 +258,35 @@ fn resume_params(
     key: &[String],
     after: &Value,
 ) -> Vec<Option<String>> {
+    let ty = |k: &String| {
+        table
+            .column(k)
+            .map(|c| c.ty)
+            .unwrap_or(connector_core::ColumnType::Text)
+    };
     if let Some(raw) = after.get("raw").and_then(Value::as_array) {
-        return raw.iter().map(|v| v.as_str().map(str::to_string)).collect();
+        return raw
+            .iter()
+            .zip(key)
+            .map(|(v, k)| {
+                let text = v.as_str()?;
+                // Bytes were read as `\x…` text and are bound as hex
+                // (MariaDB's `UNHEX(?)`): the raw text alone was NULL there,
+                // and a binary key's copy ended after its first chunk.
+                match ty(k) {
+                    connector_core::ColumnType::Binary => d.param_text(
+                        connector_core::ColumnType::Binary,
+                        &Value::String(text.into()),
+                    ),
+                    _ => Some(text.to_string()),
+                }
+            })
+            .collect();
     }
     let values = after.as_array().map(Vec::as_slice).unwrap_or_default();
     key.iter()
         .enumerate()
-        .map(|(j, k)| {
-            let ty = table
-                .column(k)
-                .map(|c| c.ty)
-                .unwrap_or(connector_core::ColumnType::Text);
-            d.param_text(ty, values.get(j).unwrap_or(&Value::Null))
-        })
+        .map(|(j, k)| d.param_text(ty(k), values.get(j).unwrap_or(&Value::Null)))
         .collect()
 }
 
