@@ -32,6 +32,7 @@ pub fn plan(
     let mut out = Vec::new();
     if table_info(c, d, schema.as_deref(), &o.journal)?.is_some() {
         out.push(format!("-- the journal {journal} exists"));
+        out.extend(d.upgrade_journal(&journal));
     } else {
         out.extend(d.create_journal(&journal));
     }

@@ -103,8 +103,14 @@ impl Dialect for MariaDb {
                  tbl VARCHAR(128) NOT NULL, op CHAR(1) NOT NULL, new_image LONGTEXT, old_image LONGTEXT, \
                  changed_ms BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
             ),
-            format!("ALTER TABLE {journal} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
         ]
+    }
+
+    /// A journal made before it was utf8mb4 is converted.
+    fn upgrade_journal(&self, journal: &str) -> Vec<String> {
+        vec![format!(
+            "ALTER TABLE {journal} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        )]
     }
 
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {

@@ -244,6 +244,12 @@ pub trait Dialect: Send + Sync {
     /// DDL creating the journal table (run only when it does not exist).
     fn create_journal(&self, journal: &str) -> Vec<String>;
 
+    /// Statements that bring a journal an earlier version made up to date
+    /// (run by every setup where the journal exists).
+    fn upgrade_journal(&self, _journal: &str) -> Vec<String> {
+        Vec::new()
+    }
+
     /// DDL (re)creating the three row triggers of a table; running it again
     /// replaces them, so a changed column list is picked up.
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String>;
