@@ -575,6 +575,28 @@ fn an_id_column_renamed_under_the_stream_stops_the_provider() {
 }
 
 #[test]
+fn a_mapped_table_replaced_under_the_stream_stops_the_provider() {
+    let mut f = Fleet::new("0.001");
+    f.start();
+    f.wait_in_sync();
+    // A migration that swaps the table: the new one is not published, its
+    // changes would never come (and the old one streams on renamed).
+    f.pg.psql(
+        "hq",
+        "ALTER TABLE stores RENAME TO stores_old;
+         CREATE TABLE stores (LIKE stores_old INCLUDING ALL);
+         INSERT INTO stores SELECT * FROM stores_old;",
+    );
+    wait_for("hq to stop", Duration::from_secs(60), || {
+        let hq = f.provider_status("hq")?;
+        hq["last_error"]
+            .as_str()?
+            .contains("\"stores\" is not the table mapped under that name")
+            .then_some(())
+    });
+}
+
+#[test]
 fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
     let f = Fleet::new("0.001");
     // shop's `name` column would hold the document's `city`: its own `city`

@@ -342,15 +342,43 @@ impl PgSource {
             .filter(|(oid, _)| !published.contains(*oid))
             .map(|(_, (s, t))| format!("{s}.{t}"))
             .collect();
-        if missing.is_empty() {
-            return Ok(());
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(unpublished_error(
+                &missing,
+                &self.publication,
+                &self.provider,
+            ));
         }
-        missing.sort();
-        Err(unpublished_error(
-            &missing,
-            &self.publication,
-            &self.provider,
-        ))
+        // A mapped name that another table has taken (`RENAME TO x_old;
+        // CREATE TABLE x`): not in the publication, its changes never come.
+        let (oids, names): (Vec<i64>, Vec<String>) = self
+            .mapped_oids
+            .iter()
+            .map(|(oid, (s, t))| (*oid as i64, format!("{}.{}", quote(s), quote(t))))
+            .unzip();
+        let taken = self
+            .sql
+            .query(
+                "SELECT n FROM unnest($1::int8[], $2::text[]) AS m(oid, n)
+                  WHERE to_regclass(n) IS NOT NULL AND to_regclass(n)::oid::int8 <> m.oid",
+                &[&oids, &names],
+            )
+            .await
+            .map_err(|e| classify(&e, Stage::Source, "reading the mapped tables' names"))?;
+        if let Some(row) = taken.first() {
+            let name: String = row.get(0);
+            return Err(ConnectorError::permanent(
+                Stage::Source,
+                format!(
+                    "{name} is not the table mapped under that name when streaming began (replaced after a \
+                     rename, or dropped and created again): run `connector setup --provider {p}`, then \
+                     `connector initial-sync --provider {p} --collection <its collection>`",
+                    p = self.provider
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn row(&self, rel: &Relation, datums: &[Datum]) -> (Fields, Vec<String>) {
@@ -518,17 +546,24 @@ impl PgSource {
                      point the mapping at its name before the next start"
                 );
             }
-        } else if let Some(old) = self.renamed_away(&rel.namespace, &rel.name) {
-            // Another table under a mapped table's name while the mapped
-            // one streams under a new name (`RENAME TO x_old; CREATE TABLE
-            // x`): both would land in one collection.
+        } else if self
+            .keys
+            .contains_key(&(rel.namespace.clone(), rel.name.clone()))
+        {
+            // Another table under a mapped name (dropped and created again,
+            // or `RENAME TO x_old; CREATE TABLE x`): its rows are not the
+            // copied ones (a DROP streams no deletes), and beside a renamed
+            // mapped table both would land in one collection.
             return Err(ConnectorError::permanent(
                 Stage::Source,
                 format!(
-                    "a new table {}.{} took the name of mapped table {}.{}, which streams on as {}.{}: \
-                     map one of them by its own name, run `connector setup`, and start again \
+                    "{}.{} is not the table mapped under that name when streaming began (dropped and \
+                     created again, or replaced after a rename): run `connector setup --provider {p}`, then \
+                     `connector initial-sync --provider {p} --collection <its collection>` \
                      (the stream resumes before this change)",
-                    rel.namespace, rel.name, rel.namespace, rel.name, old.0, old.1
+                    rel.namespace,
+                    rel.name,
+                    p = self.provider
                 ),
             ));
         }
@@ -536,27 +571,13 @@ impl PgSource {
         Ok(())
     }
 
-    /// The current name of the mapped table the mapping knows as
-    /// `ns.name`, if it streams under another one now.
-    fn renamed_away(&self, ns: &str, name: &str) -> Option<(String, String)> {
-        self.mapped_oids
-            .iter()
-            .filter(|(_, known)| known.0 == ns && known.1 == name)
-            .find_map(|(oid, _)| {
-                let r = self.relations.get(oid)?;
-                (r.namespace != ns || r.name != name).then(|| (r.namespace.clone(), r.name.clone()))
-            })
-    }
-
     /// A mapped table's description and the name the mapping knows it by
-    /// (by oid; a table made after the session opened, by its name).
+    /// (by oid: every mapped table existed when the session opened).
     fn mapped(&self, oid: u32) -> Option<(&Relation, (String, String))> {
-        let rel = self.relations.get(&oid)?;
-        if let Some(known) = self.mapped_oids.get(&oid) {
-            return Some((rel, known.clone()));
-        }
-        let name = (rel.namespace.clone(), rel.name.clone());
-        self.keys.contains_key(&name).then_some((rel, name))
+        Some((
+            self.relations.get(&oid)?,
+            self.mapped_oids.get(&oid)?.clone(),
+        ))
     }
 }
 
@@ -722,4 +743,9 @@ mod tests {
         // Epoch 0 never widens below zero.
         assert_eq!(widen_xid(u32::MAX - 10, 5), epoch(0, u32::MAX - 10));
     }
+}
+
+/// A quoted identifier for `to_regclass`.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
