@@ -725,6 +725,11 @@ impl Source for PgSource {
     }
 }
 
+/// A quoted identifier for `to_regclass`.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::widen_xid;
@@ -743,9 +748,4 @@ mod tests {
         // Epoch 0 never widens below zero.
         assert_eq!(widen_xid(u32::MAX - 10, 5), epoch(0, u32::MAX - 10));
     }
-}
-
-/// A quoted identifier for `to_regclass`.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
