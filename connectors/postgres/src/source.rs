@@ -355,7 +355,7 @@ impl PgSource {
         let (oids, names): (Vec<i64>, Vec<String>) = self
             .mapped_oids
             .iter()
-            .map(|(oid, (s, t))| (*oid as i64, format!("{}.{}", quote(s), quote(t))))
+            .map(|(oid, (s, t))| (*oid as i64, crate::conn::qualified(s, t)))
             .unzip();
         let taken = self
             .sql
@@ -723,11 +723,6 @@ impl Source for PgSource {
             }
         }
     }
-}
-
-/// A quoted identifier for `to_regclass`.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]
