@@ -572,6 +572,23 @@ fn an_id_column_renamed_under_the_stream_stops_the_provider() {
     });
     let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
     assert_eq!(out.trim(), "[]", "{out}");
+    // The mapping follows; the stream resumes before the rename, where the
+    // table still has its old column, and goes on (no stop for ever there).
+    assert_eq!(f.stop(), Some(0));
+    let path = f.dir.path().join("mappings/retail.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+        "    id: { mode: single_field, field: store_id }\n",
+        "    id: { mode: single_field, field: store_id }\n    providers:\n      hq: {columns: {store_id: sid}}\n",
+        1,
+    );
+    assert!(yaml.contains("{store_id: sid}"));
+    std::fs::write(&path, yaml).unwrap();
+    f.start();
+    f.expect_in(
+        "shop",
+        "SELECT city FROM stores WHERE store_id = 1",
+        "after",
+    );
 }
 
 #[test]

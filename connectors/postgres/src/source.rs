@@ -78,6 +78,9 @@ pub struct PgSource {
     txn: Option<Txn>,
     heartbeat_every: Duration,
     last_heartbeat: Instant,
+    /// The mapped tables' columns when the session opened: a table's first
+    /// Relation message in the session is compared with them.
+    columns_at_open: HashMap<u32, HashSet<String>>,
     /// Domain type oid → its base type's (the Relation message names the
     /// domain; values are read by the base type, as the copy reads them).
     domains: HashMap<u32, u32>,
@@ -225,8 +228,13 @@ impl PgSource {
         }
         let mut keys = HashMap::new();
         let mut mapped_oids = HashMap::new();
+        let mut columns_at_open = HashMap::new();
         for (collection, info) in setup::mapped_tables(&sql, mapping, o).await? {
             mapped_oids.insert(info.oid, (info.schema.clone(), info.name.clone()));
+            columns_at_open.insert(
+                info.oid,
+                info.columns.iter().map(|c| c.name.clone()).collect(),
+            );
             // The document id's columns, where the table has them all (an
             // id a transform builds is not among them): the primary key.
             let id = mapping
@@ -279,6 +287,7 @@ impl PgSource {
             publication: o.publication.clone(),
             provider: provider.to_string(),
             domains,
+            columns_at_open,
             last_xid: next_xid as u64,
         })
     }
@@ -515,7 +524,17 @@ impl PgSource {
             // provider stops before this transaction; another's is told.
             let has = |c: &str| rel.columns.iter().any(|col| col.name == c);
             let id = self.keys.get(known).map_or(&[][..], Vec::as_slice);
-            if let Some(gone) = id.iter().find(|c| !has(c)) {
+            // Against the table's last description in this session, not the
+            // catalog: a stream resumed before a rename shows the old
+            // columns first, and stopping there would stop for ever.
+            let had = |c: &str| match self.relations.get(&rel.oid) {
+                Some(r) => r.columns.iter().any(|col| col.name == c),
+                None => self
+                    .columns_at_open
+                    .get(&rel.oid)
+                    .is_some_and(|cols| cols.contains(c)),
+            };
+            if let Some(gone) = id.iter().find(|c| had(c) && !has(c)) {
                 return Err(ConnectorError::permanent(
                     Stage::Source,
                     format!(
