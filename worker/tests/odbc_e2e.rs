@@ -383,7 +383,7 @@ fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
     let mut f = Fleet::new("0.001");
     f.pg.psql(
         "hq",
-        "ALTER TABLE devices ADD COLUMN payload bytea, ADD COLUMN label text",
+        "ALTER TABLE devices ADD COLUMN payload bytea, ADD COLUMN label text, ADD COLUMN flag int",
     );
     let odbc = OdbcConfig::new(None);
     let db = mariadb_shop();
@@ -393,6 +393,7 @@ fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
         "shop",
         "ALTER DATABASE shop CHARACTER SET latin1;
          ALTER TABLE devices ADD COLUMN payload BLOB, ADD COLUMN label VARCHAR(100) CHARACTER SET utf8mb4,
+           ADD COLUMN flag BIT(1),
            ADD COLUMN name_len INT AS (CHAR_LENGTH(name)) STORED;
          -- A journal an earlier version made: in the database's charset.
          CREATE TABLE connector_journal (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -404,14 +405,14 @@ fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
     f.start();
     f.pg.psql(
         "hq",
-        "INSERT INTO devices (serial_no, name, payload, label) VALUES ('d-1', 'scanner', '\\x00ff0a', '€ 日本')",
+        "INSERT INTO devices (serial_no, name, payload, label, flag) VALUES ('d-1', 'scanner', '\\x00ff0a', '€ 日本', 1)",
     );
     // Bytes as bytes (before, the text `\x00ff0a`), and the upsert leaves
     // the generated column to shop.
-    f.expect_text("the device in shop", "00FF0A|7", || {
+    f.expect_text("the device in shop", "00FF0A|7|1", || {
         db.sql(
             "shop",
-            "SELECT CONCAT(HEX(payload), '|', name_len) FROM devices WHERE serial_no = 'd-1'",
+            "SELECT CONCAT(HEX(payload), '|', name_len, '|', flag + 0) FROM devices WHERE serial_no = 'd-1'",
         )
     });
     // shop's own change, through its journal: a wide character in the

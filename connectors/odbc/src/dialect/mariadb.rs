@@ -157,10 +157,14 @@ impl Dialect for MariaDb {
         bytes_or_bits(&column.sql_type.to_ascii_lowercase(), &expr).unwrap_or(expr)
     }
 
-    /// Bytes are bound as hex (`\x…` text without its prefix).
+    /// Bytes are bound as hex (`\x…` text without its prefix); bits as a
+    /// number (the text `1` is the byte 0x31 to a BIT column: too long
+    /// for BIT(1)).
     fn placeholder(&self, column: &Column) -> String {
         if column.ty == ColumnType::Binary {
             "UNHEX(?)".into()
+        } else if column.sql_type.to_ascii_lowercase().starts_with("bit") {
+            "CAST(? AS UNSIGNED)".into()
         } else {
             "?".into()
         }
