@@ -12,10 +12,11 @@
 //! (the sink then writes them whatever it believes the provider holds);
 //! the sink's commit deletes the letter of a document it wrote (looked up
 //! only while the provider has letters waiting), or counts one more try.
-//! Refused again more than 24 hours after its first refusal, a letter
-//! becomes an ordinary sink dead letter, left for `connector dead-letters
-//! retry` (at a refusal, not when due: after a stop of a day the letter
-//! is tried once more, its parent may be in the backlog); a refusal
+//! Refused more than 24 hours after its first refusal, a letter is tried
+//! once more the longest wait later (after a stop of a day the first try
+//! comes at once, before the parent in another database's backlog is
+//! merged), and refused then it becomes an ordinary sink dead letter, left
+//! for `connector dead-letters retry`; a refusal
 //! for any other reason replaces it at once.
 //!
 //! Crash story: the letter stays until the sink's commit of a write of its
@@ -40,6 +41,8 @@ const FIRST_WAIT_MS: i64 = 2_000;
 const MAX_WAIT_MS: i64 = 300_000;
 /// How long a write may wait for its row before a person has to look.
 pub const GIVE_UP_AFTER_MS: i64 = 24 * 3_600_000;
+/// The end of a waiting letter's reason once it is on its last try.
+const LAST_TRY: &str = " (waited 24 h: one more try)";
 /// Documents put back on the log per call: one store transaction.
 const REQUEUE_AT_MOST: i64 = 2_000;
 
@@ -89,21 +92,33 @@ pub(crate) fn keep_sink_letter(
         insert_dead_letter(tx, provider, dl, now)?;
         return Ok(Kept::DeadLetter);
     };
-    let waiting: Option<(i64, i64, i64)> = tx
+    let waiting: Option<(i64, i64, i64, String)> = tx
         .prepare_cached(
-            "SELECT id, attempts, at_ms FROM dead_letters
+            "SELECT id, attempts, at_ms, reason FROM dead_letters
               WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
         )?
         .query_row(params![provider, WAITING_STAGE, collection, key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
     let record = serde_json::to_string(&dl.record)?;
     if dl.stage == WAITING_STAGE {
-        // Refused again a day after the first refusal: a person's now. (At
-        // a refusal, not when due: after an outage of a day the letter is
-        // tried once more, its parent may be in the backlog.)
-        if let Some((id, attempts, _)) = waiting.filter(|w| now - w.2 > GIVE_UP_AFTER_MS) {
+        // Refused a day after the first refusal: one more try, the longest
+        // wait later (after a stop of a day the first try comes at once,
+        // before the other databases' backlogs, its parent among them, are
+        // merged); refused then too, a person's now.
+        let past_a_day = waiting.as_ref().filter(|w| now - w.2 > GIVE_UP_AFTER_MS);
+        if let Some((id, attempts, _, reason)) = past_a_day {
+            if !reason.ends_with(LAST_TRY) {
+                tx.prepare_cached(
+                    "UPDATE dead_letters SET reason = ?2 || ?5, record = ?3, attempts = ?4, due_ms = ?6
+                      WHERE id = ?1",
+                )?
+                .execute(params![id, dl.reason, record, attempts + 1, LAST_TRY, now + MAX_WAIT_MS])?;
+                return Ok(Kept::WaitsAgain);
+            }
+        }
+        if let Some((id, attempts, _, _)) = past_a_day {
             tx.prepare_cached(
                 "UPDATE dead_letters SET stage = ?2, due_ms = NULL, record = ?4, attempts = ?5,
                         reason = ?3 || ' (waited 24 h for the row it references; retry it once that row is there)'
@@ -112,7 +127,7 @@ pub(crate) fn keep_sink_letter(
             .execute(params![id, SINK_STAGE, dl.reason, record, attempts + 1])?;
             return Ok(Kept::DeadLetter);
         }
-        if let Some((id, attempts, _)) = waiting {
+        if let Some((id, attempts, _, _)) = waiting {
             tx.prepare_cached(
                 "UPDATE dead_letters SET reason = ?2, record = ?3, attempts = ?4, due_ms = ?5
                   WHERE id = ?1",
@@ -127,7 +142,7 @@ pub(crate) fn keep_sink_letter(
             return Ok(Kept::WaitsAgain);
         }
     } else {
-        if let Some((id, _, _)) = waiting {
+        if let Some((id, _, _, _)) = waiting {
             tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
                 .execute([id])?;
         }
