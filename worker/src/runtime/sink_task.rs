@@ -330,8 +330,10 @@ async fn deliver(
         match &outcome {
             Err(_) => unwritten.extend(mapped.iter().map(key_of)),
             // The failed writes were retried in this one (the cursor did not
-            // move), or their documents have moved on: none is owed.
-            Ok(_) => unwritten.retain(|k| k.0 != name),
+            // move), or their documents have moved on: none is owed. (Not
+            // on a batch that wrote nothing: the retry is still to come.)
+            Ok(_) if !rows.is_empty() => unwritten.retain(|k| k.0 != name),
+            Ok(_) => {}
         }
     }
     let refused = outcome?;
