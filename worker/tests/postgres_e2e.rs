@@ -1331,11 +1331,13 @@ fn an_update_beside_a_key_stored_out_of_line_stays_an_update() {
 #[test]
 fn a_counter_in_a_domain_column_counts() {
     let mut f = Fleet::new("0.001");
-    // A domain over int: the stream's Relation message names the domain;
-    // read as text, the counter was refused on every change.
+    // A domain over a domain over int: the stream's Relation message names
+    // the domain; read as text, the counter was refused on every change
+    // (and the copy, one level deep, read it as text too).
     f.pg.psql(
         "hq",
-        "CREATE DOMAIN qty AS int CHECK (VALUE >= -1000000);
+        "CREATE DOMAIN base_qty AS int CHECK (VALUE >= -1000000);
+         CREATE DOMAIN qty AS base_qty;
          ALTER TABLE inventory ALTER COLUMN quantity TYPE qty;",
     );
     f.start();

@@ -55,15 +55,19 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         .query(
             // Generated columns are the database's own (they cannot be
             // written, and pgoutput leaves them out): not synced.
-            // The type oid of a domain's base type (values are read by it;
-            // one level: a domain over a domain reads as text).
-            "SELECT a.attname::text, COALESCE(NULLIF(ty.typbasetype, 0), a.atttypid)::int8,
+            // The type oid of a domain's base type, through domains over
+            // domains (values are read by it, as the stream reads them).
+            "SELECT a.attname::text,
+                    (WITH RECURSIVE d(t) AS (
+                       SELECT a.atttypid
+                       UNION ALL
+                       SELECT b.typbasetype FROM d JOIN pg_type b ON b.oid = d.t WHERE b.typtype = 'd')
+                     SELECT d.t FROM d JOIN pg_type x ON x.oid = d.t WHERE x.typtype <> 'd')::int8,
                     format_type(a.atttypid, a.atttypmod), c.relreplident::text,
                     a.attidentity = 'a', c.oid::int8
              FROM pg_attribute a
              JOIN pg_class c ON c.oid = a.attrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_type ty ON ty.oid = a.atttypid
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
                AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              ORDER BY a.attnum",
