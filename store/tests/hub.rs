@@ -257,6 +257,29 @@ fn a_sink_behind_compaction_is_told_and_can_read_every_document() {
 }
 
 #[test]
+fn a_sink_batch_never_committed_is_read_and_written_again_after_a_crash() {
+    let (dir, mut s) = store();
+    apply(&mut s, "hq", &[order(1), order(2)], "0/10");
+    // The sink reads and plans its batch, writes it to the provider, and
+    // the process dies before `sink_committed`.
+    let read = s.read_log_for_sink("shop", 0, 100).unwrap();
+    let planned = s.pending_writes("shop", &read.entries, |_| true).unwrap();
+    assert_eq!(planned.len(), 2);
+    drop(s);
+    let mut s = Store::open_with(dir.path().join("store.db"), Durability::Normal).unwrap();
+    // Nothing moved: the same writes are owed (at least once).
+    assert_eq!(
+        s.cursor(&connector_store::sink_cursor("shop")).unwrap(),
+        None
+    );
+    let again = drain_sink(&mut s, "shop");
+    let ids: Vec<Value> = again.iter().map(|w| w.id.clone()).collect();
+    assert_eq!(ids, vec![json!(1), json!(2)]);
+    // Committed now: owed no more.
+    assert!(drain_sink(&mut s, "shop").is_empty());
+}
+
+#[test]
 fn replaying_a_batch_after_a_crash_changes_nothing() {
     let (_d, mut s) = store();
     let batch = [

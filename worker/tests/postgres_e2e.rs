@@ -1142,11 +1142,20 @@ fn kill_9_during_initial_sync_resumes_from_the_last_chunk() {
 #[test]
 fn a_copy_killed_midway_resumes_under_run_even_with_initial_sync_off() {
     let mut f = Fleet::new("0.05");
+    // Slowed (a test hook) so that the kill lands halfway.
+    f.extra_env
+        .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
     f.spawn(&["initial-sync", "--provider", "hq"]);
+    f.extra_env
+        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
     wait_for("initial-sync progress", Duration::from_secs(60), || {
         (f.progress_rows("hq") > 5000).then_some(())
     });
     f.kill9();
+    let (done, begun, _) = connector_store::Store::open(f.dir.path().join("store.db"))
+        .and_then(|s| s.initial_sync_progress("hq"))
+        .unwrap();
+    assert!(done < begun, "the copy had finished before the kill");
     // Initial sync turned off: a copy begun and not finished still
     // resumes, or the stream would start past the rows it did not copy.
     f.extra_env
