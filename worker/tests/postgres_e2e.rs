@@ -331,8 +331,7 @@ fn a_target_with_foreign_keys_gets_parents_first_and_children_deleted_first() {
         "SELECT count(*) FROM order_items WHERE order_id = 999999",
         "1",
     );
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 #[test]
@@ -403,8 +402,7 @@ fn a_copy_takes_parents_first_whatever_the_mapping_lists_first() {
     );
     f.start();
     f.wait_in_sync();
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 #[test]
@@ -570,8 +568,7 @@ fn an_id_column_renamed_under_the_stream_stops_the_provider() {
             .contains("id column `store_id` of mapped table public.stores is gone")
             .then_some(())
     });
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
     // The mapping follows; the stream resumes before the rename, where the
     // table still has its old column, and goes on (no stop for ever there).
     assert_eq!(f.stop(), Some(0));
@@ -707,8 +704,7 @@ fn a_delete_reaches_a_table_with_a_not_null_domain_column() {
         "SELECT count(*) FROM devices WHERE serial_no = 'd-1'",
         "0",
     );
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 #[test]
@@ -827,8 +823,7 @@ fn generated_and_always_identity_columns_are_left_to_the_database() {
         "SELECT id FROM devices WHERE serial_no = 'SN-77'",
         "77",
     );
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 /// Sum of inserts, updates and deletes PostgreSQL counted in a database.
@@ -1119,12 +1114,7 @@ fn kill_9_during_streaming_loses_and_duplicates_nothing() {
 #[test]
 fn kill_9_during_initial_sync_resumes_from_the_last_chunk() {
     let mut f = Fleet::new("0.05");
-    // Slowed (a test hook) so that the kill lands halfway.
-    f.extra_env
-        .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
-    f.spawn(&["initial-sync", "--provider", "hq"]);
-    f.extra_env
-        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
+    f.spawn_slowed_copy("hq");
     let store = f.dir.path().join("store.db");
     // wait until some progress is saved, then kill
     wait_for("initial-sync progress", Duration::from_secs(60), || {
@@ -1142,12 +1132,7 @@ fn kill_9_during_initial_sync_resumes_from_the_last_chunk() {
 #[test]
 fn a_copy_killed_midway_resumes_under_run_even_with_initial_sync_off() {
     let mut f = Fleet::new("0.05");
-    // Slowed (a test hook) so that the kill lands halfway.
-    f.extra_env
-        .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
-    f.spawn(&["initial-sync", "--provider", "hq"]);
-    f.extra_env
-        .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
+    f.spawn_slowed_copy("hq");
     wait_for("initial-sync progress", Duration::from_secs(60), || {
         (f.progress_rows("hq") > 5000).then_some(())
     });
@@ -1333,8 +1318,7 @@ fn an_update_beside_a_key_stored_out_of_line_stays_an_update() {
         "SELECT count(*) || ' ' || max(n) FROM long_keys",
         "1 1",
     );
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 #[test]
@@ -1361,8 +1345,7 @@ fn a_counter_in_a_domain_column_counts() {
         &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
         &(before - 2).to_string(),
     );
-    let out = ok(&f.connector(&["dead-letters", "list", "--json"]));
-    assert_eq!(out.trim(), "[]", "{out}");
+    f.no_dead_letters();
 }
 
 #[test]

@@ -216,6 +216,22 @@ impl Fleet {
         );
     }
 
+    /// `connector initial-sync --provider P` in the background, slowed by a
+    /// test hook (a pause after each chunk) so that a kill lands halfway.
+    pub fn spawn_slowed_copy(&mut self, provider: &str) {
+        self.extra_env
+            .push(("CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS".into(), "300".into()));
+        self.spawn(&["initial-sync", "--provider", provider]);
+        self.extra_env
+            .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
+    }
+
+    /// Asserts the store holds no dead letter.
+    pub fn no_dead_letters(&self) {
+        let out = ok(&self.connector(&["dead-letters", "list", "--json"]));
+        assert_eq!(out.trim(), "[]", "{out}");
+    }
+
     /// `connector run` whose first copy waits `ms` after creating hq's slot
     /// (a test hook), returned once the slot exists.
     pub fn start_with_first_copy_paused(&mut self, ms: &str) {
