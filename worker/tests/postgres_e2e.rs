@@ -528,14 +528,10 @@ fn a_table_out_of_the_publication_stops_its_provider_and_a_renamed_one_goes_on()
              UPDATE sorts SET name = 'after' WHERE id = '{second}';"
         ),
     );
-    let path = f.dir.path().join("mappings/retail.yaml");
-    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+    f.edit_retail_mapping(
         "  categories:\n    id: { mode: match_ids }\n",
         "  categories:\n    id: { mode: match_ids }\n    providers:\n      hq: {table: sorts}\n",
-        1,
     );
-    assert!(yaml.contains("{table: sorts}"));
-    std::fs::write(&path, yaml).unwrap();
     f.start();
     f.expect_in(
         "shop",
@@ -572,14 +568,10 @@ fn an_id_column_renamed_under_the_stream_stops_the_provider() {
     // The mapping follows; the stream resumes before the rename, where the
     // table still has its old column, and goes on (no stop for ever there).
     assert_eq!(f.stop(), Some(0));
-    let path = f.dir.path().join("mappings/retail.yaml");
-    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+    f.edit_retail_mapping(
         "    id: { mode: single_field, field: store_id }\n",
         "    id: { mode: single_field, field: store_id }\n    providers:\n      hq: {columns: {store_id: sid}}\n",
-        1,
     );
-    assert!(yaml.contains("{store_id: sid}"));
-    std::fs::write(&path, yaml).unwrap();
     f.start();
     f.expect_in(
         "shop",
@@ -615,14 +607,10 @@ fn a_rename_onto_a_column_the_table_has_is_refused_before_anything_moves() {
     let f = Fleet::new("0.001");
     // shop's `name` column would hold the document's `city`: its own `city`
     // column then lands in the same field, one overwriting the other.
-    let path = f.dir.path().join("mappings/retail.yaml");
-    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+    f.edit_retail_mapping(
         "    id: { mode: single_field, field: store_id }\n",
         "    id: { mode: single_field, field: store_id }\n    providers:\n      shop: {columns: {city: name}}\n",
-        1,
     );
-    assert!(yaml.contains("{city: name}"));
-    std::fs::write(&path, yaml).unwrap();
     let out = f.connector(&["setup", "--provider", "shop"]);
     let text = failed(&out);
     assert!(

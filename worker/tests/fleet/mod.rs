@@ -226,6 +226,15 @@ impl Fleet {
             .retain(|(k, _)| k != "CONNECTOR_TEST_PAUSE_AFTER_CHUNK_MS");
     }
 
+    /// The retail mapping with the first `from` replaced by `to`, the
+    /// providers' names of a collection, e.g. (asserting it was there).
+    pub fn edit_retail_mapping(&self, from: &str, to: &str) {
+        let path = self.dir.path().join("mappings/retail.yaml");
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        assert!(yaml.contains(from), "`{from}` not in the retail mapping");
+        std::fs::write(&path, yaml.replacen(from, to, 1)).unwrap();
+    }
+
     /// Asserts the store holds no dead letter.
     pub fn no_dead_letters(&self) {
         let out = ok(&self.connector(&["dead-letters", "list", "--json"]));
