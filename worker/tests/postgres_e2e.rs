@@ -145,9 +145,18 @@ fn hq_and_shop_stay_in_sync_both_ways() {
     let health: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["status"], "green");
     assert_eq!(health["providers"]["hq"]["status"], "green");
+    // status tells whether a process streams and writes each provider.
+    assert_eq!(
+        f.provider_status("hq").unwrap()["running"],
+        serde_json::json!({"source": true, "sink": true})
+    );
     assert_eq!(f.stop(), Some(0), "SIGTERM exits 0");
     let status = f.status();
     let hq = &status["providers"][0];
+    assert_eq!(
+        hq["running"],
+        serde_json::json!({"source": false, "sink": false})
+    );
     assert!(
         hq["position"].as_str().unwrap().contains('/'),
         "an LSN is saved: {hq}"

@@ -79,8 +79,10 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
             .iter()
             .map(|r| {
                 let s = &r.stats;
+                let (source, sink) = running(ctx, &r.name);
                 json!({
                     "name": r.name, "kind": r.kind, "enabled": r.enabled, "configured": r.configured,
+                    "running": {"source": source, "sink": sink},
                     "connection": r.connection,
                     "position": s.position, "position_saved_at": rfc3339(s.position_updated_ms),
                     "last_change_at": rfc3339(s.last_change_ms), "last_commit_at": rfc3339(s.last_commit_ms),
@@ -125,6 +127,7 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
             "PROVIDER",
             "KIND",
             "ENABLED",
+            "RUNNING",
             "POSITION",
             "LAST CHANGE",
             "LAG",
@@ -147,6 +150,12 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                         "yes".into()
                     } else {
                         "no".into()
+                    },
+                    match running(ctx, &r.name) {
+                        (true, true) => "yes".into(),
+                        (true, false) => "source only".into(),
+                        (false, true) => "sink only".into(),
+                        (false, false) => "no".into(),
                     },
                     s.position.clone().unwrap_or_else(|| "-".into()),
                     ago(s.last_change_ms),
@@ -231,6 +240,18 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 /// One line for provider details: for a PostgreSQL slot, its retained WAL
 /// and a warning when `max_slot_wal_keep_size` is close to invalidating it;
 /// for an ODBC journal, its size and how far it has been read.
+/// Whether a process streams (or copies) the provider and whether one
+/// writes it now: their locks are held. Figures and details are as the
+/// last running process left them.
+fn running(ctx: &Context, provider: &str) -> (bool, bool) {
+    use crate::runtime::provider_lock::is_held;
+    let store = &ctx.config.store_path;
+    (
+        is_held(store, provider),
+        is_held(store, &format!("{provider}.sink")),
+    )
+}
+
 pub fn describe_details(d: &Value, now: i64) -> String {
     let mut line = describe_now(d);
     if let Some(at) = d.get("as_of_ms").and_then(Value::as_i64) {

@@ -80,6 +80,16 @@ pub fn try_acquire(store: &Path, provider: &str) -> Result<Option<ProviderLock>,
     }
 }
 
+/// Whether some process holds `lock_name`'s lock now (for `status`): the
+/// lock taken and released at once when free; a lock file not there yet
+/// is free and is not made.
+pub fn is_held(store: &Path, lock_name: &str) -> bool {
+    let Ok(file) = File::open(lock_path(store, lock_name)) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(TryLockError::WouldBlock))
+}
+
 /// How often a task whose lock another process holds tries it again.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
