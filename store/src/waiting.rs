@@ -92,77 +92,60 @@ pub(crate) fn keep_sink_letter(
         insert_dead_letter(tx, provider, dl, now)?;
         return Ok(Kept::DeadLetter);
     };
-    let waiting: Option<(i64, i64, i64, String)> = tx
-        .prepare_cached(
-            "SELECT id, attempts, at_ms, reason FROM dead_letters
-              WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
-        )?
-        .query_row(params![provider, WAITING_STAGE, collection, key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
+    let waiting = letter_of(tx, provider, WAITING_STAGE, collection, &key)?;
     let record = serde_json::to_string(&dl.record)?;
     if dl.stage == WAITING_STAGE {
         // Refused a day after the first refusal: one more try, the longest
         // wait later (after a stop of a day the first try comes at once,
         // before the other databases' backlogs, its parent among them, are
         // merged); refused then too, a person's now.
-        let past_a_day = waiting.as_ref().filter(|w| now - w.2 > GIVE_UP_AFTER_MS);
-        if let Some((id, attempts, _, reason)) = past_a_day {
-            if !reason.ends_with(LAST_TRY) {
+        if let Some(w) = waiting
+            .as_ref()
+            .filter(|w| now - w.at_ms > GIVE_UP_AFTER_MS)
+        {
+            if !w.reason.ends_with(LAST_TRY) {
                 tx.prepare_cached(
                     "UPDATE dead_letters SET reason = ?2 || ?5, record = ?3, attempts = ?4, due_ms = ?6
                       WHERE id = ?1",
                 )?
-                .execute(params![id, dl.reason, record, attempts + 1, LAST_TRY, now + MAX_WAIT_MS])?;
+                .execute(params![w.id, dl.reason, record, w.attempts + 1, LAST_TRY, now + MAX_WAIT_MS])?;
                 return Ok(Kept::WaitsAgain);
             }
-        }
-        if let Some((id, attempts, _, _)) = past_a_day {
             tx.prepare_cached(
                 "UPDATE dead_letters SET stage = ?2, due_ms = NULL, record = ?4, attempts = ?5,
                         reason = ?3 || ' (waited 24 h for the row it references; retry it once that row is there)'
                   WHERE id = ?1",
             )?
-            .execute(params![id, SINK_STAGE, dl.reason, record, attempts + 1])?;
+            .execute(params![w.id, SINK_STAGE, dl.reason, record, w.attempts + 1])?;
             return Ok(Kept::DeadLetter);
         }
-        if let Some((id, attempts, _, _)) = waiting {
+        if let Some(w) = waiting {
             tx.prepare_cached(
                 "UPDATE dead_letters SET reason = ?2, record = ?3, attempts = ?4, due_ms = ?5
                   WHERE id = ?1",
             )?
             .execute(params![
-                id,
+                w.id,
                 dl.reason,
                 record,
-                attempts + 1,
-                now + wait_after(attempts + 1)
+                w.attempts + 1,
+                now + wait_after(w.attempts + 1)
             ])?;
             return Ok(Kept::WaitsAgain);
         }
     } else {
-        if let Some((id, _, _, _)) = waiting {
+        if let Some(w) = waiting {
             tx.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
-                .execute([id])?;
+                .execute([w.id])?;
         }
         // One letter per document: a refusal again (each change of the
         // document, each backfill) counts a try on it, with the newest
         // reason; one letter per refusal grew by a thousand a day.
-        let earlier: Option<(i64, i64)> = tx
-            .prepare_cached(
-                "SELECT id, attempts FROM dead_letters
-                  WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
-            )?
-            .query_row(params![provider, dl.stage, collection, key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        if let Some((id, attempts)) = earlier {
+        if let Some(w) = letter_of(tx, provider, &dl.stage, collection, &key)? {
             tx.prepare_cached(
                 "UPDATE dead_letters SET reason = ?2, record = ?3, field = ?4, attempts = ?5 WHERE id = ?1",
             )?
-            .execute(params![id, dl.reason, record, dl.field, attempts + 1])?;
+            .execute(params![w.id, dl.reason, record, dl.field, w.attempts + 1])?;
             return Ok(Kept::DeadLetter);
         }
     }
@@ -186,6 +169,37 @@ pub(crate) fn keep_sink_letter(
     } else {
         Kept::DeadLetter
     })
+}
+
+/// A document's letter of one stage (there is at most one).
+struct Letter {
+    id: i64,
+    attempts: i64,
+    at_ms: i64,
+    reason: String,
+}
+
+fn letter_of(
+    tx: &Connection,
+    provider: &str,
+    stage: &str,
+    collection: &str,
+    key: &str,
+) -> Result<Option<Letter>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT id, attempts, at_ms, reason FROM dead_letters
+              WHERE provider = ?1 AND stage = ?2 AND collection = ?3 AND doc_key = ?4",
+        )?
+        .query_row(params![provider, stage, collection, key], |r| {
+            Ok(Letter {
+                id: r.get(0)?,
+                attempts: r.get(1)?,
+                at_ms: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })
+        .optional()?)
 }
 
 /// Whether `provider`'s sink would write nothing for a document put back

@@ -10,9 +10,10 @@
 //! sink then wrote the store's older value back over them.
 //!
 //! So the sink records, before its COMMIT, the transaction's id and the
-//! documents it wrote ([`record`]); the provider's source asks for each
-//! marked change whether its transaction wrote that document ([`wrote`]):
-//! one it did not write is the database's own change, merged as any other.
+//! documents it wrote ([`record`]); the provider's source takes each marked
+//! transaction's record once ([`written`]) and looks up its changes'
+//! documents there: one it did not write is the database's own change,
+//! merged as any other.
 //!
 //! The registry is per process (a provider's source and sink always run in
 //! one) and in memory. A transaction it does not know (written before a
@@ -27,7 +28,7 @@
 //! still finds them); one whose COMMIT failed is evicted in turn.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ struct Written {
     /// Transactions in the order recorded (forgotten ones are skipped when
     /// they come up for eviction).
     order: VecDeque<u64>,
-    docs: HashMap<u64, HashSet<String>>,
+    docs: HashMap<u64, Arc<HashSet<String>>>,
     total: usize,
 }
 
@@ -80,8 +81,9 @@ pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = String>) 
         let w = all.entry(provider.to_string()).or_default();
         let set = w.docs.entry(txn).or_insert_with(|| {
             w.order.push_back(txn);
-            HashSet::new()
+            Arc::default()
         });
+        let set = Arc::make_mut(set);
         let before = set.len();
         set.extend(docs);
         w.total += set.len() - before;
@@ -100,10 +102,10 @@ pub fn record(provider: &str, txn: u64, docs: impl IntoIterator<Item = String>) 
     })
 }
 
-/// Whether `provider`'s sink transaction `txn` wrote the document (a
-/// [`loose_key`]); `None` when the transaction is not known here.
-pub fn wrote(provider: &str, txn: u64, key: &str) -> Option<bool> {
-    with(|all| Some(all.get(provider)?.docs.get(&txn)?.contains(key)))
+/// The documents ([`loose_key`]s) `provider`'s sink transaction `txn`
+/// wrote; `None` when the transaction is not known here.
+pub fn written(provider: &str, txn: u64) -> Option<Arc<HashSet<String>>> {
+    with(|all| all.get(provider)?.docs.get(&txn).cloned())
 }
 
 /// The store has merged these transactions' changes.
@@ -131,6 +133,10 @@ mod tests {
 
     fn doc(id: u32) -> String {
         loose_key("orders", [&json!(id)])
+    }
+
+    fn wrote(provider: &str, txn: u64, key: &str) -> Option<bool> {
+        written(provider, txn).map(|docs| docs.contains(key))
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
     // while there are any (a copy filtering half a table must not compare
     // every change with every mark).
     let mut marked: HashSet<(String, String)> = HashSet::new();
+    // Each tagged transaction's record of what our sink wrote, taken once.
+    let mut written = std::collections::HashMap::new();
     for r in raw {
         if let (true, Some(txn)) = (r.own_write, r.txn) {
             if out.tagged_txns.last() != Some(&txn) {
@@ -130,10 +132,13 @@ pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
                 // A change of a document our tagged transaction did not
                 // write (a trigger's, a cascade's) is the database's own.
                 if let (true, Some(txn)) = (c.own_write, r.txn) {
-                    let key =
-                        tagged_writes::loose_key(&c.collection, tagged_writes::id_parts(&c.id));
-                    if tagged_writes::wrote(mapping.provider(), txn, &key) == Some(false) {
-                        c.own_write = false;
+                    let docs = written
+                        .entry(txn)
+                        .or_insert_with(|| tagged_writes::written(mapping.provider(), txn));
+                    if let Some(docs) = docs {
+                        let key =
+                            tagged_writes::loose_key(&c.collection, tagged_writes::id_parts(&c.id));
+                        c.own_write = docs.contains(&key);
                     }
                 }
                 // Marks go after the batch's changes: a later change of
