@@ -146,19 +146,27 @@ pub fn whole(f: f64) -> Option<i64> {
 }
 
 /// A decimal's text → its one exact form: an `i64` for a whole number that
-/// fits, else a float when the float's shortest text is the value's
+/// fits, else a float when the float's JSON text reads back as the value's
 /// canonical text, else that canonical text as a string. `None` for text
 /// that is no decimal number (`NaN`, `Infinity`).
+///
+/// The float's text is the one `serde_json` writes (and so the one a later
+/// `normalize` reads): where two shortest texts are equally near the float
+/// (`570000000000000.2` and `.3` are both `…0.25`), `std`'s `Display` and
+/// `serde_json` may pick different ones, and only one of the two decimals
+/// can be that float.
 fn decimal(text: &str) -> Option<Value> {
     let canonical = canonical_decimal(text)?;
     if let Ok(i) = canonical.parse::<i64>() {
         return Some(Value::from(i));
     }
-    let f = canonical.parse::<f64>().ok().filter(|f| f.is_finite());
-    match f.filter(|f| whole(*f).is_none() && f.to_string() == canonical) {
-        Some(f) => Number::from_f64(f).map(Value::Number),
-        None => Some(Value::String(canonical)),
-    }
+    let number = canonical
+        .parse::<f64>()
+        .ok()
+        .filter(|f| whole(*f).is_none())
+        .and_then(Number::from_f64)
+        .filter(|n| canonical_decimal(&n.to_string()).as_deref() == Some(canonical.as_str()));
+    Some(number.map_or(Value::String(canonical), Value::Number))
 }
 
 /// `[-]digits[.digits]` without leading or trailing zeros (`-0` is `0`),
@@ -419,6 +427,22 @@ mod tests {
             "NaN", "Infinity", "-", ".", "1.2.3", "1e", "12abc", "1e99999",
         ] {
             assert_eq!(canonical_decimal(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_decimal_between_two_floats_texts_keeps_one_form() {
+        // Both are nearest to the float 570000000000000.25, whose shortest
+        // texts tie: each decimal's form reads back as itself.
+        for text in ["570000000000000.2", "570000000000000.3"] {
+            let form = text_to_json(Decimal, text);
+            let again = match &form {
+                Value::String(s) => text_to_json(Decimal, s),
+                other => normalize(Decimal, other.clone()),
+            };
+            assert_eq!(again, form, "{text}");
+            let back = serde_json::from_str::<Value>(&form.to_string()).unwrap();
+            assert_eq!(normalize(Decimal, back), form, "{text}");
         }
     }
 
