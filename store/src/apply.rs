@@ -43,7 +43,7 @@ use connector_core::value::{counter_number, fingerprint, id_key};
 use connector_core::{DocChange, DocOp};
 
 use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::merge::{DocState, Write, WriteKind};
 use crate::shadow::Shadow;
 use crate::sqlite::{
@@ -87,6 +87,19 @@ pub struct Applied {
 impl Store {
     /// Merges a batch from provider `origin`; see the module docs.
     pub fn apply_source(&mut self, origin: &str, batch: SourceApply<'_>) -> Result<Applied> {
+        self.apply_source_parts(origin, |merge| merge(batch))
+    }
+
+    /// Merges a batch handed over in parts, in order, in one store
+    /// transaction: a source transaction too large to hold in memory is
+    /// read back from disk a part at a time ([`connector_core::spill`]).
+    /// `parts` gives each part to `merge`; the position of the last part
+    /// that has one is saved. An error from `parts` rolls everything back.
+    pub fn apply_source_parts<E: From<StoreError>>(
+        &mut self,
+        origin: &str,
+        parts: impl FnOnce(&mut dyn FnMut(SourceApply<'_>) -> Result<()>) -> Result<(), E>,
+    ) -> Result<Applied, E> {
         let now = now_millis();
         let tx = self.write()?;
         let mut out = Applied::default();
@@ -94,135 +107,37 @@ impl Store {
         // Without pending sink writes to this provider, no image can be our
         // echo by intent: skip the per-change lookups.
         let intents: bool = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM sink_intents WHERE provider = ?1)")?
-            .query_row([origin], |r| r.get(0))?;
-        for change in batch.changes {
-            max_commit = max_commit.max(change.commit_ts_ms);
-            if change.op == DocOp::Truncate {
-                let stamp = Stamp::new(base_hlc(change.commit_ts_ms, now), origin);
-                if let Some((n, seq)) = truncate(&tx, origin, change, stamp, now)? {
-                    out.applied += n;
-                    out.last_seq = Some(seq);
-                }
-                continue;
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM sink_intents WHERE provider = ?1)")
+            .and_then(|mut s| s.query_row([origin], |r| r.get(0)))
+            .map_err(StoreError::from)?;
+        let (mut received, mut filtered) = (0u64, 0u64);
+        let mut position: Option<(String, Option<String>)> = None;
+        parts(&mut |part: SourceApply<'_>| {
+            merge_part(&tx, origin, &part, now, intents, &mut out, &mut max_commit)?;
+            received += part.received;
+            filtered += part.filtered;
+            if let Some(p) = part.position {
+                position = Some((p.to_string(), part.position_name.map(str::to_string)));
             }
-            if change.own_write {
-                let key = id_key(&change.id);
-                let body = load_body(&tx, &change.collection, &key)?;
-                let (image, holds) = match change.op {
-                    DocOp::Delete => (Shadow::Deleted, origin_holds(body.as_ref(), change)),
-                    _ if change.unchanged.is_empty() => (
-                        Shadow::of(&change.fields, &change.counters),
-                        origin_holds(body.as_ref(), change),
-                    ),
-                    // Columns our write left out came back unchanged (TOAST):
-                    // the provider holds there what it held before.
-                    _ => {
-                        let seen = load_shadows(&tx, origin, &change.collection, &key)?.seen;
-                        let image = Shadow::of(&change.fields, &change.counters)
-                            .keeping_unchanged(seen.as_ref(), &change.unchanged);
-                        let doc = Shadow::of_option(body.as_ref(), &change.counters);
-                        let holds = image.agrees_with(&doc);
-                        (image, holds)
-                    }
-                };
-                if holds {
-                    save_own_echo(&tx, origin, &change.collection, &key, &image)?;
-                } else {
-                    // The store moved on (a change of the provider's own that
-                    // our write overwrote, or a newer one): the provider holds
-                    // this image; its sink must correct it. Unless the image
-                    // the provider showed before differed from the document
-                    // in the same fields: our write came back changed by the
-                    // target itself (a numeric of a smaller scale, char
-                    // padding, a trigger stamping now()), and writing again
-                    // would come back changed again, for ever. (A change of
-                    // another provider's is on the log: written anyway.)
-                    // Safe because a change of the provider's own either
-                    // merged exactly (then `seen` is the document: no
-                    // disagreement, and a stale echo after it has one) or
-                    // is on the log for its own sink; and an echo that
-                    // re-queues sets `seen`, so the next stale one may
-                    // pass: the document is on the log already.
-                    let before = load_shadows(&tx, origin, &change.collection, &key)?.seen;
-                    let doc = Shadow::of_option(body.as_ref(), &change.counters);
-                    let again =
-                        before.is_some_and(|s| s.disagreements(&doc) == image.disagreements(&doc));
-                    save_seen(&tx, origin, &change.collection, &key, &image)?;
-                    if !again {
-                        out.last_seq = Some(requeue(&tx, &change.collection, &key, now)?);
-                    }
-                }
-                out.echoes += 1;
-                continue;
-            }
-            match plan_change(&tx, origin, change, now, intents)? {
-                Plan::Echo { key, image, touch } => {
-                    out.echoes += 1;
-                    save_seen(&tx, origin, &change.collection, &key, &image)?;
-                    if touch {
-                        // The provider holds something else than the store:
-                        // wake its sink for this document.
-                        out.last_seq = Some(requeue(&tx, &change.collection, &key, now)?);
-                    }
-                }
-                Plan::Reject(dl) => {
-                    insert_dead_letter(&tx, origin, &dl, now)?;
-                    out.dead_letters += 1;
-                }
-                Plan::Write {
-                    key,
-                    mut state,
-                    write,
-                    shadow,
-                } => {
-                    state.apply(&write);
-                    let body = state.materialize();
-                    let seq = append_log(
-                        &tx,
-                        &change.collection,
-                        &key,
-                        &write,
-                        now,
-                        change.commit_ts_ms,
-                        origin_holds(body.as_ref(), change),
-                    )?;
-                    save_state(
-                        &tx,
-                        &change.collection,
-                        &key,
-                        &state,
-                        body.as_ref(),
-                        seq,
-                        now,
-                    )?;
-                    save_seen(&tx, origin, &change.collection, &key, &shadow)?;
-                    out.applied += 1;
-                    out.last_seq = Some(seq);
-                }
-            }
-        }
-        for dl in batch.dead_letters {
-            insert_dead_letter(&tx, origin, dl, now)?;
-            out.dead_letters += 1;
-        }
-        for (collection, id) in batch.left_filter {
-            mark_left_filter(&tx, origin, collection, &id_key(id))?;
-        }
-        if let Some(position) = batch.position {
+            Ok(())
+        })?;
+        if let Some((position, name)) = &position {
             tx.prepare_cached(
                 "INSERT INTO positions (provider, position, updated_ms, last_commit_ms)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (provider) DO UPDATE SET position = excluded.position,
                    updated_ms = excluded.updated_ms,
                    last_commit_ms = coalesce(excluded.last_commit_ms, positions.last_commit_ms)",
-            )?
-            .execute(params![
-                batch.position_name.unwrap_or(origin),
-                position,
-                now,
-                max_commit
-            ])?;
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    name.as_deref().unwrap_or(origin),
+                    position,
+                    now,
+                    max_commit
+                ])
+            })
+            .map_err(StoreError::from)?;
         }
         tx.prepare_cached(
             "INSERT INTO provider_stats (provider, received, applied, echoes, filtered, last_change_ms, last_source_lag_ms)
@@ -234,16 +149,19 @@ impl Store {
                filtered = filtered + excluded.filtered,
                last_change_ms = coalesce(excluded.last_change_ms, last_change_ms),
                last_source_lag_ms = coalesce(excluded.last_source_lag_ms, last_source_lag_ms)",
-        )?
-        .execute(params![
-            origin,
-            batch.received as i64,
-            out.applied as i64,
-            out.echoes as i64,
-            batch.filtered as i64,
-            (out.applied > 0).then_some(now),
-            max_commit.map(|c| (now - c).max(0)),
-        ])?;
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                origin,
+                received as i64,
+                out.applied as i64,
+                out.echoes as i64,
+                filtered as i64,
+                (out.applied > 0).then_some(now),
+                max_commit.map(|c| (now - c).max(0)),
+            ])
+        })
+        .map_err(StoreError::from)?;
         tx.commit()?;
         Ok(out)
     }
@@ -267,6 +185,132 @@ impl Store {
         tx.commit()?;
         Ok(changed)
     }
+}
+
+/// Merges one part of a source batch into the open transaction `tx`.
+fn merge_part(
+    tx: &Connection,
+    origin: &str,
+    part: &SourceApply<'_>,
+    now: i64,
+    intents: bool,
+    out: &mut Applied,
+    max_commit: &mut Option<i64>,
+) -> Result<()> {
+    for change in part.changes {
+        *max_commit = (*max_commit).max(change.commit_ts_ms);
+        if change.op == DocOp::Truncate {
+            let stamp = Stamp::new(base_hlc(change.commit_ts_ms, now), origin);
+            if let Some((n, seq)) = truncate(tx, origin, change, stamp, now)? {
+                out.applied += n;
+                out.last_seq = Some(seq);
+            }
+            continue;
+        }
+        if change.own_write {
+            let key = id_key(&change.id);
+            let body = load_body(tx, &change.collection, &key)?;
+            let (image, holds) = match change.op {
+                DocOp::Delete => (Shadow::Deleted, origin_holds(body.as_ref(), change)),
+                _ if change.unchanged.is_empty() => (
+                    Shadow::of(&change.fields, &change.counters),
+                    origin_holds(body.as_ref(), change),
+                ),
+                // Columns our write left out came back unchanged (TOAST):
+                // the provider holds there what it held before.
+                _ => {
+                    let seen = load_shadows(tx, origin, &change.collection, &key)?.seen;
+                    let image = Shadow::of(&change.fields, &change.counters)
+                        .keeping_unchanged(seen.as_ref(), &change.unchanged);
+                    let doc = Shadow::of_option(body.as_ref(), &change.counters);
+                    let holds = image.agrees_with(&doc);
+                    (image, holds)
+                }
+            };
+            if holds {
+                save_own_echo(tx, origin, &change.collection, &key, &image)?;
+            } else {
+                // The store moved on (a change of the provider's own that
+                // our write overwrote, or a newer one): the provider holds
+                // this image; its sink must correct it. Unless the image
+                // the provider showed before differed from the document
+                // in the same fields: our write came back changed by the
+                // target itself (a numeric of a smaller scale, char
+                // padding, a trigger stamping now()), and writing again
+                // would come back changed again, for ever. (A change of
+                // another provider's is on the log: written anyway.)
+                // Safe because a change of the provider's own either
+                // merged exactly (then `seen` is the document: no
+                // disagreement, and a stale echo after it has one) or
+                // is on the log for its own sink; and an echo that
+                // re-queues sets `seen`, so the next stale one may
+                // pass: the document is on the log already.
+                let before = load_shadows(tx, origin, &change.collection, &key)?.seen;
+                let doc = Shadow::of_option(body.as_ref(), &change.counters);
+                let again =
+                    before.is_some_and(|s| s.disagreements(&doc) == image.disagreements(&doc));
+                save_seen(tx, origin, &change.collection, &key, &image)?;
+                if !again {
+                    out.last_seq = Some(requeue(tx, &change.collection, &key, now)?);
+                }
+            }
+            out.echoes += 1;
+            continue;
+        }
+        match plan_change(tx, origin, change, now, intents)? {
+            Plan::Echo { key, image, touch } => {
+                out.echoes += 1;
+                save_seen(tx, origin, &change.collection, &key, &image)?;
+                if touch {
+                    // The provider holds something else than the store:
+                    // wake its sink for this document.
+                    out.last_seq = Some(requeue(tx, &change.collection, &key, now)?);
+                }
+            }
+            Plan::Reject(dl) => {
+                insert_dead_letter(tx, origin, &dl, now)?;
+                out.dead_letters += 1;
+            }
+            Plan::Write {
+                key,
+                mut state,
+                write,
+                shadow,
+            } => {
+                state.apply(&write);
+                let body = state.materialize();
+                let seq = append_log(
+                    tx,
+                    &change.collection,
+                    &key,
+                    &write,
+                    now,
+                    change.commit_ts_ms,
+                    origin_holds(body.as_ref(), change),
+                )?;
+                save_state(
+                    tx,
+                    &change.collection,
+                    &key,
+                    &state,
+                    body.as_ref(),
+                    seq,
+                    now,
+                )?;
+                save_seen(tx, origin, &change.collection, &key, &shadow)?;
+                out.applied += 1;
+                out.last_seq = Some(seq);
+            }
+        }
+    }
+    for dl in part.dead_letters {
+        insert_dead_letter(tx, origin, dl, now)?;
+        out.dead_letters += 1;
+    }
+    for (collection, id) in part.left_filter {
+        mark_left_filter(tx, origin, collection, &id_key(id))?;
+    }
+    Ok(())
 }
 
 /// Whether the merged document `body` is the origin's image in `change`:

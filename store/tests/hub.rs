@@ -2276,3 +2276,55 @@ fn a_counter_change_stamped_behind_its_origins_last_one_still_counts() {
     let doc = s.get("inventory", &json!(1)).unwrap().unwrap();
     assert_eq!(doc["quantity"], json!(7), "the second sale was lost");
 }
+
+#[test]
+fn a_batch_in_parts_commits_whole_or_not_at_all() {
+    let (_d, mut s) = store();
+    apply(&mut s, "hq", &[stock("a", json!(10), None, 1000)], "p1");
+    fn part(c: &[DocChange]) -> SourceApply<'_> {
+        SourceApply {
+            changes: c,
+            received: c.len() as u64,
+            ..Default::default()
+        }
+    }
+    // One transaction of two parts fails after its first: nothing of it
+    // stays, not even the position the first part carried.
+    let first = [stock("a", json!(9), Some(json!(10)), 2000)];
+    let second = [order(7)];
+    let failed = s.apply_source_parts("hq", |merge| -> Result<(), connector_store::StoreError> {
+        merge(SourceApply {
+            position: Some("p2"),
+            ..part(&first)
+        })?;
+        merge(part(&second))?;
+        Err(connector_store::StoreError::Open {
+            path: "spill".into(),
+            message: "the temporary file could not be read".into(),
+        })
+    });
+    assert!(failed.is_err());
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("p1"));
+    assert_eq!(
+        s.get("inventory", &json!("a")).unwrap().unwrap()["quantity"],
+        json!(10)
+    );
+    assert_eq!(s.get("orders", &json!(7)).unwrap(), None);
+    // Read again whole (the feed sends it again): the counter moves once.
+    let applied = s
+        .apply_source_parts("hq", |merge| -> Result<(), connector_store::StoreError> {
+            merge(SourceApply {
+                position: Some("p2"),
+                ..part(&first)
+            })?;
+            merge(part(&second))
+        })
+        .unwrap();
+    assert_eq!(applied.applied, 2);
+    assert_eq!(s.position("hq").unwrap().as_deref(), Some("p2"));
+    assert_eq!(
+        s.get("inventory", &json!("a")).unwrap().unwrap()["quantity"],
+        json!(9)
+    );
+    assert!(s.get("orders", &json!(7)).unwrap().is_some());
+}

@@ -2178,3 +2178,66 @@ fn tls_client_certificates_authenticate_every_session() {
         "{text}"
     );
 }
+
+#[test]
+fn a_transaction_larger_than_a_batch_is_merged_whole_from_disk() {
+    let mut f = Fleet::new("0.002");
+    f.extra_env
+        .push(("DITTO_CLOUD_SYNC_BATCH_SIZE".into(), "20".into()));
+    f.start();
+    f.wait_in_sync();
+    let (id, qty) = f.first_inventory();
+    let sum = |db: &str| -> i64 {
+        f.pg.query(db, "SELECT sum(quantity) FROM inventory")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (total, items) = (sum("hq"), f.pg.count("hq", "inventory"));
+    assert!(f.pg.count("hq", "orders") > 100 && items > 10);
+    // One hq transaction of several hundred changes, 20 to a batch: every
+    // order, every inventory counter (with before images), new rows.
+    f.pg.psql(
+        "hq",
+        "BEGIN;
+         UPDATE orders SET status = 'bulk';
+         UPDATE inventory SET quantity = quantity - 1;
+         INSERT INTO devices (serial_no, name) SELECT 'bulk-' || g, 'bulk' FROM generate_series(1, 50) g;
+         COMMIT;",
+    );
+    // Meanwhile shop sells two of the first item: both count.
+    f.pg.psql(
+        "shop",
+        &format!("UPDATE inventory SET quantity = quantity - 2 WHERE id = '{id}'"),
+    );
+    f.expect_both(
+        &format!("SELECT quantity FROM inventory WHERE id = '{id}'"),
+        &(qty - 3).to_string(),
+    );
+    f.expect_both(
+        "SELECT sum(quantity) FROM inventory",
+        &(total - items - 2).to_string(),
+    );
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM orders WHERE status <> 'bulk'",
+        "0",
+    );
+    f.expect_in(
+        "shop",
+        "SELECT count(*) FROM devices WHERE name = 'bulk'",
+        "50",
+    );
+    assert!(
+        f.logs().contains("holding it on disk until its commit"),
+        "the transaction was not spilled: {}",
+        f.logs()
+    );
+    let verified = f.verify();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    f.no_dead_letters();
+}

@@ -4,7 +4,7 @@
 //! nothing heavier: documents and changes ([`change`]), canonical JSON and
 //! fingerprints ([`value`]), primary key changes ([`key_change`]), one JSON form per SQL value ([`column_type`]), the YAML mapping rules ([`mapping`]), the provider
 //! traits ([`provider`]), the typed errors that decide retry vs give up
-//! ([`error`]), connection-string redaction ([`redact`]), which documents our tagged sink transactions wrote ([`tagged_writes`]) and metric names
+//! ([`error`]), connection-string redaction ([`redact`]), which documents our tagged sink transactions wrote ([`tagged_writes`]), a large source transaction kept on disk ([`spill`]) and metric names
 //! ([`metrics`]). No driver, no runtime, no store: a change here rebuilds
 //! only what truly depends on it.
 
@@ -19,6 +19,7 @@ pub mod provider;
 pub mod redact;
 pub mod row_passes;
 pub mod sink_plan;
+pub mod spill;
 pub mod table_order;
 pub mod tagged_writes;
 pub mod value;

@@ -140,6 +140,10 @@ pub struct SourceBatch {
     /// Provider-specific health for `connector status` (e.g. a replication
     /// slot's retained WAL), when the source refreshed it.
     pub status: Option<Value>,
+    /// The changes of a transaction too large to hold in memory, which
+    /// follow `changes` and end the batch ([`crate::spill`]); `position` is
+    /// after it.
+    pub spilled: Option<crate::spill::Spill>,
 }
 
 /// A provider's change feed.

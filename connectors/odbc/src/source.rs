@@ -470,6 +470,7 @@ impl Source for OdbcSource {
             changes,
             position,
             status,
+            spilled: None,
         })
     }
 

@@ -1,7 +1,10 @@
 //! The logical replication source.
 //!
 //! Events arrive as Begin, row messages, Commit. A transaction's changes are
-//! held until its Commit and then join the batch whole; a batch is returned
+//! held until its Commit and then join the batch whole (past the batch
+//! size, a transaction's changes go to a temporary file instead
+//! ([`connector_core::spill`]), and its Commit ends the batch: the worker
+//! merges it from disk in the same store transaction); a batch is returned
 //! at a transaction boundary when it holds `max` changes, when no further
 //! event arrives within a short linger (so a single change is not delayed),
 //! or when `max_wait` passes with nothing at all. The batch position is the
@@ -32,6 +35,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use connector_core::key_change::split_key_change;
+use connector_core::spill::Spill;
 use connector_core::{
     ConnectorError, ErrorKind, Fields, ProviderMapping, RawChange, RawOp, Result, Source,
     SourceBatch, Stage,
@@ -58,6 +62,8 @@ struct Txn {
     /// Made by our own sink: it carries the sink's replication origin.
     own_write: bool,
     changes: Vec<RawChange>,
+    /// The changes past [`PgSource::spill_after`], on disk.
+    spill: Option<Spill>,
 }
 
 pub struct PgSource {
@@ -91,6 +97,9 @@ pub struct PgSource {
     /// The last streamed xid, widened to 64 bits (epoch and xid, as
     /// `xid8`); the next 32-bit xid is widened to the value nearest it.
     last_xid: u64,
+    /// The most changes of one transaction held in memory (the batch size):
+    /// past it, the transaction goes on disk until its commit.
+    spill_after: usize,
 }
 
 /// Widens a 32-bit xid (as pgoutput's Begin carries it) to the 64-bit
@@ -289,6 +298,7 @@ impl PgSource {
             domains,
             columns_at_open,
             last_xid: next_xid as u64,
+            spill_after: usize::MAX,
         })
     }
 
@@ -504,6 +514,16 @@ impl PgSource {
         }
         if let Some(txn) = &mut self.txn {
             txn.changes.extend(out);
+            if txn.changes.len() > self.spill_after {
+                if txn.spill.is_none() {
+                    info!(provider = %self.provider, xid = txn.xid, changes = txn.changes.len(),
+                        "a transaction larger than the batch size; holding it on disk until its commit");
+                    txn.spill = Some(Spill::new()?);
+                }
+                if let Some(spill) = &mut txn.spill {
+                    spill.extend(txn.changes.drain(..))?;
+                }
+            }
         }
         Ok(())
     }
@@ -647,6 +667,7 @@ fn unpublished_error(missing: &[String], publication: &str, provider: &str) -> C
 #[async_trait]
 impl Source for PgSource {
     async fn next_batch(&mut self, max: usize, max_wait: Duration) -> Result<SourceBatch> {
+        self.spill_after = max.max(1);
         let started = Instant::now();
         let mut batch = SourceBatch::default();
         let mut first_commit: Option<Instant> = None;
@@ -698,11 +719,21 @@ impl Source for PgSource {
                         skip: final_lsn < self.resume,
                         own_write: false,
                         changes: Vec::new(),
+                        spill: None,
                     });
                 }
                 ReplicationEvent::XLogData { data, .. } => self.on_message(&data)?,
                 ReplicationEvent::Commit { end_lsn, .. } => {
                     if let Some(txn) = self.txn.take() {
+                        if let (false, Some(mut spill)) = (txn.skip, txn.spill) {
+                            // It ends the batch, after the changes before it.
+                            spill.extend(txn.changes)?;
+                            info!(provider = %self.provider, changes = spill.len(), xid = txn.xid,
+                                "a large transaction committed; merging it from disk");
+                            batch.spilled = Some(spill);
+                            batch.position = Some(end_lsn.to_string());
+                            return Ok(batch);
+                        }
                         if !txn.skip {
                             batch.changes.extend(txn.changes);
                             batch.position = Some(end_lsn.to_string());

@@ -251,35 +251,61 @@ async fn session(
         if batch.changes.is_empty() && batch.position.is_none() {
             continue;
         }
-        let raised = in_flight.raise(&mut batch.changes);
-        if raised > 0 {
-            debug!(provider = %name, raised, "changes of transactions a copy missed raised above it");
-        }
-        let received = batch.changes.len() as u64;
+        let mut received = batch.changes.len() as u64;
+        let mut raised = in_flight.raise(&mut batch.changes);
         let mapped = map_batch(mapping, &batch.changes);
-        let changes = &mapped.changes;
+        let mut tagged_txns = mapped.tagged_txns.clone();
+        let mut last_commit = mapped.changes.iter().filter_map(|c| c.commit_ts_ms).max();
+        let spilled = batch.spilled.take();
         let applied = blocking(|| {
-            store.apply_source(
-                &name,
-                SourceApply {
-                    changes,
+            store.apply_source_parts(&name, |merge| -> Result<()> {
+                merge(SourceApply {
+                    changes: &mapped.changes,
                     dead_letters: &mapped.dead,
                     left_filter: &mapped.left_filter,
                     position: batch.position.as_deref(),
                     position_name: None,
                     received,
                     filtered: mapped.filtered,
-                },
-            )
-        })
-        .map_err(ConnectorError::from)?;
-        tagged_writes::forget(&name, mapped.tagged_txns.iter().copied());
+                })?;
+                // A large transaction, read back from disk a chunk at a time
+                // into the same store transaction.
+                for chunk in spilled
+                    .map(|s| s.chunks(shared.batch_size))
+                    .transpose()?
+                    .into_iter()
+                    .flatten()
+                {
+                    let mut chunk = chunk?;
+                    raised += in_flight.raise(&mut chunk);
+                    let part = map_batch(mapping, &chunk);
+                    merge(SourceApply {
+                        changes: &part.changes,
+                        dead_letters: &part.dead,
+                        left_filter: &part.left_filter,
+                        position: None,
+                        position_name: None,
+                        received: chunk.len() as u64,
+                        filtered: part.filtered,
+                    })?;
+                    received += chunk.len() as u64;
+                    tagged_txns.extend(part.tagged_txns);
+                    last_commit =
+                        last_commit.max(part.changes.iter().filter_map(|c| c.commit_ts_ms).max());
+                }
+                Ok(())
+            })
+        })?;
+        if raised > 0 {
+            debug!(provider = %name, raised, "changes of transactions a copy missed raised above it");
+        }
+        tagged_writes::forget(&name, tagged_txns.iter().copied());
         let label = name.clone();
         counter!(names::EVENTS_RECEIVED, "provider" => label.clone()).increment(received);
         counter!(names::EVENTS_APPLIED, "provider" => label.clone()).increment(applied.applied);
         counter!(names::ECHOES_DROPPED, "provider" => label.clone()).increment(applied.echoes);
         counter!(names::DEAD_LETTERS, "provider" => label.clone()).increment(applied.dead_letters);
-        if let Some(ts) = changes.iter().filter_map(|c| c.commit_ts_ms).max() {
+        if let Some(ts) = last_commit {
             let lag = (connector_store::stamp::now_millis() - ts).max(0) as f64 / 1000.0;
             gauge!(names::SOURCE_LAG_SECONDS, "provider" => label).set(lag);
         }
