@@ -2241,3 +2241,36 @@ fn a_transaction_larger_than_a_batch_is_merged_whole_from_disk() {
     );
     f.no_dead_letters();
 }
+
+#[test]
+fn an_id_update_under_a_replica_identity_of_another_index_moves_the_document() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "CREATE TABLE tickets (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text);
+             ALTER TABLE tickets REPLICA IDENTITY USING INDEX tickets_code_key;",
+        );
+    }
+    f.pg.psql(
+        "hq",
+        "INSERT INTO tickets SELECT g, 'c' || g, 'first' FROM generate_series(1, 5) g",
+    );
+    std::fs::write(
+        f.dir.path().join("mappings/tickets.yaml"),
+        "collections:\n  tickets:\n    id: {mode: single_field, field: id}\n",
+    )
+    .unwrap();
+    f.start();
+    f.wait_in_sync();
+    f.expect_in("shop", "SELECT count(*) FROM tickets", "5");
+    // An update of the id alone: PostgreSQL sends the old key only when the
+    // replica identity's columns (code) change.
+    f.pg.psql("hq", "UPDATE tickets SET id = 100 WHERE id = 1");
+    f.expect_in(
+        "shop",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM tickets",
+        "2,3,4,5,100",
+    );
+    f.no_dead_letters();
+}

@@ -26,6 +26,8 @@ pub struct TableInfo {
     pub key: Vec<String>,
     /// `d` default, `f` full, `i` index, `n` nothing.
     pub replica_identity: char,
+    /// The columns of the `REPLICA IDENTITY USING INDEX` index (`i`).
+    pub identity_index: Vec<String>,
 }
 
 impl TableInfo {
@@ -45,6 +47,21 @@ impl TableInfo {
     /// Whether `columns` are the primary key's, in any order.
     pub fn is_primary_key(&self, columns: &[String]) -> bool {
         columns.len() == self.key.len() && columns.iter().all(|c| self.key.contains(c))
+    }
+
+    /// Whether an update of the `id` columns streams an old image that
+    /// holds them (it names the document to delete). PostgreSQL sends an
+    /// old key only when the replica identity's own columns change: with
+    /// `USING INDEX` on another index than the id's, an update of the id
+    /// alone sends none, and the old document would stay.
+    pub fn old_image_names(&self, id: &[String]) -> bool {
+        let identity = match self.replica_identity {
+            'f' => return true,
+            'i' => &self.identity_index,
+            'd' => &self.key,
+            _ => return false,
+        };
+        id.iter().all(|c| identity.contains(c))
     }
 }
 
@@ -90,22 +107,30 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
             always_identity: r.get(4),
         })
         .collect();
-    let key = client
+    let (mut key, mut identity_index) = (Vec::new(), Vec::new());
+    for r in client
         .query(
-            "SELECT a.attname::text
+            "SELECT a.attname::text, i.indisprimary, i.indisreplident
              FROM pg_index i
              JOIN pg_class c ON c.oid = i.indrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
-             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+             WHERE n.nspname = $1 AND c.relname = $2 AND (i.indisprimary OR i.indisreplident)
+             ORDER BY i.indisprimary DESC, array_position(i.indkey::int2[], a.attnum)",
             &[&schema, &table],
         )
         .await
         .map_err(|e| classify(&e, Stage::Setup, &ctx))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    {
+        // (The primary key may be the replica identity index too.)
+        let (column, primary, identity): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        if identity {
+            identity_index.push(column.clone());
+        }
+        if primary {
+            key.push(column);
+        }
+    }
     Ok(Some(TableInfo {
         oid,
         schema: schema.to_string(),
@@ -113,6 +138,7 @@ pub async fn table_info(client: &Client, schema: &str, table: &str) -> Result<Op
         columns,
         key,
         replica_identity,
+        identity_index,
     }))
 }
 

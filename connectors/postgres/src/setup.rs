@@ -138,12 +138,13 @@ pub async fn run(
     }
     for (collection, t) in &tables {
         let rule = mapping.set().collection(collection);
-        // Where the document id is not the primary key, an update of the id
-        // columns moves the row to another document: only the old image
-        // names the document to delete.
+        // An update of the id columns moves the row to another document:
+        // only an old image that holds them names the document to delete
+        // (the primary key's by default; not so where the id is another
+        // column, or the replica identity is another index).
         let id_is_key = mapping
             .key_columns(collection)
-            .is_some_and(|id| t.is_primary_key(&id));
+            .is_some_and(|id| t.is_primary_key(&id) && t.old_image_names(&id));
         let needs_full = o.full_identity_everywhere
             || !id_is_key
             || rule.is_some_and(|r| !r.counters.is_empty());

@@ -250,10 +250,9 @@ impl PgSource {
                 .key_columns(&collection)
                 .filter(|id| id.iter().all(|c| info.column(c).is_some()))
                 .unwrap_or_else(|| info.key.clone());
-            // ('i': REPLICA IDENTITY USING INDEX, presumably the id's.)
-            if !info.is_primary_key(&id) && !matches!(info.replica_identity, 'f' | 'i') {
-                warn!(table = %info.name, id = ?id,
-                    "the document id is not the primary key and the table lacks REPLICA IDENTITY FULL: an update of the id leaves the old document behind (connector setup sets FULL)");
+            if !info.old_image_names(&id) {
+                warn!(table = %info.name, id = ?id, replica_identity = %info.replica_identity,
+                    "the table's replica identity does not hold the document id: an update of the id alone leaves the old document behind (connector setup sets REPLICA IDENTITY FULL)");
             }
             keys.insert((info.schema.clone(), info.name.clone()), id);
         }
