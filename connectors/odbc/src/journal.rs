@@ -12,9 +12,13 @@
 //! gaps; a gap that fills is read then. A gap that stays empty longer than
 //! the gap timeout is a rolled-back transaction (or an identity value a
 //! restart skipped) and is forgotten. A fresh position (the journal was
-//! empty, or never read) takes the [`FRESH_GAPS`] numbers below the first
-//! row it reads for gaps: it cannot know what is below, and a transaction
-//! holding one of them may still commit.
+//! empty, or never read) takes every number below the first row it reads
+//! for a gap: it cannot know what is below, and a transaction holding any
+//! of them may still commit (a batch job that took numbers 1..=1,000 and
+//! commits after another session's 1,001 was read). Numbers that were
+//! pruned or rolled back expire with the timeout; as one range they cost
+//! one `BETWEEN` per poll meanwhile. (A window of the 200 numbers below
+//! the first row, as first built, lost the rest of such a transaction.)
 //!
 //! The position is saved in the store together with the changes it covers,
 //! so a restart re-reads exactly what was not merged. Pruning deletes only
@@ -49,11 +53,6 @@ pub fn row_time(c: &Connection<'_>, journal: &str, seq: i64, stage: Stage) -> Re
 /// How far below the journal's highest number a copy looks for numbers
 /// still uncommitted when it begins (see the snapshot).
 pub const MAX_GAPS: usize = 10_000;
-/// A fresh position (nothing read yet, e.g. the journal was empty when the
-/// copy began) takes this many numbers below the first row it reads for
-/// gaps: a transaction that took one of them and commits later is still
-/// read. Numbers that were pruned or rolled back expire after the timeout.
-pub const FRESH_GAPS: i64 = 200;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalPosition {
@@ -193,13 +192,8 @@ impl JournalPosition {
             if self.fill(s) || s <= self.seq {
                 continue;
             }
-            // A fresh position knows nothing below its first row but the
-            // last FRESH_GAPS numbers.
-            let from = if self.seq == 0 {
-                (s - FRESH_GAPS).max(1)
-            } else {
-                self.seq + 1
-            };
+            // (A fresh position's gap starts at 1: see the module docs.)
+            let from = self.seq + 1;
             if from < s {
                 self.gaps.insert(from, (s - 1, now_ms));
             }
@@ -262,13 +256,25 @@ mod tests {
         let mut p = JournalPosition::default();
         p.read(&[1_006], 0);
         assert!(p.is_unread(1_005));
-        assert_eq!(p.open_gaps(), FRESH_GAPS);
-        assert_eq!(p.prune_upto(), 1_006 - FRESH_GAPS - 1);
+        assert_eq!(p.open_gaps(), 1_005);
+        assert_eq!(p.prune_upto(), 0);
         p.read(&[1_005], 1_000);
         assert!(!p.is_unread(1_005));
         let expired = p.expire(301_000, 300_000);
-        assert_eq!(expired, vec![(1_006 - FRESH_GAPS, 1_004)]);
+        assert_eq!(expired, vec![(1, 1_004)]);
         assert_eq!(p.prune_upto(), 1_006);
+    }
+
+    #[test]
+    fn a_fresh_position_reads_a_whole_batch_job_that_commits_after_its_first_row() {
+        // The copy found the journal empty. A batch job took 1..=1,000 and
+        // is still open; another session's 1,001 is read first.
+        let mut p = JournalPosition::default();
+        p.read(&[1_001], 0);
+        assert!((1..=1_000).all(|s| p.is_unread(s)));
+        let apply = p.read(&(1..=1_000).collect::<Vec<_>>(), 1_000);
+        assert!(apply.iter().all(|a| *a), "every row of the job is applied");
+        assert!(p.gaps.is_empty());
     }
 
     #[test]
