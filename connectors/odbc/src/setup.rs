@@ -58,6 +58,21 @@ pub fn plan(
                 (None, _) => {}
             }
         }
+        if let Some((sql, params)) = d.unjournaled_replace_query(&info, &key) {
+            let ctx = format!("reading the unique indexes of {}", info.qualified(d));
+            for row in query_text(c, &sql, &params, Stage::Setup, &ctx)? {
+                let index = row.into_iter().next().flatten().unwrap_or_default();
+                out.push(format!(
+                    "-- note: {} has the unique index {} besides its id: a row that INSERT OR REPLACE, \
+                     REPLACE or UPDATE OR REPLACE deletes for clashing on it is journaled only where the \
+                     application's connection sets PRAGMA recursive_triggers = ON (else {} fires no delete \
+                     trigger for it, and the row stays everywhere else)",
+                    info.qualified(d),
+                    index.trim(),
+                    d.name()
+                ));
+            }
+        }
         if let Some((sql, params)) = d.uncarried_columns_query(info.schema.as_deref(), &info.name) {
             let ctx = format!("reading the columns of {}", info.qualified(d));
             for row in query_text(c, &sql, &params, Stage::Setup, &ctx)? {

@@ -120,6 +120,16 @@ impl TriggerSpec<'_> {
 
     /// The row image's `f(key literal, row.column)` pairs, comma-separated.
     pub fn pairs(&self, d: &dyn Dialect, row: &str, f: impl Fn(&str, &str) -> String) -> String {
+        self.pair_list(d, row, f).join(", ")
+    }
+
+    /// The row image's `f(key literal, row.column)` pairs.
+    pub fn pair_list(
+        &self,
+        d: &dyn Dialect,
+        row: &str,
+        f: impl Fn(&str, &str) -> String,
+    ) -> Vec<String> {
         self.table
             .columns
             .iter()
@@ -127,8 +137,7 @@ impl TriggerSpec<'_> {
                 let value = d.image_value(c, format!("{row}.{}", d.quote(&c.name)));
                 f(&literal(&c.name), &value)
             })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect()
     }
 
     /// Per event: the quoted trigger name, the event, the operation code and
@@ -217,6 +226,18 @@ pub trait Dialect: Send + Sync {
     /// What a sink warns when [`Dialect::key_check`] does not pass.
     fn key_check_failed(&self) -> &'static str {
         "the table's id failed the dialect's check"
+    }
+
+    /// A query naming the unique indexes of `table` other than its id's
+    /// (one row, its name, each) where a row another row replaces for
+    /// clashing on one is deleted without a delete trigger, so unjournaled;
+    /// `None` where the database fires the trigger.
+    fn unjournaled_replace_query(
+        &self,
+        _table: &TableInfo,
+        _key: &[String],
+    ) -> Option<(String, Vec<String>)> {
+        None
     }
 
     /// A query naming (name, type) the columns of `table` that

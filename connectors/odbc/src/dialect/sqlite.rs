@@ -8,6 +8,35 @@ use crate::catalog::{Column, TableInfo};
 
 pub struct Sqlite;
 
+/// `json_object` takes at most 127 arguments in SQLite before 3.48
+/// (`SQLITE_MAX_FUNCTION_ARG`; Debian 12 has 3.40): a trigger naming 64
+/// columns or more was refused, and setup with it.
+const PAIRS_PER_CALL: usize = 63;
+
+/// One JSON object of `key, value` pairs, [`PAIRS_PER_CALL`] to a
+/// `json_object` call: each further call's text, without its braces, is
+/// joined to the first's (`json_insert` would read a column's name as a
+/// path, and `json_patch` drops nulls). A value never ends in `}` (the
+/// image's values are text, numbers or null), so `rtrim` takes only the
+/// brace.
+fn spliced_object(pairs: &[String]) -> String {
+    let calls: Vec<String> = pairs
+        .chunks(PAIRS_PER_CALL)
+        .map(|chunk| format!("json_object({})", chunk.join(", ")))
+        .collect();
+    match calls.as_slice() {
+        [one] => one.clone(),
+        _ => format!(
+            "'{{' || {} || '}}'",
+            calls
+                .iter()
+                .map(|c| format!("rtrim(ltrim({c}, '{{'), '}}')"))
+                .collect::<Vec<_>>()
+                .join(" || ',' || ")
+        ),
+    }
+}
+
 impl Dialect for Sqlite {
     fn name(&self) -> &'static str {
         "SQLite"
@@ -31,13 +60,11 @@ impl Dialect for Sqlite {
         )]
     }
 
+    /// A table of more than [`PAIRS_PER_CALL`] columns gets its image
+    /// from several `json_object` calls spliced into one object (see there).
     fn create_triggers(&self, spec: &TriggerSpec<'_>) -> Vec<String> {
-        let image = |row: &str| {
-            format!(
-                "json_object({})",
-                spec.pairs(self, row, |k, v| format!("{k}, {v}"))
-            )
-        };
+        let image =
+            |row: &str| spliced_object(&spec.pair_list(self, row, |k, v| format!("{k}, {v}")));
         let mut out = Vec::new();
         for (name, event, _, insert) in spec.events(self, "NEW", "OLD", image) {
             out.push(format!("DROP TRIGGER IF EXISTS {name}"));
@@ -59,6 +86,26 @@ impl Dialect for Sqlite {
 
     fn read_value(&self, _column: &Column, expr: String) -> String {
         blob_as_text(&expr)
+    }
+
+    /// `INSERT OR REPLACE`, `REPLACE` and `UPDATE OR REPLACE` delete a
+    /// row clashing on a unique index without its delete trigger unless
+    /// the application's connection sets `recursive_triggers` (SQLite's
+    /// "ON CONFLICT" documentation): named by setup. (A clash on the id
+    /// itself is journaled by the new row's insert, of the same document.)
+    fn unjournaled_replace_query(
+        &self,
+        table: &TableInfo,
+        key: &[String],
+    ) -> Option<(String, Vec<String>)> {
+        let mut key: Vec<String> = key.to_vec();
+        key.sort();
+        Some((
+            "SELECT l.name FROM pragma_index_list(?) AS l WHERE l.\"unique\" = 1 \
+             AND (SELECT group_concat(name, ',') FROM (SELECT i.name FROM pragma_index_info(l.name) AS i ORDER BY i.name)) <> ?"
+                .into(),
+            vec![table.name.clone(), key.join(",")],
+        ))
     }
 
     fn now_ms(&self) -> &'static str {
