@@ -14,13 +14,17 @@ pub enum StoreError {
 
 impl StoreError {
     /// Busy/locked databases are transient (another process holds the write
-    /// lock past the busy timeout); everything else is permanent.
+    /// lock past the busy timeout), and so is a full disk (the transaction
+    /// was rolled back; once space is freed the task goes on where it
+    /// stopped, as after any outage); everything else is permanent.
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(
                     e.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::DiskFull
                 ) =>
             {
                 ErrorKind::Transient
@@ -37,3 +41,26 @@ impl From<StoreError> for ConnectorError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> StoreError {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_full_disk_is_retried_and_a_corrupt_store_is_not() {
+        use rusqlite::ffi;
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED, ffi::SQLITE_FULL] {
+            assert_eq!(failure(code).kind(), ErrorKind::Transient, "{code}");
+        }
+        for code in [ffi::SQLITE_CORRUPT, ffi::SQLITE_IOERR, ffi::SQLITE_READONLY] {
+            assert_eq!(failure(code).kind(), ErrorKind::Permanent, "{code}");
+        }
+    }
+}
