@@ -246,7 +246,9 @@ impl Store {
     /// attempt recorded them): only those whose intent is gone (expired
     /// while the write kept failing) are recorded again. Two intents for
     /// one write would outlive its echo; none, and the echo is merged as
-    /// the provider's own change.
+    /// the provider's own change. One still there is dated now: its echo
+    /// comes after this attempt, however long ago the first one failed
+    /// (dated by that, it could expire just as the write landed).
     pub fn record_retried_intents(&mut self, provider: &str, writes: &[&Pending]) -> Result<()> {
         self.record(provider, writes, true)
     }
@@ -257,13 +259,6 @@ impl Store {
         }
         let now = now_millis();
         let tx = self.write()?;
-        let sql = if if_absent {
-            "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms)
-             SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM sink_intents
-               WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4)"
-        } else {
-            "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)"
-        };
         for Pending {
             write: w,
             key,
@@ -271,7 +266,21 @@ impl Store {
             ..
         } in writes
         {
-            tx.prepare_cached(sql)?.execute(params![
+            if if_absent
+                && tx
+                    .prepare_cached(
+                        "UPDATE sink_intents SET at_ms = ?5 WHERE rowid = (SELECT max(rowid)
+                         FROM sink_intents WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4)",
+                    )?
+                    .execute(params![provider, w.collection, key, shadow.encode(), now])?
+                    > 0
+            {
+                continue;
+            }
+            tx.prepare_cached(
+                "INSERT INTO sink_intents (provider, collection, id, shadow, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
                 provider,
                 w.collection,
                 key,
@@ -281,6 +290,23 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Whether an intent of `provider` for this image of the document is
+    /// recorded.
+    pub fn has_intent(
+        &self,
+        provider: &str,
+        collection: &str,
+        key: &str,
+        shadow: &[u8],
+    ) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM sink_intents
+               WHERE provider = ?1 AND collection = ?2 AND id = ?3 AND shadow = ?4)",
+            params![provider, collection, key, shadow],
+            |r| r.get(0),
+        )?)
     }
 
     /// How many recorded intents `provider` has (for tests and `status`).

@@ -168,6 +168,7 @@ async fn session(
             last_expiry = Some(std::time::Instant::now());
             blocking(|| store.expire_intents(&name, INTENT_TTL.as_millis() as i64))
                 .map_err(ConnectorError::from)?;
+            forget_expired_owed_intents(shared, &store, &name)?;
         }
         if last_requeue.is_none_or(|t| t.elapsed() >= WAITING_EVERY) {
             last_requeue = Some(std::time::Instant::now());
@@ -236,6 +237,34 @@ async fn session(
         }
         debug!(provider = %name, entries = entries.len(), written, upto, "sink batch committed");
     }
+}
+
+/// Forgets the failed writes of `name` whose intent is gone (expired, or
+/// the document moved on and the intent went with its echo): a retry of
+/// one records its intent afresh.
+fn forget_expired_owed_intents(shared: &Shared, store: &Store, name: &str) -> Result<()> {
+    let owed: Vec<IntentKey> = {
+        let unwritten = shared
+            .unwritten_intents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        unwritten.iter().filter(|k| k.0 == name).cloned().collect()
+    };
+    let mut gone = Vec::new();
+    for key in owed {
+        let (_, collection, id, shadow) = &key;
+        if !blocking(|| store.has_intent(name, collection, id, shadow))? {
+            gone.push(key);
+        }
+    }
+    let mut unwritten = shared
+        .unwritten_intents
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for key in &gone {
+        unwritten.remove(key);
+    }
+    Ok(())
 }
 
 /// A window of the log, the writes it calls for, and whether entries after
@@ -329,11 +358,17 @@ async fn deliver(
             .unwrap_or_else(|e| e.into_inner());
         match &outcome {
             Err(_) => unwritten.extend(mapped.iter().map(key_of)),
-            // The failed writes were retried in this one (the cursor did not
-            // move), or their documents have moved on: none is owed. (Not
-            // on a batch that wrote nothing: the retry is still to come.)
-            Ok(_) if !rows.is_empty() => unwritten.retain(|k| k.0 != name),
-            Ok(_) => {}
+            // These are written. Others that failed before stay owed: a
+            // session that starts from a saved cursor behind the failed
+            // batch reads it in windows cut elsewhere, and one retried
+            // later as fresh would leave a spare intent (taking a later
+            // change of the provider's own for our echo). Those whose
+            // intent is gone are forgotten at the next expiry.
+            Ok(_) => {
+                for p in &mapped {
+                    unwritten.remove(&key_of(p));
+                }
+            }
         }
     }
     let refused = outcome?;
@@ -549,6 +584,137 @@ mod tests {
             1,
             "one intent for one echo"
         );
+        assert!(shared.unwritten_intents.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_write_retried_after_another_batch_still_records_its_intent_once() {
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
+        let orders = [order(1), order(2)];
+        store
+            .apply_source(
+                "hq",
+                SourceApply {
+                    changes: &orders,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = FailsOnce(true);
+        let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        let failed = deliver(
+            &shared, &mut store, &mut sink, &mapping, "shop", writes, 2, true,
+        )
+        .await;
+        assert!(failed.is_err());
+        // The next session's windows are cut elsewhere: order 2 is written
+        // alone first, then order 1.
+        let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        let (first, second): (Vec<Pending>, Vec<Pending>) =
+            writes.into_iter().partition(|p| p.write.id == json!(2));
+        for batch in [first, second] {
+            deliver(
+                &shared, &mut store, &mut sink, &mapping, "shop", batch, 2, true,
+            )
+            .await
+            .unwrap();
+        }
+        // A spare intent for order 1 would take a later change of shop's
+        // own to that image for our echo.
+        assert_eq!(store.intent_count("shop").unwrap(), 2, "one per write");
+        assert!(shared.unwritten_intents.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_retried_intent_lives_from_the_attempt_that_wrote_it() {
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
+        let order1 = order(1);
+        store
+            .apply_source(
+                "hq",
+                SourceApply {
+                    changes: std::slice::from_ref(&order1),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let mut sink = FailsOnce(true);
+        for attempt in 0..2 {
+            if attempt == 1 {
+                // The write kept failing for longer than intents live.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+            let out = deliver(
+                &shared, &mut store, &mut sink, &mapping, "shop", writes, 1, true,
+            )
+            .await;
+            assert_eq!(out.is_ok(), attempt == 1);
+        }
+        // shop's feed moves on; the echo of the write just made is due.
+        let mut later = order(2);
+        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
+        store
+            .apply_source(
+                "shop",
+                SourceApply {
+                    changes: std::slice::from_ref(&later),
+                    position: Some("0/9"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.expire_intents("shop", 200).unwrap(), 0);
+        assert_eq!(store.intent_count("shop").unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_owed_intent_is_forgotten_once_it_expired() {
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
+        let order1 = order(1);
+        store
+            .apply_source(
+                "hq",
+                SourceApply {
+                    changes: std::slice::from_ref(&order1),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
+        let failed = deliver(
+            &shared,
+            &mut store,
+            &mut FailsOnce(true),
+            &mapping,
+            "shop",
+            writes,
+            1,
+            true,
+        )
+        .await;
+        assert!(failed.is_err());
+        forget_expired_owed_intents(&shared, &store, "shop").unwrap();
+        assert_eq!(
+            shared.unwritten_intents.lock().unwrap().len(),
+            1,
+            "still owed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut later = order(2);
+        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
+        store
+            .apply_source(
+                "shop",
+                SourceApply {
+                    changes: std::slice::from_ref(&later),
+                    position: Some("0/9"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.expire_intents("shop", 0).unwrap(), 1);
+        forget_expired_owed_intents(&shared, &store, "shop").unwrap();
         assert!(shared.unwritten_intents.lock().unwrap().is_empty());
     }
 
