@@ -379,6 +379,33 @@ fn a_mariadb_target_with_foreign_keys_gets_parents_first() {
 }
 
 #[test]
+fn a_mariadb_schema_other_than_the_connections_database_is_journaled_there() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let db = mariadb_shop();
+    db.create_db("elsewhere");
+    // The session's default database is another one: the triggers were
+    // made there and refused ("Trigger in wrong schema").
+    odbc_shop(&mut f, &odbc, db.odbc("elsewhere"));
+    f.extra_env
+        .push(("CONNECTOR_SHOP_SCHEMA".into(), "shop".into()));
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_text("orders copied", "200", || {
+        db.sql("shop", "SELECT count(*) FROM orders")
+    });
+    db.sql(
+        "shop",
+        "UPDATE orders SET status = 'from shop' WHERE order_id = 3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT status FROM orders WHERE order_id = 3",
+        "from shop",
+    );
+}
+
+#[test]
 fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
     let mut f = Fleet::new("0.001");
     f.pg.psql(

@@ -123,6 +123,13 @@ impl Dialect for MariaDb {
         spec.events(self, "NEW", "OLD", image)
             .into_iter()
             .map(|(name, event, _, insert)| {
+                // A trigger lives in its table's database, named there
+                // (unqualified, it is made in the session's default
+                // database: refused for a table elsewhere, 1435).
+                let name = match &spec.table.schema {
+                    Some(schema) => format!("{}.{name}", self.quote(schema)),
+                    None => name,
+                };
                 format!(
                     "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {} FOR EACH ROW {insert}",
                     spec.table.qualified(self)
