@@ -406,6 +406,95 @@ fn a_mariadb_schema_other_than_the_connections_database_is_journaled_there() {
 }
 
 #[test]
+fn mariadb_foreign_key_cascades_reach_the_other_databases() {
+    let mut f = Fleet::new("0.001");
+    let odbc = OdbcConfig::new(None);
+    let db = mariadb_shop();
+    // InnoDB's cascades fire no trigger: the rows they delete or change
+    // were never journaled and stayed everywhere else.
+    db.sql(
+        "shop",
+        "CREATE TABLE fk_orders (id INT PRIMARY KEY, note VARCHAR(20));
+         CREATE TABLE fk_lines (id INT PRIMARY KEY, order_id INT NOT NULL, qty INT,
+           FOREIGN KEY (order_id) REFERENCES fk_orders (id) ON DELETE CASCADE ON UPDATE CASCADE);
+         CREATE TABLE fk_notes (id INT PRIMARY KEY, line_id INT NOT NULL, body VARCHAR(20),
+           FOREIGN KEY (line_id) REFERENCES fk_lines (id) ON DELETE CASCADE);
+         CREATE TABLE fk_tags (id INT PRIMARY KEY, order_id INT NULL, label VARCHAR(20),
+           FOREIGN KEY (order_id) REFERENCES fk_orders (id) ON DELETE SET NULL ON UPDATE SET NULL);",
+    );
+    f.pg.psql(
+        "hq",
+        "CREATE TABLE fk_orders (id int PRIMARY KEY, note text);
+         CREATE TABLE fk_lines (id int PRIMARY KEY, order_id int NOT NULL, qty int);
+         CREATE TABLE fk_notes (id int PRIMARY KEY, line_id int NOT NULL, body text);
+         CREATE TABLE fk_tags (id int PRIMARY KEY, order_id int, label text);",
+    );
+    let yaml: String = ["fk_orders", "fk_lines", "fk_notes", "fk_tags"]
+        .iter()
+        .map(|t| format!("  {t}:\n    id: {{mode: single_field, field: id}}\n"))
+        .collect();
+    std::fs::write(
+        f.dir.path().join("mappings/fk.yaml"),
+        format!("collections:\n{yaml}"),
+    )
+    .unwrap();
+    odbc_shop(&mut f, &odbc, db.odbc("shop"));
+    let setup = ok(&f.connector(&["setup", "--provider", "shop"]));
+    assert!(setup.contains("fk_orders_fkdel"), "{setup}");
+    f.start();
+    f.expect_text("orders copied", "200", || {
+        db.sql("shop", "SELECT count(*) FROM orders")
+    });
+    db.sql(
+        "shop",
+        "INSERT INTO fk_orders VALUES (1, 'one'), (2, 'two'), (3, 'three');
+         INSERT INTO fk_lines VALUES (11, 1, 5), (12, 1, 6), (21, 2, 7), (31, 3, 8);
+         INSERT INTO fk_notes VALUES (211, 21, 'on a line of 2'), (311, 31, 'stays');
+         INSERT INTO fk_tags VALUES (1, 1, 'of one'), (2, 2, 'of two'), (3, 3, 'of three');",
+    );
+    f.expect_in("hq", "SELECT count(*) FROM fk_notes", "2");
+    f.expect_in("hq", "SELECT count(*) FROM fk_tags", "3");
+    // A key update cascades to the lines and nulls the tags.
+    db.sql("shop", "UPDATE fk_orders SET id = 10 WHERE id = 1");
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id || ':' || order_id, ',' ORDER BY id) FROM fk_lines",
+        "11:10,12:10,21:2,31:3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id || ':' || coalesce(order_id::text, '-'), ',' ORDER BY id) FROM fk_tags",
+        "1:-,2:2,3:3",
+    );
+    // A delete cascades two levels down and nulls the tags.
+    db.sql("shop", "DELETE FROM fk_orders WHERE id = 2");
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM fk_lines",
+        "11,12,31",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM fk_notes",
+        "311",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id || ':' || coalesce(order_id::text, '-'), ',' ORDER BY id) FROM fk_tags",
+        "1:-,2:-,3:3",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM fk_orders",
+        "3,10",
+    );
+    // Setup again: the same triggers, made again, none dropped.
+    let again = ok(&f.connector(&["setup", "--provider", "shop", "--dry-run"]));
+    assert!(!again.contains("DROP TRIGGER"), "{again}");
+    verify_passes(&f);
+}
+
+#[test]
 fn mariadb_bytes_wide_characters_and_generated_columns_go_both_ways() {
     let mut f = Fleet::new("0.001");
     f.pg.psql(

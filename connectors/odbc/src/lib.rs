@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod conn;
 pub mod dialect;
+pub mod fk_actions;
 pub mod image;
 pub mod journal;
 pub mod options;

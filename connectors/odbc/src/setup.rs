@@ -11,9 +11,12 @@ use odbc_api::Connection;
 
 use connector_core::{ProviderMapping, Result, Stage};
 
-use crate::catalog::{integer, mapped_tables, query_text, query_value, table_info};
+use std::collections::BTreeSet;
+
+use crate::catalog::{integer, mapped_tables, query_text, query_value, table_info, TableInfo};
 use crate::conn::classify;
 use crate::dialect::{Dialect, TriggerSpec};
+use crate::fk_actions;
 use crate::options::OdbcOptions;
 
 /// The DDL for the mapped tables: (statement, already in place?).
@@ -30,13 +33,41 @@ pub fn plan(
     };
     let journal = d.qualified(schema.as_deref(), &o.journal);
     let mut out = Vec::new();
+    let mut fk_triggers = Vec::new();
     if table_info(c, d, schema.as_deref(), &o.journal)?.is_some() {
         out.push(format!("-- the journal {journal} exists"));
         out.extend(d.upgrade_journal(&journal));
     } else {
         out.extend(d.create_journal(&journal));
     }
-    for (collection, info) in mapped_tables(c, d, mapping, o)? {
+    let tables = mapped_tables(c, d, mapping, o)?;
+    if !d.fk_actions_fire_triggers() {
+        let default = match &schema {
+            Some(s) => s.clone(),
+            None => fk_actions::current_database(c)?,
+        };
+        let schema_of = |t: &TableInfo| t.schema.clone().unwrap_or_else(|| default.clone());
+        let schemas: BTreeSet<String> = tables.iter().map(|(_, t)| schema_of(t)).collect();
+        for s in &schemas {
+            let infos: Vec<TableInfo> = tables
+                .iter()
+                .map(|(_, t)| t.clone())
+                .filter(|t| schema_of(t) == *s)
+                .collect();
+            let keys = fk_actions::read(c, s)?;
+            let existing = fk_actions::existing_triggers(c, s, &o.journal)?;
+            fk_triggers.extend(fk_actions::plan(
+                d,
+                s,
+                &d.qualified(Some(s), &o.journal),
+                &o.journal,
+                &keys,
+                &infos,
+                &existing,
+            ));
+        }
+    }
+    for (collection, info) in tables {
         let key = mapping.key_columns(&collection).unwrap_or_default();
         if let Some(check) = d.key_check(&info, &key) {
             let clashes = match &check.conflicts {
@@ -98,6 +129,9 @@ pub fn plan(
             name: &name,
         }));
     }
+    // After the row triggers (the journal exists; an update's own row comes
+    // before the rows its cascade changed).
+    out.extend(fk_triggers);
     Ok(out)
 }
 

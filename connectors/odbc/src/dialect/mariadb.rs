@@ -93,6 +93,11 @@ impl Dialect for MariaDb {
         }
     }
 
+    /// InnoDB's cascades fire no trigger.
+    fn fk_actions_fire_triggers(&self) -> bool {
+        false
+    }
+
     /// In utf8mb4 whatever the database's default (latin1 upstream before
     /// 11.6): the triggers run in strict mode, and an image holding a
     /// character the journal cannot store failed the application's write.

@@ -228,6 +228,13 @@ pub trait Dialect: Send + Sync {
         "the table's id failed the dialect's check"
     }
 
+    /// Whether the rows a foreign key action changes (`ON DELETE CASCADE`)
+    /// fire their table's triggers; where not, setup journals them from
+    /// the referred table's ([`crate::fk_actions`]).
+    fn fk_actions_fire_triggers(&self) -> bool {
+        true
+    }
+
     /// A query naming the unique indexes of `table` other than its id's
     /// (one row, its name, each) where a row another row replaces for
     /// clashing on one is deleted without a delete trigger, so unjournaled;
