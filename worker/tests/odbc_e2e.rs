@@ -72,6 +72,80 @@ fn binary_copied_through_psqlodbc_arrives_as_the_same_bytes() {
 }
 
 #[test]
+fn intervals_and_floats_through_psqlodbc_take_the_native_providers_forms() {
+    let (f, _odbc) = psqlodbc_devices_with(
+        "span interval, ADD COLUMN ratio float8, ADD COLUMN until timestamptz",
+        "INSERT INTO devices (serial_no, name, span, ratio, until) VALUES ('i-0', 'copied', '1 day 02:03:04', 0.1, 'infinity')",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT span::text FROM devices WHERE serial_no = 'i-0'",
+        "1 day 02:03:04",
+    );
+    // An application session with styles of its own: its trigger wrote the
+    // image in them (one spurious change per write against hq's forms).
+    f.pg.psql(
+        "shop",
+        "SET IntervalStyle = 'postgres_verbose'; SET extra_float_digits = 0; \
+         INSERT INTO devices (serial_no, name, span, ratio, until) VALUES ('i-1', 'streamed', '3 hours', 0.1::float8 + 0.2::float8, '-infinity')",
+    );
+    f.expect_in(
+        "hq",
+        "SELECT span::text || ' ' || (ratio = 0.1::float8 + 0.2::float8) FROM devices WHERE serial_no = 'i-1'",
+        "03:00:00 true",
+    );
+    for (id, span, until) in [
+        ("i-0", "P1DT2H3M4S", "infinity"),
+        ("i-1", "PT3H", "-infinity"),
+    ] {
+        let doc = ok(&f.connector(&["query", "devices", id]));
+        let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(doc["span"], serde_json::json!(span), "{doc}");
+        assert_eq!(doc["until"], serde_json::json!(until), "{doc}");
+    }
+    f.expect_in(
+        "hq",
+        "SELECT string_agg(until::text, ',' ORDER BY serial_no) FROM devices WHERE serial_no LIKE 'i-%'",
+        "infinity,-infinity",
+    );
+}
+
+#[test]
+fn a_psqlodbc_copy_keyed_by_time_pages_in_time_order() {
+    let mut f = Fleet::new("0.001");
+    for db in ["hq", "shop"] {
+        f.pg.psql(
+            db,
+            "CREATE TABLE readings (at timestamptz PRIMARY KEY, v int)",
+        );
+    }
+    // Read as text (for `infinity`), the key must still sort as a time,
+    // across the copy's chunks of 5,000: 6000 BC is before 1 BC, though
+    // its text sorts after.
+    f.pg.psql(
+        "shop",
+        "INSERT INTO readings VALUES ('-infinity', 1), ('2024-01-01 00:00:00', 4), \
+         ('2024-01-01 00:00:00.5', 5), ('infinity', 6); \
+         INSERT INTO readings SELECT '0001-06-01 00:00:00+00 BC'::timestamptz - make_interval(years => g / 2, days => g % 2), 0 \
+         FROM generate_series(0, 5999) g",
+    );
+    std::fs::write(
+        f.dir.path().join("mappings/readings.yaml"),
+        "collections:\n  readings:\n    id: {mode: single_field, field: at}\n",
+    )
+    .unwrap();
+    let odbc = OdbcConfig::new(None);
+    psqlodbc_shop(&mut f, &odbc);
+    ok(&f.connector(&["setup", "--provider", "shop"]));
+    f.start();
+    f.expect_in(
+        "hq",
+        "SELECT count(*) || ' ' || string_agg(v::text, ',' ORDER BY at) FILTER (WHERE v > 0) FROM readings",
+        "6004 1,4,5,6",
+    );
+}
+
+#[test]
 fn an_array_column_through_psqlodbc_is_written_back_as_an_array() {
     let (f, _odbc) = psqlodbc_devices_with(
         "tags text[]",

@@ -375,10 +375,20 @@ impl Snapshot for OdbcSnapshot {
     ) -> Result<SnapshotChunk> {
         let d = self.d;
         let (info, key) = self.table(collection)?.clone();
+        // A value read through an expression gets a name of its own: named
+        // as its column, it would be what ORDER BY sorts a key by (text
+        // order, where the key's own order is wanted).
         let cols = info
             .columns
             .iter()
-            .map(|c| d.read_value(c, d.quote(&c.name)))
+            .enumerate()
+            .map(|(i, c)| {
+                let column = d.quote(&c.name);
+                match d.read_value(c, column.clone()) {
+                    read if read == column => read,
+                    read => format!("{read} AS {}", d.quote(&format!("connector_read_{i}"))),
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let order = key

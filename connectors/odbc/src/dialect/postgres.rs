@@ -11,6 +11,14 @@ use crate::catalog::{Column, TableInfo};
 
 pub struct Postgres;
 
+/// The trigger function's own settings while it builds an image: the
+/// application's session may run with other styles (`IntervalStyle =
+/// postgres_verbose` gave `@ 3 hours`; `extra_float_digits = 0` cut a
+/// float to 15 digits), and the image must read as the copy and the
+/// native provider read the same value.
+const IMAGE_STYLES: &str = "SET IntervalStyle = 'iso_8601' SET extra_float_digits = 3 \
+     SET DateStyle = 'ISO, YMD' SET TimeZone = 'UTC'";
+
 impl Dialect for Postgres {
     fn name(&self) -> &'static str {
         "PostgreSQL"
@@ -21,6 +29,9 @@ impl Dialect for Postgres {
             "SET TimeZone = 'UTC'".into(),
             "SET DateStyle = 'ISO'".into(),
             "SET extra_float_digits = 3".into(),
+            // The native provider's forms (`P1DT2H`), so the copy, the
+            // journal and the stream of another PostgreSQL agree.
+            "SET IntervalStyle = 'iso_8601'".into(),
             // A lock held for ever ends the wait (55P03, retried).
             "SET lock_timeout = '60s'".into(),
         ]
@@ -93,7 +104,7 @@ impl Dialect for Postgres {
         );
         vec![
             format!(
-                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN \
+                "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql {styles} AS $fn$ BEGIN \
                  INSERT INTO {journal} ({cols}) VALUES (TG_ARGV[0], left(TG_OP, 1), \
                  CASE WHEN TG_OP <> 'DELETE' THEN {new} END, \
                  CASE WHEN TG_OP <> 'INSERT' THEN {old} END, {now}); \
@@ -103,6 +114,7 @@ impl Dialect for Postgres {
                 now = self.now_ms(),
                 new = image("NEW"),
                 old = image("OLD"),
+                styles = IMAGE_STYLES,
             ),
             // The mapped table's name as the trigger's argument, not
             // TG_TABLE_NAME: a partitioned table's rows fire the trigger
@@ -155,6 +167,13 @@ impl Dialect for Postgres {
         } else if column.ty == ColumnType::Array {
             // A list, as the journal's `row_to_json` gives it.
             format!("CAST(to_json({expr}) AS text)")
+        } else if matches!(
+            column.ty,
+            ColumnType::Timestamp | ColumnType::TimestampTz | ColumnType::Date
+        ) {
+            // As text: psqlODBC turns `infinity` into 9999-12-31 23:59:59
+            // where the journal and the native provider say `infinity`.
+            format!("CAST({expr} AS text)")
         } else {
             expr
         }
