@@ -125,7 +125,9 @@ pub fn read(c: &Connection<'_>, schema: &str) -> Result<Vec<ForeignKey>> {
     Ok(keys.into_values().collect())
 }
 
-/// The names of this module's triggers on the tables of `schema`.
+/// The names of this module's triggers for `journal_name` on the tables
+/// of `schema`: exactly `{journal_name}_{their table}_{suffix}` (another
+/// provider's journal may be named with this one's as a prefix).
 pub fn existing_triggers(
     c: &Connection<'_>,
     schema: &str,
@@ -133,19 +135,28 @@ pub fn existing_triggers(
 ) -> Result<Vec<String>> {
     let rows = query_text(
         c,
-        "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = ?",
+        "SELECT trigger_name, event_object_table FROM information_schema.triggers WHERE trigger_schema = ?",
         &[schema.to_string()],
         Stage::Setup,
         "reading the triggers",
     )?;
-    let prefix = format!("{journal_name}_");
     Ok(rows
         .into_iter()
-        .filter_map(|r| r.into_iter().next().flatten())
-        .filter(|n| {
-            n.starts_with(&prefix) && SUFFIXES.iter().any(|s| n.ends_with(&format!("_{s}")))
+        .filter_map(|r| {
+            let mut cells = r.into_iter();
+            Some((cells.next().flatten()?, cells.next().flatten()?))
         })
+        .filter(|(name, table)| {
+            SUFFIXES
+                .iter()
+                .any(|s| *name == trigger_name(journal_name, table, s))
+        })
+        .map(|(name, _)| name)
         .collect())
+}
+
+fn trigger_name(journal_name: &str, table: &str, suffix: &str) -> String {
+    format!("{journal_name}_{table}_{suffix}")
 }
 
 /// The journal's trigger names and statements for the actions of `keys`
@@ -181,6 +192,12 @@ pub fn plan(
             &mut deletes,
             0,
         );
+        if deletes.len() >= MAX_SELECTS {
+            out.push(format!(
+                "-- note: the cascades of a delete from {table} take more than {MAX_SELECTS} paths \
+                 (keys of a table on itself): the rows of the paths past them are not journaled"
+            ));
+        }
         let triggers = [
             ("fkdel", "BEFORE DELETE", deletes),
             (
@@ -198,7 +215,7 @@ pub fn plan(
             if selects.is_empty() {
                 continue;
             }
-            let name = format!("{journal_name}_{parent}_{suffix}");
+            let name = trigger_name(journal_name, parent, suffix);
             out.push(format!(
                 "CREATE OR REPLACE TRIGGER {} {event} ON {table} FOR EACH ROW INSERT INTO {journal} ({}) {}",
                 d.qualified(Some(schema), &name),
@@ -225,8 +242,12 @@ struct Plan<'a> {
     mapped: &'a [TableInfo],
 }
 
-/// Cascades this deep are taken for a cycle.
-const MAX_DEPTH: usize = 8;
+/// InnoDB's own limit of nested cascades (deeper, it refuses the delete);
+/// it also ends a cycle of keys.
+const MAX_DEPTH: usize = 15;
+/// Selects one trigger holds at most: two keys of a table on itself would
+/// otherwise give 2^15 paths. Past it, setup says the trigger is cut.
+pub const MAX_SELECTS: usize = 256;
 
 impl Plan<'_> {
     fn mapped(&self, table: &str) -> Option<&TableInfo> {
@@ -247,7 +268,7 @@ impl Plan<'_> {
         out: &mut Vec<String>,
         depth: usize,
     ) {
-        if depth >= MAX_DEPTH {
+        if depth >= MAX_DEPTH || out.len() >= MAX_SELECTS {
             return;
         }
         for key in self.keys.iter().filter(|k| k.parent == table) {
@@ -366,6 +387,12 @@ impl Plan<'_> {
         let mut pairs = spec.pair_list(self.d, row, |k, v| format!("{k}, {v}"));
         for (i, c) in table.columns.iter().enumerate() {
             if let Some((_, value)) = replaced.iter().find(|(name, _)| *name == c.name) {
+                // Read into the image as the column's own values are
+                // (bytes as `\x…`, times in UTC).
+                let value = match value.as_str() {
+                    "NULL" => value.clone(),
+                    expr => self.d.image_value(c, expr.to_string()),
+                };
                 pairs[i] = format!("{}, {value}", literal(&c.name));
             }
         }
@@ -510,5 +537,52 @@ mod tests {
         let out = plan(&MariaDb, "s", "`s`.`j`", "j", &keys, &mapped, &[]);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|s| s.matches("SELECT").count() == MAX_DEPTH));
+    }
+
+    #[test]
+    fn two_keys_of_a_table_on_itself_are_cut_and_said() {
+        let keys = [
+            key("nodes", "nodes", "parent_id", Action::Cascade, Action::None),
+            key("nodes", "nodes", "owner_id", Action::Cascade, Action::None),
+        ];
+        let mapped = [table("nodes", &["id", "parent_id", "owner_id"])];
+        let out = plan(&MariaDb, "s", "`s`.`j`", "j", &keys, &mapped, &[]);
+        let trigger = out.iter().find(|s| s.contains("fkdel")).unwrap();
+        assert!(
+            trigger.matches("SELECT").count() <= 2 * MAX_SELECTS,
+            "{}",
+            trigger.len()
+        );
+        assert!(
+            out.iter()
+                .any(|s| s.starts_with("-- note:") && s.contains("`s`.`nodes`")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn an_update_cascade_reads_the_old_key_as_the_column_is_read() {
+        let binary = Column {
+            name: "order_id".into(),
+            ty: MariaDb.column_type("binary(16)"),
+            sql_type: "binary(16)".into(),
+        };
+        let mut lines = table("lines", &["id"]);
+        lines.columns.push(binary.clone());
+        let keys = [key(
+            "orders",
+            "lines",
+            "order_id",
+            Action::None,
+            Action::Cascade,
+        )];
+        let out = plan(&MariaDb, "s", "`s`.`j`", "j", &keys, &[lines], &[]);
+        let update = out.iter().find(|s| s.contains("fkupd")).unwrap();
+        let old_key = MariaDb.image_value(&binary, "OLD.`id`".into());
+        assert_ne!(old_key, "OLD.`id`", "bytes are read as text");
+        assert!(
+            update.contains(&format!("'order_id', {old_key})")),
+            "{update}"
+        );
     }
 }

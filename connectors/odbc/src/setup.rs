@@ -57,13 +57,8 @@ pub fn plan(
             let keys = fk_actions::read(c, s)?;
             let existing = fk_actions::existing_triggers(c, s, &o.journal)?;
             fk_triggers.extend(fk_actions::plan(
-                d,
-                s,
-                &d.qualified(Some(s), &o.journal),
-                &o.journal,
-                &keys,
-                &infos,
-                &existing,
+                d, s, // The row triggers' journal, wherever the table is.
+                &journal, &o.journal, &keys, &infos, &existing,
             ));
         }
     }
