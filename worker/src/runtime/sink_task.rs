@@ -358,16 +358,22 @@ async fn deliver(
             .unwrap_or_else(|e| e.into_inner());
         match &outcome {
             Err(_) => unwritten.extend(mapped.iter().map(key_of)),
-            // These are written. Others that failed before stay owed: a
+            // These documents are written, whatever image an earlier
+            // failed write of theirs had (the echo of this one takes the
+            // older intents with it: a later write of that image again is
+            // a fresh one). Other documents' failed writes stay owed: a
             // session that starts from a saved cursor behind the failed
             // batch reads it in windows cut elsewhere, and one retried
             // later as fresh would leave a spare intent (taking a later
             // change of the provider's own for our echo). Those whose
             // intent is gone are forgotten at the next expiry.
             Ok(_) => {
-                for p in &mapped {
-                    unwritten.remove(&key_of(p));
-                }
+                let written: HashSet<(&str, &str)> = mapped
+                    .iter()
+                    .map(|p| (p.write.collection.as_str(), p.key.as_str()))
+                    .collect();
+                unwritten
+                    .retain(|k| !(k.0 == name && written.contains(&(k.1.as_str(), k.2.as_str()))));
             }
         }
     }
@@ -623,6 +629,44 @@ mod tests {
         // own to that image for our echo.
         assert_eq!(store.intent_count("shop").unwrap(), 2, "one per write");
         assert!(shared.unwritten_intents.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_document_back_at_the_image_of_its_failed_write_records_a_fresh_intent() {
+        let (_dir, shared, mut store, mapping) = shop_sink_fixture();
+        let status = |s: &str, ts: i64| {
+            let mut c = order(1);
+            c.fields.insert("status".into(), json!(s));
+            c.commit_ts_ms = Some(ts);
+            c
+        };
+        let mut sink = FailsOnce(true);
+        let mut after = 0;
+        // A fails (its intent stays, owed); B is written; then A again.
+        for (i, s) in ["a", "b", "a"].into_iter().enumerate() {
+            let change = status(s, 1000 + i as i64);
+            store
+                .apply_source(
+                    "hq",
+                    SourceApply {
+                        changes: std::slice::from_ref(&change),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let (read, writes, _) = read_batch(&store, "shop", &mapping, after, 100).unwrap();
+            let out = deliver(
+                &shared, &mut store, &mut sink, &mapping, "shop", writes, read.upto, true,
+            )
+            .await;
+            assert_eq!(out.is_ok(), i > 0);
+            if out.is_ok() {
+                after = read.upto;
+            }
+        }
+        // B's echo takes A's old intent with its own; the last write of A
+        // needs one of its own, not the old one dated again.
+        assert_eq!(store.intent_count("shop").unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread")]
