@@ -18,6 +18,9 @@ fn the_unit_file_verifies() {
         "ProtectSystem=strict",
         "StateDirectory=connector",
         "--provider %i",
+        // A large transaction's temporary file on disk, not a tmpfs /tmp.
+        "PrivateTmp=yes",
+        "Environment=TMPDIR=/var/tmp",
     ] {
         assert!(unit.contains(needed), "the unit lacks {needed}");
     }
