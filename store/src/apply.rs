@@ -42,6 +42,7 @@ use serde_json::{Map, Value};
 use connector_core::value::{counter_number, fingerprint, id_key};
 use connector_core::{DocChange, DocOp};
 
+use crate::conflicts::{insert_conflict, Conflict};
 use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::{Result, StoreError};
 use crate::merge::{DocState, Write, WriteKind};
@@ -80,6 +81,9 @@ pub struct Applied {
     pub applied: u64,
     pub echoes: u64,
     pub dead_letters: u64,
+    /// Fields this batch changed that another provider had changed
+    /// concurrently ([`crate::conflicts`]).
+    pub conflicts: u64,
     /// The log sequence of the last write, if any was appended.
     pub last_seq: Option<i64>,
 }
@@ -276,7 +280,12 @@ fn merge_part(
                 mut state,
                 write,
                 shadow,
+                conflicts,
             } => {
+                for conflict in &conflicts {
+                    insert_conflict(tx, conflict)?;
+                }
+                out.conflicts += conflicts.len() as u64;
                 state.apply(&write);
                 let body = state.materialize();
                 let seq = append_log(
@@ -477,6 +486,7 @@ enum Plan {
         state: DocState,
         write: Write,
         shadow: Shadow,
+        conflicts: Vec<Conflict>,
     },
 }
 
@@ -532,6 +542,7 @@ fn plan_change(
                 kind: WriteKind::Delete,
             },
             shadow: Shadow::Deleted,
+            conflicts: Vec::new(),
         });
     }
 
@@ -720,6 +731,21 @@ fn plan_change(
         }
     }
 
+    let stamp = Stamp::new(hlc, origin);
+    let conflicts = if c.snapshot {
+        Vec::new()
+    } else {
+        conflicts_of(
+            c,
+            &key,
+            &changed,
+            &state,
+            current.as_ref(),
+            shadow.as_ref(),
+            &stamp,
+            now,
+        )
+    };
     let fields: BTreeMap<String, Value> = changed
         .into_iter()
         .map(|f| (f.clone(), c.fields[f].clone()))
@@ -727,8 +753,9 @@ fn plan_change(
     Ok(Plan::Write {
         key,
         state,
+        conflicts,
         write: Write {
-            stamp: Stamp::new(hlc, origin),
+            stamp,
             kind: WriteKind::Set {
                 fields,
                 unset: unset.into_iter().collect(),
@@ -738,4 +765,56 @@ fn plan_change(
         },
         shadow: new_shadow,
     })
+}
+
+/// The fields of `c` (the origin's change, stamped `stamp`) that conflict
+/// with another provider's value ([`crate::conflicts`]), and which side
+/// each keeps.
+#[allow(clippy::too_many_arguments)]
+fn conflicts_of(
+    c: &DocChange,
+    key: &str,
+    changed: &[&String],
+    state: &DocState,
+    current: Option<&Map<String, Value>>,
+    seen: Option<&Shadow>,
+    stamp: &Stamp,
+    now: i64,
+) -> Vec<Conflict> {
+    // What the origin changed each field from.
+    let before = |f: &str| match &c.before {
+        Some(b) => b.get(f).map(fingerprint),
+        None => seen.and_then(|s| s.fingerprint(f)),
+    };
+    let mut out = Vec::new();
+    for f in changed {
+        let (Some(cur), Some(cur_value)) = (state.field_stamp(f), current.and_then(|d| d.get(*f)))
+        else {
+            continue;
+        };
+        let new_value = &c.fields[*f];
+        let cur_fp = fingerprint(cur_value);
+        if cur.origin == stamp.origin
+            || fingerprint(new_value) == cur_fp
+            || before(f) == Some(cur_fp)
+        {
+            continue;
+        }
+        let ((kept_from, kept), (lost_from, lost)) = if stamp > cur {
+            ((&stamp.origin, new_value), (&cur.origin, cur_value))
+        } else {
+            ((&cur.origin, cur_value), (&stamp.origin, new_value))
+        };
+        out.push(Conflict {
+            at_ms: now,
+            collection: c.collection.clone(),
+            id: key.to_string(),
+            field: f.to_string(),
+            kept_from: kept_from.clone(),
+            kept: kept.clone(),
+            lost_from: lost_from.clone(),
+            lost: lost.clone(),
+        });
+    }
+    out
 }

@@ -23,6 +23,7 @@
 
 mod apply;
 mod checkpoint;
+mod conflicts;
 mod dead_letters;
 mod documents;
 mod error;
@@ -37,6 +38,7 @@ mod waiting;
 
 pub use apply::{Applied, SourceApply};
 pub use checkpoint::Checkpointer;
+pub use conflicts::{Conflict, RETENTION_MS as CONFLICT_RETENTION_MS};
 pub use dead_letters::{DeadLetter, NewDeadLetter, SINK_STAGE, WAITING_STAGE};
 pub use error::{Result, StoreError};
 pub use fanout::{sink_cursor, LogEntry, Pending, SinkRead, SINK_SCAN};

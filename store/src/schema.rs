@@ -3,7 +3,7 @@
 //! `documents` holds each document's CRDT state and its materialized body;
 //! `change_log` numbers every applied write (AUTOINCREMENT: sequence numbers
 //! are never reused, even after compaction empties the table); `cursors`,
-//! `positions`, `shadows`, `dead_letters` and `provider_stats` are what their
+//! `positions`, `shadows`, `dead_letters`, `conflicts` and `provider_stats` are what their
 //! names say. Writers take the lock up front (`BEGIN IMMEDIATE`), so several
 //! processes append to one gap-free log.
 
@@ -107,6 +107,17 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     due_ms     INTEGER             -- a waiting letter's next try
 );
 CREATE INDEX IF NOT EXISTS dead_letters_provider ON dead_letters (provider);
+CREATE TABLE IF NOT EXISTS conflicts (
+    at_ms      INTEGER NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    field      TEXT NOT NULL,
+    kept_from  TEXT NOT NULL,
+    kept       TEXT NOT NULL,       -- JSON, cut to 200 characters
+    lost_from  TEXT NOT NULL,
+    lost       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conflicts_at ON conflicts (at_ms);
 CREATE TABLE IF NOT EXISTS provider_stats (
     provider        TEXT PRIMARY KEY,
     received        INTEGER NOT NULL DEFAULT 0,

@@ -28,6 +28,9 @@ pub struct ProviderStats {
     /// Writes a foreign key refused, tried again by the sink: not dead
     /// letters for an operator to act on (they land by themselves).
     pub waiting_letters: u64,
+    /// Changes of the provider's that lost a conflict in the last 7 days
+    /// ([`crate::conflicts`]).
+    pub conflicts_lost: u64,
     pub position: Option<String>,
     pub position_updated_ms: Option<i64>,
     pub last_commit_ms: Option<i64>,
@@ -105,6 +108,10 @@ impl Store {
             s.last_commit_ms = commit;
         }
         s.waiting_letters = self.waiting_count(provider)?;
+        s.conflicts_lost = self.conflicts_lost(
+            provider,
+            crate::stamp::now_millis() - crate::conflicts::RETENTION_MS,
+        )?;
         s.dead_letters = self
             .dead_letter_count(Some(provider))?
             .saturating_sub(s.waiting_letters);

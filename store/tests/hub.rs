@@ -2328,3 +2328,59 @@ fn a_batch_in_parts_commits_whole_or_not_at_all() {
     );
     assert!(s.get("orders", &json!(7)).unwrap().is_some());
 }
+
+#[test]
+fn concurrent_changes_of_a_field_are_kept_as_conflicts_and_sequential_ones_are_not() {
+    let (_d, mut s) = store();
+    let status = |v: &str, ts: i64| {
+        upsert(
+            "orders",
+            json!(1),
+            json!({"order_id": 1, "status": v}),
+            None,
+            ts,
+        )
+    };
+    apply(&mut s, "hq", &[status("a", 1000)], "h1");
+    // shop holds what hq wrote (its sink wrote it; the image came back).
+    apply(&mut s, "shop", &[status("a", 1000)], "s1");
+    apply(&mut s, "hq", &[status("b", 2000)], "h2");
+    // shop changes it without having seen b: a conflict, shop's later
+    // stamp keeps its value.
+    let applied = apply(&mut s, "shop", &[status("c", 3000)], "s2");
+    assert_eq!(applied.conflicts, 1);
+    // hq changes it from b, not having seen c, at an earlier stamp: hq's
+    // change is the one lost.
+    apply(&mut s, "hq", &[status("d", 2500)], "h3");
+    // shop goes on from its own value: no conflict; nor a copy's row.
+    apply(&mut s, "shop", &[status("e", 4000)], "s3");
+    let mut copied = status("f", 5000);
+    copied.snapshot = true;
+    apply(&mut s, "hq", &[copied], "h4");
+    let all = s.recent_conflicts(None, 10).unwrap();
+    let seen: Vec<(&str, &str, &str, &str)> = all
+        .iter()
+        .map(|c| {
+            (
+                c.kept_from.as_str(),
+                c.kept.as_str().unwrap(),
+                c.lost_from.as_str(),
+                c.lost.as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("shop", "c", "hq", "d"), ("shop", "c", "hq", "b")]
+    );
+    assert!(all
+        .iter()
+        .all(|c| c.field == "status" && c.collection == "orders"));
+    assert_eq!(s.conflicts_lost("hq", 0).unwrap(), 2);
+    assert_eq!(s.conflicts_lost("shop", 0).unwrap(), 0);
+    assert_eq!(s.recent_conflicts(Some("shop"), 1).unwrap().len(), 1);
+    assert_eq!(
+        s.get("orders", &json!(1)).unwrap().unwrap()["status"],
+        json!("f")
+    );
+}

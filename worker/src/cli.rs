@@ -108,6 +108,16 @@ pub enum Command {
     /// Records that could not be synced, with the reason.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// Fields two providers changed concurrently (the last 7 days), newest
+    /// first: the value every provider kept and the one that was lost.
+    Conflicts {
+        #[arg(long, short = 'p')]
+        provider: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Mapping files.
     #[command(subcommand)]
     Mappings(MappingsCommand),

@@ -96,6 +96,11 @@ fn dispatch(ctx: &Context, command: Command) -> commands::Outcome {
     match command {
         Command::Mappings(MappingsCommand::Check { paths }) => mappings::check(ctx, &paths),
         Command::Status { json } => status::run(ctx, json),
+        Command::Conflicts {
+            provider,
+            limit,
+            json,
+        } => conflicts::list(ctx, provider.as_deref(), limit, json),
         Command::Query {
             collection,
             id,

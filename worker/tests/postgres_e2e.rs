@@ -205,6 +205,47 @@ fn concurrent_conflicts_converge_per_field_and_by_commit_time() {
     let doc = String::from_utf8_lossy(&f.connector(&["query", "orders", "4"]).stdout).into_owned();
     assert!(doc.contains("shop-later"), "{doc}");
     f.wait_in_sync();
+    // The one field both changed is told: what was kept, what was lost.
+    // (Order 3's two fields merged; nothing was lost there.)
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&f.connector(&["conflicts", "--json"]))).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let c = &listed[0];
+    assert_eq!(
+        (
+            &c["collection"],
+            &c["id"],
+            &c["field"],
+            &c["kept_from"],
+            &c["kept"],
+            &c["lost_from"],
+            &c["lost"]
+        ),
+        (
+            &serde_json::json!("orders"),
+            &serde_json::json!("4"),
+            &serde_json::json!("status"),
+            &serde_json::json!("shop"),
+            &serde_json::json!("shop-later"),
+            &serde_json::json!("hq"),
+            &serde_json::json!("hq-wins?")
+        ),
+        "{c}"
+    );
+    let status = f.status();
+    let hq = status["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hq")
+        .unwrap();
+    assert_eq!(hq["conflicts_lost_7d"], serde_json::json!(1), "{hq}");
+    let text = ok(&f.connector(&["conflicts"]));
+    assert!(
+        text.contains("shop \"shop-later\"") && text.contains("hq \"hq-wins?\""),
+        "{text}"
+    );
 }
 
 #[test]

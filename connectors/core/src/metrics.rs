@@ -8,6 +8,9 @@ pub const ECHOES_DROPPED: &str = "connector_echoes_dropped_total";
 pub const SINK_WRITES: &str = "connector_sink_writes_total";
 pub const ERRORS: &str = "connector_errors_total";
 pub const DEAD_LETTERS: &str = "connector_dead_letters_total";
+/// Per provider whose change met another provider's concurrent change of
+/// the same field (resolved by the merge; `connector conflicts` lists them).
+pub const CONFLICTS: &str = "connector_conflicts_total";
 pub const SOURCE_LAG_SECONDS: &str = "connector_source_lag_seconds";
 pub const FANOUT_LAG_SECONDS: &str = "connector_fanout_lag_seconds";
 /// Per provider and task (`source`, `sink`): 0 green, 1 yellow (retrying

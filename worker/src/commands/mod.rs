@@ -1,5 +1,6 @@
 //! One file per command family. Each returns its process exit code.
 
+pub mod conflicts;
 pub mod dead_letters;
 pub mod mappings;
 pub mod providers;

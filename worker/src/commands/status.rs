@@ -90,6 +90,7 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                     "received": s.received, "applied": s.applied, "echoes_dropped": s.echoes,
                     "filtered": s.filtered, "sink_writes": s.sink_writes, "errors": s.errors,
                     "dead_letters": s.dead_letters, "waiting_letters": s.waiting_letters,
+                    "conflicts_lost_7d": s.conflicts_lost,
                     "last_error": s.last_error, "details": s.details,
                     "last_error_at": rfc3339(s.last_error_ms),
                 })
@@ -190,6 +191,13 @@ pub fn run(ctx: &Context, as_json: bool) -> Outcome {
                 println!(
                     "{}: {} refused write(s) wait for rows they reference; its sink tries them again for 24 h",
                     r.name, r.stats.waiting_letters
+                );
+            }
+            if r.stats.conflicts_lost > 0 {
+                println!(
+                    "{}: {} change(s) of its own lost a conflict in the last 7 days (another provider \
+                     changed the field later, unseen): see `connector conflicts -p {}`",
+                    r.name, r.stats.conflicts_lost, r.name
                 );
             }
             if let Some(d) = &r.stats.details {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use metrics::{counter, gauge};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use connector_core::metrics as names;
 use connector_core::tagged_writes;
@@ -305,6 +305,11 @@ async fn session(
         counter!(names::EVENTS_APPLIED, "provider" => label.clone()).increment(applied.applied);
         counter!(names::ECHOES_DROPPED, "provider" => label.clone()).increment(applied.echoes);
         counter!(names::DEAD_LETTERS, "provider" => label.clone()).increment(applied.dead_letters);
+        counter!(names::CONFLICTS, "provider" => label.clone()).increment(applied.conflicts);
+        if applied.conflicts > 0 {
+            info!(provider = %name, conflicts = applied.conflicts,
+                "fields this provider changed concurrently with another one; each kept the later change (connector conflicts lists them)");
+        }
         if let Some(ts) = last_commit {
             let lag = (connector_store::stamp::now_millis() - ts).max(0) as f64 / 1000.0;
             gauge!(names::SOURCE_LAG_SECONDS, "provider" => label).set(lag);
