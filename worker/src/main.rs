@@ -28,6 +28,34 @@ fn db2_talks_utf8() {
     }
 }
 
+/// A `.env` error without the line's value: dotenvy quotes the line (and
+/// after an unclosed quote, every line after it), passwords included. The
+/// line is named by its number and variable in `file`, where found.
+fn env_file_error(e: &dotenvy::Error, file: &std::path::Path) -> String {
+    match e {
+        dotenvy::Error::LineParse(text, at) => {
+            let first = text.lines().next().unwrap_or_default();
+            let place = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|all| {
+                    all.lines()
+                        .enumerate()
+                        .find(|(_, l)| !first.is_empty() && l.contains(first))
+                        .map(|(n, l)| {
+                            let name = l.split('=').next().unwrap_or_default().trim();
+                            format!("line {} (`{name}`)", n + 1)
+                        })
+                })
+                .unwrap_or_else(|| "a line".into());
+            format!(
+                "cannot parse {place} at character {at} (values are not shown: they may hold \
+                 passwords); quote a value that holds spaces, e.g. in single quotes"
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     return_freed_memory_promptly();
@@ -36,12 +64,19 @@ fn main() -> ExitCode {
     let env_file = match &cli.env_file {
         Some(path) => match dotenvy::from_path(path) {
             Ok(()) => None,
-            Err(e) => Some(format!("cannot read --env-file {}: {e}", path.display())),
+            Err(e) => Some(format!(
+                "cannot read --env-file {}: {}",
+                path.display(),
+                env_file_error(&e, path)
+            )),
         },
         // A line it cannot parse stops dotenvy there: every later variable
         // would be missing without a word.
         None => match dotenvy::dotenv() {
-            Err(e) if !e.not_found() => Some(format!("cannot read the .env file: {e}")),
+            Err(e) if !e.not_found() => Some(format!(
+                "cannot read the .env file: {}",
+                env_file_error(&e, std::path::Path::new(".env"))
+            )),
             _ => None,
         },
     };

@@ -391,13 +391,16 @@ fn a_dot_env_line_that_cannot_be_read_is_an_error() {
     // dropped without a word.
     std::fs::write(
         dir.path().join(".env"),
-        "IBMCLOUD_CONNECTION_STRING=Driver={IBM DB2 ODBC DRIVER};Database=x;\nDITTO_SYNC_POSTGRES=true\n",
+        "IBMCLOUD_CONNECTION_STRING=Driver={IBM DB2 ODBC DRIVER};Database=x;Pwd=s3cret;\nDITTO_SYNC_POSTGRES=true\n",
     )
     .unwrap();
     let out = connector(dir.path(), &[], &["status"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot read the .env file"), "{stderr}");
+    assert!(stderr.contains("`IBMCLOUD_CONNECTION_STRING`"), "{stderr}");
+    // dotenvy's message quotes the line, password and all.
+    assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
 #[test]
