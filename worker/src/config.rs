@@ -274,7 +274,18 @@ impl Config {
             sync_interval: Duration::from_millis(interval_ms),
             batch_size: parse_number(env, "DITTO_CLOUD_SYNC_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)?,
             debug: parse_bool(env, "DEBUG_DITTO_SYNC", false)?,
-            http_addr: env.get("CONNECTOR_HTTP_ADDR"),
+            http_addr: match env.get("CONNECTOR_HTTP_ADDR") {
+                Some(a)
+                    if !a
+                        .rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+                {
+                    return Err(ConfigError(format!(
+                        "CONNECTOR_HTTP_ADDR={a}: expected host:port, e.g. 127.0.0.1:9187"
+                    )))
+                }
+                other => other,
+            },
             compact_every: Duration::from_millis(parse_number(
                 env,
                 "CONNECTOR_COMPACT_EVERY_MS",

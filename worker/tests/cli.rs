@@ -420,6 +420,33 @@ fn run_exits_3_when_no_provider_can_ever_start() {
 }
 
 #[test]
+fn a_metrics_address_that_cannot_be_used_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    for (addr, said) in [
+        ("9187", "expected host:port"),
+        (taken.as_str(), "cannot listen"),
+    ] {
+        let out = connector(
+            dir.path(),
+            &[
+                ("CONNECTOR_PROVIDERS", "m=mongodb"),
+                ("CONNECTOR_M_CONNECTION_STRING", "mongodb://localhost:1/x"),
+                ("CONNECTOR_MAPPINGS", &retail()),
+                ("CONNECTOR_HTTP_ADDR", addr),
+            ],
+            &["run"],
+        );
+        let (_, stderr) = text(&out);
+        // 2: the unit does not restart it (a port another instance holds
+        // exited 1, and systemd cycled through its restarts).
+        assert_eq!(out.status.code(), Some(2), "{addr}: {stderr}");
+        assert!(stderr.contains(said), "{addr}: {stderr}");
+    }
+}
+
+#[test]
 fn mappings_check_resolves_names_per_configured_provider() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -38,7 +38,6 @@ pub fn run(ctx: &Context, name: Option<&str>) -> Outcome {
     let mappings = ctx.mappings()?;
     let rt = tokio_runtime()?;
     rt.block_on(runtime::run(&ctx.config, specs, mappings))
-        .map_err(Failure::new)
 }
 
 pub fn initial_sync(

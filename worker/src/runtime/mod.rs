@@ -178,7 +178,7 @@ pub async fn run(
     config: &Config,
     specs: Vec<ProviderSpec>,
     mappings: Arc<MappingSet>,
-) -> Result<i32, String> {
+) -> Result<i32, crate::commands::Failure> {
     let shared = Shared::new(config);
     // Before a first copy, which can take hours: SIGTERM ends it after the
     // chunk in flight, and systemd hears READY (with the copy as STATUS)
@@ -188,7 +188,14 @@ pub async fn run(
     tokio::spawn(systemd::watchdog(shared.health.clone(), shutdown.clone()));
     let metrics = http::install_metrics();
     if let Some(addr) = &config.http_addr {
-        http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await?;
+        // A port another process holds is the configuration's fault (two
+        // instances given one address): exit 2, which the unit does not
+        // restart, rather than cycle through restarts.
+        if let Err(message) =
+            http::serve(addr, metrics, shared.health.clone(), shutdown.clone()).await
+        {
+            return Err(crate::commands::Failure { message, code: 2 });
+        }
     }
     if config.auto_initial_sync {
         let store = shared.open_store().map_err(|e| e.to_string())?;
