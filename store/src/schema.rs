@@ -10,7 +10,9 @@
 /// 2: `change_log.origin_holds`. 3: `dead_letters.doc_key`, `due_ms`
 /// (writes waiting for a row they reference; a waiting letter a build
 /// between the two wrote has neither, and becomes an ordinary one).
-pub const VERSION: i64 = 3;
+/// 4: `conflicts` (made by [`DDL`]). A store of this version is opened
+/// without writing anything.
+pub const VERSION: i64 = 4;
 
 /// Upgrades a store of an older schema, after [`DDL`] (which creates what is
 /// missing). `(from version, statements)`.

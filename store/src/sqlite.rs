@@ -117,6 +117,12 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        // A store of this schema needs nothing written: a read-only command
+        // (`status` while a large transaction merges) must not wait for
+        // the write lock, nor need write access to the file.
+        if self.schema_is_current()? {
+            return Ok(());
+        }
         let path = self.path.display().to_string();
         let tx = self.write()?;
         tx.execute_batch(schema::DDL)?;
@@ -160,6 +166,26 @@ impl Store {
         tx.execute_batch(schema::INDEXES)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn schema_is_current(&self) -> Result<bool> {
+        let conn = self.conn();
+        let has_meta: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(false);
+        }
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(version == Some(schema::VERSION.to_string()))
     }
 
     pub fn path(&self) -> &Path {

@@ -1759,6 +1759,7 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
          ALTER TABLE dead_letters DROP COLUMN due_ms;
          INSERT INTO dead_letters (at_ms, provider, collection, stage, reason, record)
            VALUES (1, 'shop', 'orders', 'sink-waiting', 'fk', '{\"_id\": 9}');
+         DROP TABLE conflicts;
          UPDATE meta SET value = '1' WHERE key = 'schema_version';",
     )
     .unwrap();
@@ -1794,7 +1795,8 @@ fn a_store_of_schema_1_is_upgraded_on_open() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(v, "3");
+    assert_eq!(v, "4");
+    assert!(s.recent_conflicts(None, 1).unwrap().is_empty());
     // Schema 3's waiting letters work on the upgraded store.
     let read = s.read_log_for_sink("shop", 0, 10).unwrap();
     let letter = NewDeadLetter {
@@ -2383,4 +2385,24 @@ fn concurrent_changes_of_a_field_are_kept_as_conflicts_and_sequential_ones_are_n
         s.get("orders", &json!(1)).unwrap().unwrap()["status"],
         json!("f")
     );
+}
+
+#[test]
+fn a_store_of_this_schema_opens_while_a_long_write_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let mut s = Store::open(&path).unwrap();
+        apply(&mut s, "hq", &[order(1)], "1");
+    }
+    // Another process merges a large transaction (one long write).
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    // `status` opens the store and reads: it took the write lock to
+    // migrate, and failed after the busy timeout.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.provider_stats("hq").unwrap().applied, 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    writer.execute_batch("ROLLBACK").unwrap();
 }
