@@ -45,5 +45,5 @@ pub use fanout::{sink_cursor, LogEntry, Pending, SinkRead, SINK_SCAN};
 pub use merge::{DocState, Write, WriteKind};
 pub use sqlite::{sync_wal_of, Durability, Store};
 pub use stamp::Stamp;
-pub use status::{CollectionCount, ProviderStats};
+pub use status::{CollectionCount, ProviderStats, STOPPED};
 pub use waiting::{wait_after, Kept, Requeued, GIVE_UP_AFTER_MS};

@@ -10,6 +10,10 @@ use crate::fanout::sink_cursor;
 use crate::sqlite::Store;
 use crate::stamp::now_millis;
 
+/// What a task's permanent error is recorded with (`sink STOPPED (restart
+/// once fixed): …`), until the task runs again.
+pub const STOPPED: &str = "STOPPED (restart once fixed)";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProviderStats {
     pub provider: String,
@@ -227,23 +231,34 @@ impl Store {
     }
 
     /// Records an error for `status` (the message must already be redacted).
+    /// A task's error, the provider's last one; but a task STOPPED stays
+    /// the last error shown until that task runs again, whatever its other
+    /// task meets meanwhile (a sink that stopped for good while the source
+    /// retried a reconnect was no longer said to be stopped).
     pub fn record_error(&mut self, provider: &str, stage: &str, message: &str) -> Result<()> {
         self.conn().execute(
             "INSERT INTO provider_stats (provider, errors, last_error, last_error_ms) VALUES (?1, 1, ?2, ?3)
              ON CONFLICT (provider) DO UPDATE SET errors = errors + 1,
-               last_error = excluded.last_error, last_error_ms = excluded.last_error_ms",
-            params![provider, format!("{stage}: {message}"), now_millis()],
+               last_error = CASE WHEN instr(last_error, ?4) > 0 AND instr(excluded.last_error, ?4) = 0
+                 THEN last_error ELSE excluded.last_error END,
+               last_error_ms = CASE WHEN instr(last_error, ?4) > 0 AND instr(excluded.last_error, ?4) = 0
+                 THEN last_error_ms ELSE excluded.last_error_ms END",
+            params![provider, format!("{stage}: {message}"), now_millis(), STOPPED],
         )?;
         Ok(())
     }
 
-    /// A task of the provider runs again: a recorded STOPPED is history.
-    pub fn note_running(&mut self, provider: &str) -> Result<()> {
+    /// The provider's `task` (`source`, `sink`) runs again: its recorded
+    /// STOPPED is history (another task's stays).
+    pub fn note_running(&mut self, provider: &str, task: &str) -> Result<()> {
         self.conn().execute(
-            "UPDATE provider_stats SET last_error = replace(last_error,
-               'STOPPED (restart once fixed)', 'stopped, since started again')
-             WHERE provider = ?1 AND instr(last_error, 'STOPPED (restart once fixed)') > 0",
-            params![provider],
+            "UPDATE provider_stats SET last_error = replace(last_error, ?2, ?3)
+             WHERE provider = ?1 AND instr(last_error, ?2) > 0",
+            params![
+                provider,
+                format!("{task} {STOPPED}"),
+                format!("{task} stopped, since started again")
+            ],
         )?;
         Ok(())
     }

@@ -2406,3 +2406,32 @@ fn a_store_of_this_schema_opens_while_a_long_write_holds_the_lock() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     writer.execute_batch("ROLLBACK").unwrap();
 }
+
+#[test]
+fn a_stopped_task_stays_the_last_error_until_it_runs_again() {
+    let (_d, mut s) = store();
+    let last = |s: &Store| s.provider_stats("shop").unwrap().last_error.unwrap();
+    s.record_error(
+        "shop",
+        "sink",
+        "sink STOPPED (restart once fixed): permission denied",
+    )
+    .unwrap();
+    // The source retries a reconnect meanwhile: the sink is still stopped.
+    s.record_error("shop", "source", "connection reset")
+        .unwrap();
+    assert!(last(&s).contains("sink STOPPED"), "{}", last(&s));
+    assert_eq!(s.provider_stats("shop").unwrap().errors, 2);
+    // The source's session starting again says nothing of the sink's.
+    s.note_running("shop", "source").unwrap();
+    assert!(last(&s).contains("sink STOPPED"), "{}", last(&s));
+    s.note_running("shop", "sink").unwrap();
+    assert!(
+        last(&s).contains("sink stopped, since started again"),
+        "{}",
+        last(&s)
+    );
+    s.record_error("shop", "source", "connection reset")
+        .unwrap();
+    assert_eq!(last(&s), "source: connection reset");
+}

@@ -337,7 +337,10 @@ pub async fn run(
                         .unwrap_or_else(|| "a panic".into()),
                     Err(e) => e.to_string(),
                 };
-                let message = format!("STOPPED (restart once fixed): the {task} task failed: {why} (a bug: please report it with the log)");
+                let message = format!(
+                    "{task} {}: the task failed: {why} (a bug: please report it with the log)",
+                    connector_store::STOPPED
+                );
                 error!(provider = %name, task, %message, "task failed");
                 shared
                     .health

@@ -90,7 +90,7 @@ pub async fn after_failure(
     // `status` reads this: a stopped task says so (a retried one is only
     // its last error).
     let said = match decision {
-        Decision::GiveUp => format!("STOPPED (restart once fixed): {e}"),
+        Decision::GiveUp => format!("{task} {}: {e}", connector_store::STOPPED),
         _ => e.to_string(),
     };
     let _ = super::blocking(|| {

@@ -115,6 +115,7 @@ async fn session(
     let mut store = blocking(|| shared.open_store())?;
     let mut sink = provider.open_sink(mapping.clone()).await?;
     shared.health.set(&name, "sink", Light::Green, None);
+    blocking(|| store.note_running(&name, "sink")).map_err(ConnectorError::from)?;
     // Expired at every session's start too: sessions that fail more often
     // than the TTL would never expire anything.
     let mut last_expiry: Option<std::time::Instant> = None;

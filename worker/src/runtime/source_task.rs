@@ -225,7 +225,7 @@ async fn session(
     let mut source = provider.open_source(mapping.clone(), resume).await?;
     shared.health.set(&name, "source", Light::Green, None);
     // (The provider's feed runs again, in this process or a restarted one.)
-    blocking(|| store.note_running(&name)).map_err(ConnectorError::from)?;
+    blocking(|| store.note_running(&name, "source")).map_err(ConnectorError::from)?;
     let mut acks = Acks::new(store.path().to_path_buf());
     let in_flight = blocking(|| super::in_flight::load(&store, &name))?;
     loop {
