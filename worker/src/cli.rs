@@ -110,17 +110,23 @@ pub enum Command {
     DeadLetters(DeadLetterCommand),
     /// Fields two providers changed concurrently (the last 7 days), newest
     /// first: the value every provider kept and the one that was lost.
-    Conflicts {
-        #[arg(long, short = 'p')]
-        provider: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Conflicts(ListArgs),
     /// Mapping files.
     #[command(subcommand)]
     Mappings(MappingsCommand),
+}
+
+/// A listing's options.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Only this provider's.
+    #[arg(long, short = 'p')]
+    pub provider: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -133,14 +139,7 @@ pub struct ProviderArg {
 #[derive(Debug, Subcommand)]
 pub enum DeadLetterCommand {
     /// List dead letters, oldest first.
-    List {
-        #[arg(long, short = 'p')]
-        provider: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Try again (after fixing the mapping or the data): source records are
     /// mapped and merged anew, sink records are written again by the sink.
     Retry(DeadLetterSelection),

@@ -131,21 +131,15 @@ fn dispatch(ctx: &Context, command: Command) -> commands::Outcome {
     match command {
         Command::Mappings(MappingsCommand::Check { paths }) => mappings::check(ctx, &paths),
         Command::Status { json } => status::run(ctx, json),
-        Command::Conflicts {
-            provider,
-            limit,
-            json,
-        } => conflicts::list(ctx, provider.as_deref(), limit, json),
+        Command::Conflicts(l) => conflicts::list(ctx, l.provider.as_deref(), l.limit, l.json),
         Command::Query {
             collection,
             id,
             limit,
         } => query::run(ctx, &collection, id.as_deref(), limit),
-        Command::DeadLetters(DeadLetterCommand::List {
-            provider,
-            limit,
-            json,
-        }) => dead_letters::list(ctx, provider.as_deref(), limit, json),
+        Command::DeadLetters(DeadLetterCommand::List(l)) => {
+            dead_letters::list(ctx, l.provider.as_deref(), l.limit, l.json)
+        }
         Command::DeadLetters(DeadLetterCommand::Retry(sel)) => dead_letters::retry(ctx, &sel),
         Command::DeadLetters(DeadLetterCommand::Discard(sel)) => dead_letters::discard(ctx, &sel),
         Command::TestConnection(p) => providers::test_connection(ctx, p.provider.as_deref()),

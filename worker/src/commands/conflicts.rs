@@ -2,10 +2,8 @@
 //! first, with the value kept and the value lost
 //! ([`connector_store::conflicts`]).
 
-use serde_json::json;
-
 use super::status::print_table;
-use super::{ago, rfc3339, Context, Outcome};
+use super::{ago, print_json_with_at, Context, Outcome};
 
 pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) -> Outcome {
     let conflicts = match ctx.existing_store()? {
@@ -13,15 +11,7 @@ pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) 
         None => Vec::new(),
     };
     if as_json {
-        let out: Vec<_> = conflicts
-            .iter()
-            .map(|c| {
-                let mut v = serde_json::to_value(c).unwrap_or_default();
-                v["at"] = json!(rfc3339(Some(c.at_ms)));
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print_json_with_at(&conflicts, |c| c.at_ms)?;
         return Ok(0);
     }
     if conflicts.is_empty() {

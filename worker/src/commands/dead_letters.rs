@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use connector_core::{Inbound, ProviderMapping, RawChange};
 use connector_store::{DeadLetter, SourceApply, Store, SINK_STAGE, WAITING_STAGE};
 
 use super::status::print_table;
-use super::{ago, rfc3339, Context, Failure, Outcome};
+use super::{ago, print_json_with_at, Context, Failure, Outcome};
 use crate::cli::DeadLetterSelection;
 
 pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) -> Outcome {
@@ -17,15 +15,7 @@ pub fn list(ctx: &Context, provider: Option<&str>, limit: usize, as_json: bool) 
         None => Vec::new(),
     };
     if as_json {
-        let out: Vec<_> = letters
-            .iter()
-            .map(|d| {
-                let mut v = serde_json::to_value(d).unwrap_or_default();
-                v["at"] = json!(rfc3339(Some(d.at_ms)));
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print_json_with_at(&letters, |d| d.at_ms)?;
         return Ok(0);
     }
     if letters.is_empty() {

@@ -98,6 +98,24 @@ pub fn ago_at(ms: Option<i64>, now: i64) -> String {
 }
 
 /// RFC 3339 for JSON output.
+/// Prints `items` as a JSON list, each with its time `at_ms` also as
+/// RFC 3339 (`at`).
+pub fn print_json_with_at<T: serde::Serialize>(
+    items: &[T],
+    at_ms: impl Fn(&T) -> i64,
+) -> Result<(), Failure> {
+    let out: Vec<serde_json::Value> = items
+        .iter()
+        .map(|item| {
+            let mut v = serde_json::to_value(item).unwrap_or_default();
+            v["at"] = serde_json::json!(rfc3339(Some(at_ms(item))));
+            v
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
 pub fn rfc3339(ms: Option<i64>) -> Option<String> {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

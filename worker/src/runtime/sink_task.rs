@@ -550,6 +550,36 @@ mod tests {
         }
     }
 
+    /// hq's changes, merged.
+    fn merge_from_hq(store: &mut Store, changes: &[DocChange]) {
+        store
+            .apply_source(
+                "hq",
+                SourceApply {
+                    changes,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// shop's feed delivers a commit an hour ahead: an echo of a write made
+    /// before now would have come.
+    fn shops_feed_moves_on(store: &mut Store) {
+        let mut later = order(2);
+        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
+        store
+            .apply_source(
+                "shop",
+                SourceApply {
+                    changes: std::slice::from_ref(&later),
+                    position: Some("0/9"),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+
     /// A store in a temporary directory, its runtime state, and shop's
     /// retail mapping.
     fn shop_sink_fixture() -> (tempfile::TempDir, Arc<Shared>, Store, ProviderMapping) {
@@ -598,15 +628,7 @@ mod tests {
     async fn a_failed_write_retried_after_another_batch_still_records_its_intent_once() {
         let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let orders = [order(1), order(2)];
-        store
-            .apply_source(
-                "hq",
-                SourceApply {
-                    changes: &orders,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        merge_from_hq(&mut store, &orders);
         let mut sink = FailsOnce(true);
         let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
         let failed = deliver(
@@ -674,15 +696,7 @@ mod tests {
     async fn a_retried_intent_lives_from_the_attempt_that_wrote_it() {
         let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let order1 = order(1);
-        store
-            .apply_source(
-                "hq",
-                SourceApply {
-                    changes: std::slice::from_ref(&order1),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        merge_from_hq(&mut store, std::slice::from_ref(&order1));
         let mut sink = FailsOnce(true);
         for attempt in 0..2 {
             if attempt == 1 {
@@ -697,18 +711,7 @@ mod tests {
             assert_eq!(out.is_ok(), attempt == 1);
         }
         // shop's feed moves on; the echo of the write just made is due.
-        let mut later = order(2);
-        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
-        store
-            .apply_source(
-                "shop",
-                SourceApply {
-                    changes: std::slice::from_ref(&later),
-                    position: Some("0/9"),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        shops_feed_moves_on(&mut store);
         assert_eq!(store.expire_intents("shop", 200).unwrap(), 0);
         assert_eq!(store.intent_count("shop").unwrap(), 1);
     }
@@ -717,15 +720,7 @@ mod tests {
     async fn an_owed_intent_is_forgotten_once_it_expired() {
         let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let order1 = order(1);
-        store
-            .apply_source(
-                "hq",
-                SourceApply {
-                    changes: std::slice::from_ref(&order1),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        merge_from_hq(&mut store, std::slice::from_ref(&order1));
         let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
         let failed = deliver(
             &shared,
@@ -746,18 +741,7 @@ mod tests {
             "still owed"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let mut later = order(2);
-        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
-        store
-            .apply_source(
-                "shop",
-                SourceApply {
-                    changes: std::slice::from_ref(&later),
-                    position: Some("0/9"),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        shops_feed_moves_on(&mut store);
         assert_eq!(store.expire_intents("shop", 0).unwrap(), 1);
         forget_expired_owed_intents(&shared, &store, "shop").unwrap();
         assert!(shared.unwritten_intents.lock().unwrap().is_empty());
@@ -767,15 +751,7 @@ mod tests {
     async fn a_write_retried_after_its_intent_expired_records_it_again() {
         let (_dir, shared, mut store, mapping) = shop_sink_fixture();
         let order1 = order(1);
-        store
-            .apply_source(
-                "hq",
-                SourceApply {
-                    changes: std::slice::from_ref(&order1),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        merge_from_hq(&mut store, std::slice::from_ref(&order1));
         let mut sink = FailsOnce(true);
         let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();
         let failed = deliver(
@@ -785,18 +761,7 @@ mod tests {
         assert!(failed.is_err());
         // The write keeps failing for longer than intents live: shop's feed
         // moves on (a later commit of its own) and the intent expires.
-        let mut later = order(2);
-        later.commit_ts_ms = Some(connector_store::stamp::now_millis() + 3_600_000);
-        store
-            .apply_source(
-                "shop",
-                SourceApply {
-                    changes: std::slice::from_ref(&later),
-                    position: Some("0/9"),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        shops_feed_moves_on(&mut store);
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert_eq!(store.expire_intents("shop", 0).unwrap(), 1);
         let (_, writes, _) = read_batch(&store, "shop", &mapping, 0, 100).unwrap();

@@ -108,6 +108,22 @@ pub struct Mapped {
     pub tagged_txns: Vec<u64>,
 }
 
+impl Mapped {
+    /// What the store merges of these `received` records, with the source
+    /// `position` after them, if any.
+    pub fn part<'a>(&'a self, received: u64, position: Option<&'a str>) -> SourceApply<'a> {
+        SourceApply {
+            changes: &self.changes,
+            dead_letters: &self.dead,
+            left_filter: &self.left_filter,
+            position,
+            position_name: None,
+            received,
+            filtered: self.filtered,
+        }
+    }
+}
+
 /// Maps a batch: changes to merge, records to keep as dead letters, and
 /// what the filters left out.
 pub fn map_batch(mapping: &ProviderMapping, raw: &[RawChange]) -> Mapped {
@@ -259,15 +275,7 @@ async fn session(
         let spilled = batch.spilled.take();
         let applied = blocking(|| {
             store.apply_source_parts(&name, |merge| -> Result<()> {
-                merge(SourceApply {
-                    changes: &mapped.changes,
-                    dead_letters: &mapped.dead,
-                    left_filter: &mapped.left_filter,
-                    position: batch.position.as_deref(),
-                    position_name: None,
-                    received,
-                    filtered: mapped.filtered,
-                })?;
+                merge(mapped.part(received, batch.position.as_deref()))?;
                 // A large transaction, read back from disk a chunk at a time
                 // into the same store transaction.
                 for chunk in spilled
@@ -279,15 +287,7 @@ async fn session(
                     let mut chunk = chunk?;
                     raised += in_flight.raise(&mut chunk);
                     let part = map_batch(mapping, &chunk);
-                    merge(SourceApply {
-                        changes: &part.changes,
-                        dead_letters: &part.dead,
-                        left_filter: &part.left_filter,
-                        position: None,
-                        position_name: None,
-                        received: chunk.len() as u64,
-                        filtered: part.filtered,
-                    })?;
+                    merge(part.part(chunk.len() as u64, None))?;
                     received += chunk.len() as u64;
                     tagged_txns.extend(part.tagged_txns);
                     last_commit =
