@@ -29,13 +29,7 @@ if [ -z "$BIN" ]; then
   cargo build --release --locked -q -p connector-worker
   BIN=$ROOT/target/release/connector
 fi
-WORK=$(mktemp -d /tmp/connector-bigtxn.XXXXXX); chmod 755 "$WORK"
-RUN_PID=""
-cleanup() {
-  [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
-  pg_stop "$WORK/pg"; rm -rf "$WORK"
-}
-trap cleanup EXIT
+pg_work_dir connector-bigtxn
 PORT=$(pg_free_port)
 pg_start "$WORK/pg" "$PORT" -c shared_buffers=512MB -c max_wal_size=4GB >/dev/null
 for db in hq shop; do

@@ -36,13 +36,8 @@ ensure_postgres
 ensure_odbc
 cargo build --release --locked -q -p connector-worker --features odbc
 CONNECTOR=$ROOT/target/release/connector
-WORK=$(mktemp -d /tmp/connector-bench-odbc.XXXXXX); chmod 755 "$WORK"
-RUN_PID=""
-cleanup() {
-  [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
-  pg_stop "$WORK/pg"; maria_stop "$WORK/maria"; rm -rf "$WORK"
-}
-trap cleanup EXIT
+stop_maria() { maria_stop "$WORK/maria"; }
+pg_work_dir connector-bench-odbc stop_maria
 declare -A R
 
 # Drivers from a private odbcinst.ini.

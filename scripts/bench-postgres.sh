@@ -38,13 +38,7 @@ ensure_postgres
 apt_install postgresql-contrib pgloader
 cargo build --release --locked -q -p connector-worker
 CONNECTOR=$ROOT/target/release/connector
-WORK=$(mktemp -d /tmp/connector-bench.XXXXXX); chmod 755 "$WORK"
-RUN_PID=""
-cleanup() {
-  [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
-  pg_stop "$WORK/pg"; rm -rf "$WORK"
-}
-trap cleanup EXIT
+pg_work_dir connector-bench
 declare -A R
 
 PORT=$(pg_free_port)

@@ -33,14 +33,7 @@ step "building connector (release)"
 cargo build --release --locked -q -p connector-worker
 CONNECTOR=$ROOT/target/release/connector
 
-WORK=$(mktemp -d /tmp/connector-demo.XXXXXX); chmod 755 "$WORK"
-RUN_PID=""
-cleanup() {
-  [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
-  pg_stop "$WORK/pg"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+pg_work_dir connector-demo
 
 step "starting a private PostgreSQL cluster"
 PORT=$(pg_free_port)

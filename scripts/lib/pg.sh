@@ -36,6 +36,22 @@ pg_stop() {
   _pg_as_owner "$(_pg_bin)/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
+# pg_work_dir NAME [COMMAND]: a private directory $WORK (/tmp/NAME.XXXXXX)
+# for a script's cluster ($WORK/pg) and worker ($RUN_PID). On exit the
+# worker gets SIGTERM and is waited for, COMMAND runs (e.g. stopping a
+# MariaDB there), the cluster stops and the directory goes.
+pg_work_dir() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX"); chmod 755 "$WORK"
+  RUN_PID=""; _PG_WORK_EXTRA=${2:-}
+  trap _pg_work_cleanup EXIT
+}
+
+_pg_work_cleanup() {
+  [ -n "$RUN_PID" ] && kill -TERM "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null || true
+  [ -n "$_PG_WORK_EXTRA" ] && $_PG_WORK_EXTRA || true
+  pg_stop "$WORK/pg"; rm -rf "$WORK"
+}
+
 # pg_psql DB psql-args…
 pg_psql() {
   local db=$1; shift

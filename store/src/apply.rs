@@ -42,7 +42,7 @@ use serde_json::{Map, Value};
 use connector_core::value::{counter_number, fingerprint, id_key};
 use connector_core::{DocChange, DocOp};
 
-use crate::conflicts::{insert_conflict, Conflict};
+use crate::conflicts::{insert_conflict, prune_conflicts, Conflict};
 use crate::dead_letters::{insert_dead_letter, NewDeadLetter};
 use crate::error::{Result, StoreError};
 use crate::merge::{DocState, Write, WriteKind};
@@ -166,6 +166,9 @@ impl Store {
             ])
         })
         .map_err(StoreError::from)?;
+        if out.conflicts > 0 {
+            prune_conflicts(&tx, now)?;
+        }
         tx.commit()?;
         Ok(out)
     }
@@ -788,16 +791,20 @@ fn conflicts_of(
     };
     let mut out = Vec::new();
     for f in changed {
-        let (Some(cur), Some(cur_value)) = (state.field_stamp(f), current.and_then(|d| d.get(*f)))
+        // The origin's own value (most changes) is never a conflict: no
+        // fingerprint is taken for it.
+        let Some(cur) = state
+            .field_stamp(f)
+            .filter(|cur| cur.origin != stamp.origin)
         else {
+            continue;
+        };
+        let Some(cur_value) = current.and_then(|d| d.get(*f)) else {
             continue;
         };
         let new_value = &c.fields[*f];
         let cur_fp = fingerprint(cur_value);
-        if cur.origin == stamp.origin
-            || fingerprint(new_value) == cur_fp
-            || before(f) == Some(cur_fp)
-        {
+        if fingerprint(new_value) == cur_fp || before(f) == Some(cur_fp) {
             continue;
         }
         let ((kept_from, kept), (lost_from, lost)) = if stamp > cur {

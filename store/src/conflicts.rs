@@ -51,7 +51,7 @@ fn cut(v: &Value) -> String {
     }
 }
 
-/// Keeps `c` (and lets conflicts past the retention go).
+/// Keeps `c`.
 pub(crate) fn insert_conflict(tx: &Connection, c: &Conflict) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO conflicts (at_ms, collection, id, field, kept_from, kept, lost_from, lost)
@@ -67,8 +67,13 @@ pub(crate) fn insert_conflict(tx: &Connection, c: &Conflict) -> Result<()> {
         c.lost_from,
         cut(&c.lost)
     ])?;
+    Ok(())
+}
+
+/// Lets conflicts past the retention go (once per batch that kept any).
+pub(crate) fn prune_conflicts(tx: &Connection, now: i64) -> Result<()> {
     tx.prepare_cached("DELETE FROM conflicts WHERE at_ms < ?1")?
-        .execute([c.at_ms - RETENTION_MS])?;
+        .execute([now - RETENTION_MS])?;
     Ok(())
 }
 

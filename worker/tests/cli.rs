@@ -403,18 +403,23 @@ fn a_dot_env_line_that_cannot_be_read_is_an_error() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
 
+/// `connector run` of one provider that can never start (MongoDB is not
+/// built in), with `more` environment.
+fn run_unstartable(dir: &Path, more: &[(&str, &str)]) -> Output {
+    let mappings = retail();
+    let mut env = vec![
+        ("CONNECTOR_PROVIDERS", "m=mongodb"),
+        ("CONNECTOR_M_CONNECTION_STRING", "mongodb://localhost:1/x"),
+        ("CONNECTOR_MAPPINGS", mappings.as_str()),
+    ];
+    env.extend_from_slice(more);
+    connector(dir, &env, &["run"])
+}
+
 #[test]
 fn run_exits_3_when_no_provider_can_ever_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = connector(
-        dir.path(),
-        &[
-            ("CONNECTOR_PROVIDERS", "m=mongodb"),
-            ("CONNECTOR_M_CONNECTION_STRING", "mongodb://localhost:1/x"),
-            ("CONNECTOR_MAPPINGS", &retail()),
-        ],
-        &["run"],
-    );
+    let out = run_unstartable(dir.path(), &[]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
 }
@@ -428,16 +433,7 @@ fn a_metrics_address_that_cannot_be_used_is_a_configuration_error() {
         ("9187", "expected host:port"),
         (taken.as_str(), "cannot listen"),
     ] {
-        let out = connector(
-            dir.path(),
-            &[
-                ("CONNECTOR_PROVIDERS", "m=mongodb"),
-                ("CONNECTOR_M_CONNECTION_STRING", "mongodb://localhost:1/x"),
-                ("CONNECTOR_MAPPINGS", &retail()),
-                ("CONNECTOR_HTTP_ADDR", addr),
-            ],
-            &["run"],
-        );
+        let out = run_unstartable(dir.path(), &[("CONNECTOR_HTTP_ADDR", addr)]);
         let (_, stderr) = text(&out);
         // 2: the unit does not restart it (a port another instance holds
         // exited 1, and systemd cycled through its restarts).
